@@ -1,0 +1,23 @@
+"""The SDE floor: schedules, the mean-reverting SDE and its closed forms, samplers (diffrax)."""
+
+from .gaussian import DiagonalGaussian as DiagonalGaussian
+from .mean_reverting import MeanRevertingSDE as MeanRevertingSDE
+from .mean_reverting import ScoreFn as ScoreFn
+from .samplers import PosteriorSampler as PosteriorSampler
+from .samplers import ProbabilityFlowSampler as ProbabilityFlowSampler
+from .samplers import ReverseSDESampler as ReverseSDESampler
+from .samplers import X0Predictor as X0Predictor
+from .samplers import noise_to_score as noise_to_score
+from .samplers import noise_to_x0_predictor as noise_to_x0_predictor
+from .schedules import AbstractSchedule as AbstractSchedule
+from .schedules import ConstantSchedule as ConstantSchedule
+from .schedules import LinearSchedule as LinearSchedule
+from .schedules import PiecewiseConstantSchedule as PiecewiseConstantSchedule
+from .schedules import constant_theta_schedule as constant_theta_schedule
+from .schedules import cosine_schedule as cosine_schedule
+from .schedules import cosine_thetas as cosine_thetas
+from .schedules import ddpm_schedule as ddpm_schedule
+from .schedules import linear_theta_schedule as linear_theta_schedule
+from .schedules import normalised_schedule as normalised_schedule
+from .schedules import vp_betas as vp_betas
+from .schedules import vp_schedule as vp_schedule

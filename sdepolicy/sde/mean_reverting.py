@@ -1,0 +1,233 @@
+r"""The mean-reverting SDE of IR-SDE / ER-DP-QE, with every closed form it admits.
+
+$$dx = \theta(t)\,(\mu - x)\,dt + \sigma(t)\,dW, \qquad \sigma(t)^2 = 2\lambda^2\theta(t).$$
+
+Derivations: `proofs/transition.md`, `proofs/posterior.md`, `proofs/score_and_noise.md`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, ArrayLike, Float
+
+from .._typing import RealScalarLike
+from .gaussian import DiagonalGaussian
+from .schedules import AbstractSchedule
+
+#: A score (or any vector field) as a function of diffusion time and state: ``f(t, x) -> array``.
+ScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"]], Float[Array, "*shape"]]
+
+
+def _as_float_array(x) -> Array:
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
+
+
+class MeanRevertingSDE(eqx.Module):
+    r"""$dx = \theta(t)(\mu - x)\,dt + \sqrt{2\lambda^2\theta(t)}\,dW$.
+
+    **Arguments:**
+
+    - `schedule`: the rate $\theta(t)$ (an [`AbstractSchedule`][]).
+    - `mean`: $\mu$, an array broadcastable against the state (it may differ per sample, e.g.
+        conditioned on an RL state). Default 0.
+    - `stationary_std`: $\lambda > 0$; $\lambda^2$ is the stationary variance. Default 1.
+
+    With $\mu = 0$, $\lambda = 1$ this is the VP-SDE with $\beta(t) = 2\theta(t)$.
+    Times must satisfy $0 \le s < t$ for the transition and $0 \le s < t$, $t > 0$ for the
+    posterior.
+    """
+
+    schedule: AbstractSchedule
+    mean: Float[Array, "*mshape"]
+    stationary_std: Float[Array, ""]
+
+    def __init__(
+        self,
+        schedule: AbstractSchedule,
+        mean: Float[ArrayLike, "*mshape"] = 0.0,
+        stationary_std: RealScalarLike = 1.0,
+    ):
+        self.schedule = schedule
+        self.mean = _as_float_array(mean)
+        self.stationary_std = _as_float_array(stationary_std)
+
+    def __check_init__(self):
+        std = self.stationary_std
+        if jnp.ndim(std) != 0:
+            raise ValueError("MeanRevertingSDE: `stationary_std` must be a scalar.")
+        try:
+            ok = float(std) > 0
+        except Exception:  # traced: cannot check
+            ok = True
+        if not ok:
+            raise ValueError("MeanRevertingSDE: `stationary_std` must be positive.")
+
+    @property
+    def horizon(self) -> float:
+        return self.schedule.horizon
+
+    def with_mean(self, mean: Float[ArrayLike, "*mshape"]) -> MeanRevertingSDE:
+        """The same SDE reverting to another $\\mu$."""
+        return MeanRevertingSDE(self.schedule, mean, self.stationary_std)
+
+    # --- coefficients ------------------------------------------------------------------------
+
+    def decay(self, s: RealScalarLike, t: RealScalarLike) -> Float[Array, ""]:
+        r"""$e^{-\Theta(s, t)}$: how much of $x_s - \mu$ survives until $t$."""
+        return jnp.exp(-self.schedule.integral(s, t))
+
+    def transition_variance(self, s: RealScalarLike, t: RealScalarLike) -> Float[Array, ""]:
+        r"""$\lambda^2 (1 - e^{-2\Theta(s,t)})$."""
+        return self.stationary_std**2 * -jnp.expm1(-2 * self.schedule.integral(s, t))
+
+    def marginal_variance(self, t: RealScalarLike) -> Float[Array, ""]:
+        r"""$v_t = \lambda^2(1 - e^{-2\Theta_t})$."""
+        return self.transition_variance(0.0, t)
+
+    def posterior_coefficients(
+        self, s: RealScalarLike, t: RealScalarLike
+    ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
+        r"""$(c_t, c_0, \tilde\beta)$ with $\tilde\mu - \mu = c_t (x_t - \mu) + c_0 (x_0 - \mu)$.
+
+        $c_t = (1 - e^{-2\Theta_s}) e^{-\Theta(s,t)} / (1 - e^{-2\Theta_t})$,
+        $c_0 = (1 - e^{-2\Theta(s,t)}) e^{-\Theta_s} / (1 - e^{-2\Theta_t})$,
+        $\tilde\beta = \lambda^2 (1 - e^{-2\Theta_s})(1 - e^{-2\Theta(s,t)}) / (1 - e^{-2\Theta_t})$.
+        """
+        th_s = self.schedule.cumulative(s)
+        th_t = self.schedule.cumulative(t)
+        th_st = th_t - th_s
+        one_s = -jnp.expm1(-2 * th_s)
+        one_st = -jnp.expm1(-2 * th_st)
+        one_t = -jnp.expm1(-2 * th_t)
+        coef_t = one_s * jnp.exp(-th_st) / one_t
+        coef_0 = one_st * jnp.exp(-th_s) / one_t
+        var = self.stationary_std**2 * one_s * one_st / one_t
+        return coef_t, coef_0, var
+
+    def theta(self, t: RealScalarLike) -> Float[Array, ""]:
+        r"""The rate $\theta(t)$."""
+        return self.schedule.rate(t)
+
+    def sigma(self, t: RealScalarLike) -> Float[Array, ""]:
+        r"""The diffusion coefficient $\sigma(t) = \lambda\sqrt{2\theta(t)}$."""
+        return self.stationary_std * jnp.sqrt(2 * self.schedule.rate(t))
+
+    # --- closed-form laws --------------------------------------------------------------------
+
+    def transition(
+        self, x_s: Float[Array, "*shape"], s: RealScalarLike, t: RealScalarLike
+    ) -> DiagonalGaussian:
+        r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
+        e^{-2\Theta(s,t)}) I)$ for $s < t$."""
+        dt = x_s.dtype
+        mean = self.mean + (x_s - self.mean) * self.decay(s, t).astype(dt)
+        return DiagonalGaussian(mean, self.transition_variance(s, t).astype(dt))
+
+    def marginal(self, x_0: Float[Array, "*shape"], t: RealScalarLike) -> DiagonalGaussian:
+        r"""$p(x_t \mid x_0)$: the transition from time 0."""
+        return self.transition(x_0, 0.0, t)
+
+    def prior(self, shape: tuple[int, ...], dtype=None) -> DiagonalGaussian:
+        r"""The stationary law $\mathcal N(\mu, \lambda^2 I)$ with the given shape, where the
+        reverse samplers start."""
+        dtype = dtype or jnp.result_type(self.mean)
+        mean = jnp.broadcast_to(self.mean, shape).astype(dtype)
+        return DiagonalGaussian(mean, (self.stationary_std**2).astype(dtype))
+
+    def posterior(
+        self,
+        x_t: Float[Array, "*shape"],
+        x_0: Float[Array, "*shape"],
+        s: RealScalarLike,
+        t: RealScalarLike,
+    ) -> DiagonalGaussian:
+        r"""$p(x_s \mid x_t, x_0) = \mathcal N(\tilde\mu, \tilde\beta I)$ for $0 \le s < t$.
+
+        See [`posterior_coefficients`][]; the mean is also the optimal reverse path
+        $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`).
+        """
+        dt = x_t.dtype
+        coef_t, coef_0, var = self.posterior_coefficients(s, t)
+        mean = self.mean + coef_t.astype(dt) * (x_t - self.mean) + coef_0.astype(dt) * (
+            x_0 - self.mean
+        )
+        return DiagonalGaussian(mean, var.astype(dt))
+
+    # --- score and noise parametrisations ----------------------------------------------------
+
+    def score(
+        self, x_t: Float[Array, "*shape"], x_0: Float[Array, "*shape"], t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
+        r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$."""
+        law = self.marginal(x_0, t)
+        return -(x_t - law.mean) / law.variance
+
+    def noise_from_x0(
+        self, x_t: Float[Array, "*shape"], x_0: Float[Array, "*shape"], t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
+        r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$."""
+        law = self.marginal(x_0, t)
+        return (x_t - law.mean) / jnp.sqrt(law.variance)
+
+    def x0_from_noise(
+        self, x_t: Float[Array, "*shape"], noise: Float[Array, "*shape"], t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
+        r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$."""
+        dt = x_t.dtype
+        th = self.schedule.cumulative(t)
+        std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
+        return self.mean + (x_t - self.mean - std * noise) * jnp.exp(th).astype(dt)
+
+    def score_from_noise(
+        self, noise: Float[Array, "*shape"], t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
+        r"""$-\hat\varepsilon / \sqrt{v_t}$."""
+        return -noise / jnp.sqrt(self.marginal_variance(t)).astype(noise.dtype)
+
+    # --- diffrax terms -----------------------------------------------------------------------
+
+    def drift(self, t: RealScalarLike, x: Float[Array, "*shape"], args=None) -> Float[Array, "*shape"]:
+        r"""$f(t, x) = \theta(t)(\mu - x)$."""
+        return self.theta(t).astype(x.dtype) * (self.mean - x)
+
+    def diffusion(self, t: RealScalarLike, x: Float[Array, "*shape"], args=None):
+        r"""$g(t) = \sigma(t) I$, as a diagonal `lineax` operator acting on a Brownian increment."""
+        return lx.DiagonalLinearOperator(self.sigma(t).astype(x.dtype) * jnp.ones_like(x))
+
+    def forward_terms(self, brownian: diffrax.AbstractBrownianPath) -> diffrax.MultiTerm:
+        """The forward SDE as diffrax terms: `MultiTerm(ODETerm(drift), ControlTerm(g, W))`."""
+        return diffrax.MultiTerm(
+            diffrax.ODETerm(self.drift), diffrax.ControlTerm(self.diffusion, brownian)
+        )
+
+    def reverse_drift(self, score_fn: ScoreFn) -> Callable:
+        r"""$f - \sigma^2 \nabla\log p_t$: the drift of the reverse-time SDE (Anderson)."""
+
+        def vector_field(t, x, args):
+            return self.drift(t, x) - self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x)
+
+        return vector_field
+
+    def reverse_terms(
+        self, score_fn: ScoreFn, brownian: diffrax.AbstractBrownianPath
+    ) -> diffrax.MultiTerm:
+        r"""The reverse-time SDE $dx = [f - \sigma^2\nabla\log p_t]\,dt + \sigma\,d\bar W$, to be
+        integrated from $T$ down to 0 (a diffrax solve with $t_0 > t_1$ and negative `dt0`)."""
+        return diffrax.MultiTerm(
+            diffrax.ODETerm(self.reverse_drift(score_fn)),
+            diffrax.ControlTerm(self.diffusion, brownian),
+        )
+
+    def probability_flow_term(self, score_fn: ScoreFn) -> diffrax.ODETerm:
+        r"""The probability-flow ODE $dx/dt = f - \tfrac12\sigma^2\nabla\log p_t$."""
+
+        def vector_field(t, x, args):
+            return self.drift(t, x) - 0.5 * self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x)
+
+        return diffrax.ODETerm(vector_field)
