@@ -145,8 +145,12 @@ class PosteriorSampler(eqx.Module):
         return x
 
 
-def _fixed_step_solve(terms, solver, t0, t1, num_steps, x, brownian_key=None, controller=None):
+def _fixed_step_solve(terms, solver, t0, t1, num_steps, x, controller=None):
     dt0 = (t1 - t0) / num_steps
+    # `max_steps` must be finite: diffrax's default adjoint (RecursiveCheckpointAdjoint) needs a
+    # bound to reverse-mode differentiate the solve, and the samplers promise to work under
+    # `jax.grad`. Fixed steps take exactly `num_steps` (+2 guards against the last step being
+    # split by floating-point rounding of t0 + k*dt0).
     sol = diffrax.diffeqsolve(
         terms,
         solver,
@@ -156,7 +160,7 @@ def _fixed_step_solve(terms, solver, t0, t1, num_steps, x, brownian_key=None, co
         y0=x,
         saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=controller or diffrax.ConstantStepSize(),
-        max_steps=None if controller is None else 16 * num_steps + 4096,
+        max_steps=num_steps + 2 if controller is None else 16 * num_steps + 4096,
     )
     return sol.ys[0]
 
@@ -212,8 +216,10 @@ class ProbabilityFlowSampler(eqx.Module):
     - `num_steps`: number of fixed steps (or the initial step count for an adaptive controller).
     - `solver`: a diffrax ODE solver (default `diffrax.Heun()`).
     - `t_end`: where to stop (default 0).
-    - `stepsize_controller`: default `ConstantStepSize()`; pass e.g.
-        `diffrax.PIDController(rtol, atol, jump_ts=sde.schedule.jump_times)` for adaptive steps.
+    - `stepsize_controller`: default `ConstantStepSize()`; for adaptive steps pass e.g.
+        `diffrax.ClipStepSizeController(diffrax.PIDController(rtol, atol),
+        jump_ts=sde.schedule.jump_times)` (diffrax >= 0.7 takes `jump_ts` there, not in the
+        `PIDController`); the rate of a piecewise-constant schedule jumps at integer times.
     """
 
     sde: MeanRevertingSDE
