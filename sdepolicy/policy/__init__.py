@@ -1,0 +1,14 @@
+"""The policy floor: denoiser networks, diffusion policies, diffusion losses, entropy estimators."""
+
+from .action_box import ActionBox as ActionBox
+from .diffusion_policy import SCHEDULES as SCHEDULES
+from .diffusion_policy import DiffusionPolicy as DiffusionPolicy
+from .diffusion_policy import make_schedule as make_schedule
+from .losses import LOSS_KINDS as LOSS_KINDS
+from .losses import mll_error as mll_error
+from .losses import mll_prediction as mll_prediction
+from .losses import mll_target as mll_target
+from .losses import noise_matching_error as noise_matching_error
+from .networks import Denoiser as Denoiser
+from .networks import SinusoidalTimeEmbedding as SinusoidalTimeEmbedding
+from .networks import mish as mish

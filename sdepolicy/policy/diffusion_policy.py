@@ -1,0 +1,265 @@
+r"""A diffusion policy $\pi(a \mid s)$: a mean-reverting SDE over actions and a state-conditioned
+noise predictor (ER-DP-QE; Diffusion-QL with the VP schedule).
+
+Actions live in the unit box $[-1, 1]^d$ inside the policy; [`ActionBox`][] maps them to and
+from the environment's box. The SDE has $\mu = 0$, $\lambda = 1$ and a piecewise-constant
+schedule on the integer grid $0..T$; diffusion time $t$ is the reference code's step $k = t - 1$.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._typing import PRNGKey
+from ..sde import (
+    AbstractSchedule,
+    MeanRevertingSDE,
+    PosteriorSampler,
+    constant_theta_schedule,
+    cosine_schedule,
+    linear_theta_schedule,
+    normalised_schedule,
+    vp_betas,
+    vp_schedule,
+)
+from .action_box import ActionBox
+from .losses import check_loss_kind, mll_error, noise_matching_error
+from .networks import Denoiser
+
+_UNIT = (-1.0, 1.0)
+
+#: Schedules `DiffusionPolicy.create` knows by name, as functions of the number of steps.
+SCHEDULES = {
+    "cosine": cosine_schedule,
+    # Diffusion-QL's VP betas read as DDPM: Theta(i-1, i) = -1/2 log(1 - beta_i).
+    "vp": vp_schedule,
+    # The ER-DP-QE reference code's "vp": the same betas used as rates theta_k, then normalised
+    # so that exp(-Theta_T) = 1e-3 like its other schedules.
+    "vp_normalised": lambda n: normalised_schedule(vp_betas(n)),
+    "linear": linear_theta_schedule,
+    "constant": constant_theta_schedule,
+}
+
+
+def make_schedule(schedule: str | AbstractSchedule, num_steps: int) -> AbstractSchedule:
+    """A schedule by name (see `SCHEDULES`) with `num_steps` steps, or `schedule` itself."""
+    if isinstance(schedule, AbstractSchedule):
+        return schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f"Unknown schedule {schedule!r}; valid names are {', '.join(SCHEDULES)} "
+            "(or pass an AbstractSchedule)."
+        )
+    return SCHEDULES[schedule](num_steps)
+
+
+class DiffusionPolicy(eqx.Module):
+    r"""A diffusion policy: sample $a^T \sim \mathcal N(0, I)$, run the posterior sampler to
+    $a^0$ with $\hat x_0$ predicted from the denoiser, map $a^0$ to the environment box.
+
+    **Arguments:**
+
+    - `sde`: the [`MeanRevertingSDE`][] over unit-box actions (integer horizon $T$).
+    - `denoiser`: the [`Denoiser`][] $\varepsilon_\phi(a_t, k, s)$.
+    - `box`: the environment's [`ActionBox`][].
+    - `x0_clip`: clip $\hat x_0$ to $[-1, 1]$ at every sampler step (the reference codes'
+        "action clip"; SPEC §9.4).
+
+    Build one with [`DiffusionPolicy.create`][].
+    """
+
+    sde: MeanRevertingSDE
+    denoiser: Denoiser
+    box: ActionBox
+    x0_clip: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        horizon = self.sde.horizon
+        if float(horizon) != int(horizon) or horizon < 1:
+            raise ValueError(
+                f"DiffusionPolicy: the schedule's horizon must be a positive integer, got {horizon}."
+            )
+        if self.denoiser.action_dim != self.box.dim:
+            raise ValueError(
+                f"DiffusionPolicy: the denoiser has action_dim {self.denoiser.action_dim}, "
+                f"the box has {self.box.dim}."
+            )
+
+    @classmethod
+    def create(
+        cls,
+        state_dim: int,
+        action_dim: int,
+        action_low: Float[ArrayLike, " action"],
+        action_high: Float[ArrayLike, " action"],
+        *,
+        key: PRNGKey,
+        schedule: str | AbstractSchedule = "cosine",
+        num_steps: int = 5,
+        x0_clip: bool = False,
+        hidden: int = 256,
+        depth: int = 3,
+        time_dim: int = 16,
+    ) -> DiffusionPolicy:
+        """Build a policy with $\\mu = 0$, $\\lambda = 1$.
+
+        **Arguments:**
+
+        - `state_dim`, `action_dim`: sizes of states and actions.
+        - `action_low`, `action_high`: the environment's action box.
+        - `key`: PRNG key for the denoiser's initialisation.
+        - `schedule`: a name in `SCHEDULES` (`"cosine"`, `"vp"`, `"vp_normalised"`,
+            `"linear"`, `"constant"`) built with `num_steps` steps, or an [`AbstractSchedule`][]
+            with an integer horizon (then `num_steps` is ignored).
+        - `num_steps`: $T$ (default 5).
+        - `x0_clip`: see the class docstring.
+        - `hidden`, `depth`, `time_dim`: the [`Denoiser`][]'s sizes.
+
+        **Returns:** a `DiffusionPolicy`.
+        """
+        sde = MeanRevertingSDE(make_schedule(schedule, num_steps))
+        denoiser = Denoiser(
+            state_dim, action_dim, key=key, hidden=hidden, depth=depth, time_dim=time_dim
+        )
+        return cls(sde, denoiser, ActionBox(action_low, action_high), x0_clip)
+
+    @property
+    def num_steps(self) -> int:
+        """$T$, the number of diffusion steps."""
+        return int(self.sde.horizon)
+
+    @property
+    def action_dim(self) -> int:
+        return self.denoiser.action_dim
+
+    @property
+    def state_dim(self) -> int:
+        return self.denoiser.state_dim
+
+    # --- one sample ----------------------------------------------------------------------
+
+    def predict_noise(
+        self, x_t: Float[Array, " action"], t: Float[Array, ""], state: Float[Array, " state"]
+    ) -> Float[Array, " action"]:
+        r"""$\hat\varepsilon = \varepsilon_\phi(x_t, t - 1, s)$ (the network sees $k = t - 1$)."""
+        return self.denoiser(x_t, t - 1, state)
+
+    def predict_x0(
+        self, x_t: Float[Array, " action"], t: Float[Array, ""], state: Float[Array, " state"]
+    ) -> Float[Array, " action"]:
+        r"""$\hat x_0 = (x_t - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$, clipped to
+        $[-1, 1]$ when `x0_clip`."""
+        x0 = self.sde.x0_from_noise(x_t, self.predict_noise(x_t, t, state), t)
+        return jnp.clip(x0, *_UNIT) if self.x0_clip else x0
+
+    # --- sampling --------------------------------------------------------------------------
+
+    def sampler(self) -> PosteriorSampler:
+        r"""The posterior sampler on the grid $0..T$: $\hat x_0$ clipped when `x0_clip`, output
+        clipped to $[-1, 1]$."""
+        return PosteriorSampler(
+            self.sde, x0_bounds=_UNIT if self.x0_clip else None, output_bounds=_UNIT
+        )
+
+    def sample_unit(
+        self, states: Float[Array, "batch state"], key: PRNGKey
+    ) -> Float[Array, "batch action"]:
+        r"""Sample one unit-box action per state with the posterior sampler.
+
+        $a^T \sim \mathcal N(0, I)$ from the first half of `split(key)`, the chain's noise
+        from the second. Differentiable in the parameters through the whole chain.
+
+        **Arguments:**
+
+        - `states`: a batch of states.
+        - `key`: PRNG key.
+
+        **Returns:** actions in $[-1, 1]^d$, one per state.
+        """
+        init_key, chain_key = jax.random.split(key)
+        shape = (states.shape[0], self.action_dim)
+        x_T = self.sde.prior(shape, states.dtype).sample(init_key)
+        # The sampler clips x0 itself when asked, so hand it the unclipped prediction.
+        batched = jax.vmap(self._predict_x0_unclipped, in_axes=(0, None, 0))
+
+        def predict_x0(t, x):
+            return batched(x, t, states)
+
+        return self.sampler()(predict_x0, x_T, chain_key)
+
+    def sample(
+        self, states: Float[Array, "batch state"], key: PRNGKey
+    ) -> Float[Array, "batch action"]:
+        """[`sample_unit`][] mapped to the environment's action box."""
+        return self.box.from_unit(self.sample_unit(states, key))
+
+    # --- diffusion losses ------------------------------------------------------------------
+
+    def loss(
+        self,
+        states: Float[Array, "batch state"],
+        actions: Float[Array, "batch action"],
+        key: PRNGKey,
+        kind: str = "nml",
+    ) -> tuple[Float[Array, ""], Float[Array, "batch action"]]:
+        r"""The diffusion loss on a batch (SPEC §4), with random steps and noise.
+
+        Draws $k \sim \mathcal U\{0..T-1\}$ per sample from the first half of `split(key)` and
+        $\varepsilon \sim \mathcal N(0, I)$ from the second, then calls [`loss_at`][].
+
+        **Arguments:**
+
+        - `states`: a batch of states.
+        - `actions`: the data actions, in the **environment** box.
+        - `key`: PRNG key.
+        - `kind`: `"nml"` (noise matching) or `"mll"` (IR-SDE maximum likelihood).
+
+        **Returns:** `(bc_loss, x0_hat)`; `x0_hat` is in the **unit** box and not clipped.
+        """
+        check_loss_kind(kind)
+        step_key, noise_key = jax.random.split(key)
+        steps = jax.random.randint(step_key, (actions.shape[0],), 0, self.num_steps)
+        noise = jax.random.normal(noise_key, actions.shape, actions.dtype)
+        return self.loss_at(states, actions, steps, noise, kind)
+
+    def loss_at(
+        self,
+        states: Float[Array, "batch state"],
+        actions: Float[Array, "batch action"],
+        steps: Int[Array, " batch"],
+        noise: Float[Array, "batch action"],
+        kind: str = "nml",
+    ) -> tuple[Float[Array, ""], Float[Array, "batch action"]]:
+        r"""The diffusion loss for given steps $k$ and noises $\varepsilon$.
+
+        With $u^0$ the actions in the unit box and $t = k + 1$:
+        $a_t = u^0 e^{-\Theta_t} + \sqrt{v_t}\,\varepsilon$, $\hat\varepsilon =
+        \varepsilon_\phi(a_t, k, s)$, $\hat x_0 = (a_t - \sqrt{v_t}\hat\varepsilon)e^{\Theta_t}$;
+        NML averages $(\hat\varepsilon - \varepsilon)^2$, MLL averages
+        $(a_{\text{pred}} - \tilde\mu(a_t, u^0))^2$ (see `losses.py`), over batch and action.
+
+        **Returns:** `(bc_loss, x0_hat)` as in [`loss`][].
+        """
+        check_loss_kind(kind)
+        unit = self.box.to_unit(actions)
+        times = (steps + 1).astype(unit.dtype)
+
+        def per_sample(x_0, eps, t, state):
+            law = self.sde.marginal(x_0, t)
+            x_t = law.mean + jnp.sqrt(law.variance) * eps
+            eps_hat = self.predict_noise(x_t, t, state)
+            x0_hat = self.sde.x0_from_noise(x_t, eps_hat, t)
+            if kind == "nml":
+                error = noise_matching_error(eps_hat, eps)
+            else:
+                error = mll_error(self.sde, x_t, x_0, eps_hat, t)
+            return error, x0_hat
+
+        errors, x0_hat = jax.vmap(per_sample)(unit, noise, times, states)
+        return jnp.mean(errors), x0_hat
+
+    def _predict_x0_unclipped(self, x_t, t, state):
+        return self.sde.x0_from_noise(x_t, self.predict_noise(x_t, t, state), t)
