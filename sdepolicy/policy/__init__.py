@@ -4,6 +4,15 @@ from .action_box import ActionBox as ActionBox
 from .diffusion_policy import SCHEDULES as SCHEDULES
 from .diffusion_policy import DiffusionPolicy as DiffusionPolicy
 from .diffusion_policy import make_schedule as make_schedule
+from .entropy import ENTROPY_ESTIMATORS as ENTROPY_ESTIMATORS
+from .entropy import TERMINALS as TERMINALS
+from .entropy import EntropyEstimator as EntropyEstimator
+from .entropy import get_entropy_estimator as get_entropy_estimator
+from .entropy import paper_entropy as paper_entropy
+from .entropy import paper_entropy_coefficients as paper_entropy_coefficients
+from .entropy import paper_entropy_residual_coefficient as paper_entropy_residual_coefficient
+from .entropy import reference_entropy as reference_entropy
+from .entropy import reference_entropy_coefficients as reference_entropy_coefficients
 from .losses import LOSS_KINDS as LOSS_KINDS
 from .losses import mll_error as mll_error
 from .losses import mll_prediction as mll_prediction

@@ -80,7 +80,8 @@ class DiffusionPolicy(eqx.Module):
         horizon = self.sde.horizon
         if float(horizon) != int(horizon) or horizon < 1:
             raise ValueError(
-                f"DiffusionPolicy: the schedule's horizon must be a positive integer, got {horizon}."
+                "DiffusionPolicy: the schedule's horizon must be a positive integer, "
+                f"got {horizon}."
             )
         if self.denoiser.action_dim != self.box.dim:
             raise ValueError(

@@ -33,7 +33,8 @@ def mll_prediction(
     With the per-step integrated rate $\Theta(t-1, t)$ (the reference code's $\theta_k\,dt$,
     $k = t - 1$) and the predicted score $\hat s = -\hat\varepsilon/\sqrt{v_t}$:
 
-    $$x_{\text{pred}} = x_t - \big[\Theta(t-1,t)\,(\mu - x_t) - 2\lambda^2\,\Theta(t-1,t)\,\hat s\big].$$
+    $$x_{\text{pred}} = x_t - \big[\Theta(t-1,t)\,(\mu - x_t)
+        - 2\lambda^2\,\Theta(t-1,t)\,\hat s\big].$$
 
     With $\mu = 0$, $\lambda = 1$ this is the reference's
     $a_t - [-\theta_k a_t - 2\theta_k(-\hat\varepsilon/\sqrt{v_t})]\,dt$. For a piecewise-constant

@@ -1,0 +1,268 @@
+r"""Per-sample estimators of $-\log\pi(\hat a^0 \mid s) + C$: ER-DP-QE's entropy term (SPEC §5).
+
+Two estimators, selectable by name through [`get_entropy_estimator`][]:
+
+- `"paper"` ([`paper_entropy`][]): Eqs. 12–15 of the paper. $\hat a^1 \sim p(a^1 \mid \hat a^0)$,
+  $a^T$ drawn from the prior (default) or from the forward transition of $\hat a^1$, and the
+  estimate $-\log p(\hat a^1 \mid a^T, \hat a^0)$ with exact Gaussian transitions.
+- `"reference"` ([`reference_entropy`][]): what the official code computes (and what produced
+  the published numbers): a noise-free Euler step for $\hat a^1$ and a log-transition with its
+  arguments swapped and its time indices shifted by one.
+
+Both act on ONE sample (`jax.vmap` for batches) and sum over the action dimensions. Their
+expectations over the noise are quadratics in $\hat a^0$,
+$\mathbb E[H] = d\,c_0 + c_2 \lVert \hat a^0 - \mu \rVert^2$, whose coefficients
+[`paper_entropy_coefficients`][] and [`reference_entropy_coefficients`][] return. Derivations:
+`proofs/entropy.md`. For the $T = 5$ cosine grid: paper (prior) $c_0 \approx 0.8590$,
+$c_2 \approx 2.4 \times 10^{-13}$; paper (forward) $c_2 = 0$ exactly; reference
+$c_0 \approx 0.779$, $c_2 \approx 0.0628$.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._typing import PRNGKey
+from ..sde import MeanRevertingSDE
+
+#: Where the paper's estimator draws $a^T$ from.
+TERMINALS = ("prior", "forward")
+
+# The estimators look at diffusion times 0, 1 and T: the first step and the whole chain.
+_FIRST = 1.0
+
+
+def _check_terminal(terminal: str) -> None:
+    if terminal not in TERMINALS:
+        raise ValueError(f"Unknown terminal {terminal!r}; valid values are {', '.join(TERMINALS)}.")
+
+
+def _check_horizon(sde: MeanRevertingSDE, minimum: float, name: str) -> None:
+    if not sde.horizon >= minimum:
+        raise ValueError(f"{name}: needs a horizon T >= {minimum:g}, got T = {sde.horizon:g}.")
+
+
+def paper_entropy(
+    sde: MeanRevertingSDE,
+    x0_hat: Float[Array, " action"],
+    key: PRNGKey,
+    terminal: str = "prior",
+) -> Float[Array, ""]:
+    r"""The paper's estimate of $-\log\pi(\hat a^0 \mid s) + C$ for one sample (Eqs. 12–15).
+
+    $\hat a^1 \sim p(a^1 \mid \hat a^0)$ (the exact forward transition, reparameterised so
+    gradients reach $\hat a^0$), $a^T \sim \mathcal N(\mu, \lambda^2 I)$ (`terminal="prior"`) or
+    $a^T \sim p(a^T \mid \hat a^1)$ (`terminal="forward"`), and
+
+    $$H = -\log p(\hat a^1 \mid a^T, \hat a^0), \qquad
+    p(a^1 \mid a^T, a^0) = \frac{p(a^T \mid a^1)\,p(a^1 \mid a^0)}{p(a^T \mid a^0)}
+    = \mathcal N(\tilde\mu(a^T, a^0), \tilde\beta I),$$
+
+    the posterior of the SDE with $(s, t) = (1, T)$. With `terminal="forward"`, $H$ does not
+    depend on $\hat a^0$ at all for fixed noise (its gradient is zero); with `"prior"` it does
+    through a coefficient $\propto e^{-2\Theta(1, T)}$ (`proofs/entropy.md`).
+
+    **Arguments:**
+
+    - `sde`: the policy's [`MeanRevertingSDE`][] (horizon $T > 1$).
+    - `x0_hat`: the predicted clean action $\hat a^0$ (unit box).
+    - `key`: PRNG key for $\hat a^1$ and $a^T$.
+    - `terminal`: `"prior"` (default) or `"forward"`.
+
+    **Returns:** the scalar estimate, summed over action dimensions.
+    """
+    _check_terminal(terminal)
+    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy")
+    last = sde.horizon
+    first_key, last_key = jax.random.split(key)
+    a1 = sde.transition(x0_hat, 0.0, _FIRST).sample(first_key)
+    if terminal == "prior":
+        aT = sde.prior(x0_hat.shape, x0_hat.dtype).sample(last_key)
+    else:
+        aT = sde.transition(a1, _FIRST, last).sample(last_key)
+    return -sde.posterior(aT, x0_hat, _FIRST, last).log_prob(a1)
+
+
+def paper_entropy_coefficients(
+    sde: MeanRevertingSDE, terminal: str = "prior"
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    r"""$(c_0, c_2)$ with $\mathbb E[\text{paper\_entropy}] = d\,c_0 + c_2\lVert\hat a^0 -
+    \mu\rVert^2$, the expectation over $\hat a^1$ and $a^T$.
+
+    With $(c_t, c_x, \tilde\beta)$ the posterior coefficients at $(1, T)$, $E_1 = e^{-\Theta_1}$
+    and $\delta = E_1 - c_x = E_1 (1 - e^{-2\Theta_1})\,e^{-2\Theta(1,T)} / (1 - e^{-2\Theta_T})$:
+
+    - `"prior"`: $c_0 = \tfrac12\log(2\pi\tilde\beta) + (v_1 + c_t^2\lambda^2)/(2\tilde\beta)$,
+      $c_2 = \delta^2 / (2\tilde\beta)$;
+    - `"forward"`: $c_0 = \tfrac12\log(2\pi e\tilde\beta)$, $c_2 = 0$.
+
+    **Returns:** `(c0, c2)`.
+    """
+    _check_terminal(terminal)
+    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy_coefficients")
+    last = sde.horizon
+    coef_t, _, var = sde.posterior_coefficients(_FIRST, last)
+    if terminal == "forward":
+        return 0.5 * jnp.log(2 * math.pi * math.e * var), jnp.zeros_like(var)
+    delta = paper_entropy_residual_coefficient(sde)
+    lam2 = sde.stationary_std**2
+    const = 0.5 * jnp.log(2 * math.pi * var) + (
+        sde.marginal_variance(_FIRST) + coef_t**2 * lam2
+    ) / (2 * var)
+    return const, delta**2 / (2 * var)
+
+
+def paper_entropy_residual_coefficient(sde: MeanRevertingSDE) -> Float[Array, ""]:
+    r"""$\delta$: with $a^T$ from the prior, $\hat a^1 - \tilde\mu = \delta(\hat a^0 - \mu) +
+    (\text{noise})$, so the estimator is $\mathrm{const} + \lVert\delta(\hat a^0 - \mu) +
+    w\rVert^2 / (2\tilde\beta)$.
+
+    $$\delta = e^{-\Theta_1}\,(1 - e^{-2\Theta_1})\,e^{-2\Theta(1,T)} / (1 - e^{-2\Theta_T}),$$
+
+    written without the cancellation of $e^{-\Theta_1} - c_x$. About $3.98\times10^{-7}$ for the
+    $T = 5$ cosine grid.
+    """
+    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy_residual_coefficient")
+    th1 = sde.schedule.cumulative(_FIRST)
+    th1T = sde.schedule.integral(_FIRST, sde.horizon)
+    thT = sde.schedule.cumulative(sde.horizon)
+    return jnp.exp(-th1 - 2 * th1T) * -jnp.expm1(-2 * th1) / -jnp.expm1(-2 * thT)
+
+
+# --- the reference code's estimator ----------------------------------------------------------
+
+
+def _reference_cumulative(sde: MeanRevertingSDE, index: int) -> Float[Array, ""]:
+    # The reference stores Theta_1..Theta_T in an array indexed from 0: index i means Theta_{i+1}.
+    return sde.schedule.cumulative(float(index + 1))
+
+
+def _swapped_log_transition(
+    sde: MeanRevertingSDE, x_early: Array, x_late: Array, theta: Array
+) -> Array:
+    # The reference's log p(x_late | x_early) with the quadratic's arguments swapped:
+    # (x_early - x_late e^{-Theta})^2 where the transition has (x_late - x_early e^{-Theta})^2.
+    dt = x_early.dtype
+    mu = sde.mean.astype(dt)
+    var = (sde.stationary_std**2 * -jnp.expm1(-2 * theta)).astype(dt)
+    diff = (x_early - mu) - (x_late - mu) * jnp.exp(-theta).astype(dt)
+    return -0.5 * (jnp.log(2 * math.pi * var) + diff**2 / var)
+
+
+def _reference_thetas(sde: MeanRevertingSDE) -> tuple[Array, Array, Array, Array]:
+    # The reference calls log_reverse_transition(a0, a1, aT, t1=1, t2=T-1), i.e. the three
+    # swapped log-transitions (a1 -> aT over [1, T-1]), (a0 -> a1 over [0, 1]) and
+    # (a0 -> aT over [0, T-1]) in its shifted indices. In true times these span
+    # Theta(2, T), Theta(1, 2) and Theta(1, T); the Euler step uses theta_0 dt = Theta(0, 1).
+    T = int(sde.horizon)
+    cum = lambda i: _reference_cumulative(sde, i)
+    euler = sde.schedule.integral(0.0, _FIRST)
+    return euler, cum(T - 1) - cum(1), cum(1) - cum(0), cum(T - 1) - cum(0)
+
+
+def _check_reference(sde: MeanRevertingSDE, name: str) -> None:
+    horizon = sde.horizon
+    if float(horizon) != int(horizon):
+        raise ValueError(f"{name}: the reference grid needs an integer horizon, got {horizon}.")
+    # Theta(2, T) must be positive: for T = 2 the reference formula divides by zero.
+    _check_horizon(sde, 3.0, name)
+
+
+def reference_entropy(
+    sde: MeanRevertingSDE, x0_hat: Float[Array, " action"], key: PRNGKey
+) -> Float[Array, ""]:
+    r"""The reference code's entropy estimate for one sample, reproduced exactly.
+
+    $\hat a^1 = \mu + (\hat a^0 - \mu)(1 - \Theta(0, 1))$ (one noise-free Euler step of the
+    forward SDE; $\Theta(0, 1) = \theta_0\,dt$), $a^T \sim \mathcal N(\mu, \lambda^2 I)$ fresh, and
+    with the swapped log-transition
+    $\ell(x_e, x_l; \Theta) = -\tfrac12\big[\log(2\pi\lambda^2(1 - e^{-2\Theta})) +
+    ((x_e - \mu) - (x_l - \mu)e^{-\Theta})^2 / (\lambda^2(1 - e^{-2\Theta}))\big]$:
+
+    $$H = -\big[\ell(\hat a^1, a^T; \Theta(2, T)) + \ell(\hat a^0, \hat a^1; \Theta(1, 2)) -
+    \ell(\hat a^0, a^T; \Theta(1, T))\big],$$
+
+    summed over dimensions. The time spans are the reference's indices $(1, T-1)$, $(0, 1)$ and
+    $(0, T-1)$ read through its array of $\Theta_1..\Theta_T$ (index $i$ means $\Theta_{i+1}$).
+    For the $T = 5$ cosine grid $\mathbb E[H] \approx 0.779\,d + 0.0628\lVert\hat a^0\rVert^2$.
+
+    **Arguments:**
+
+    - `sde`: the policy's [`MeanRevertingSDE`][] (integer horizon $T \ge 3$).
+    - `x0_hat`: the predicted clean action $\hat a^0$ (unit box).
+    - `key`: PRNG key for $a^T$.
+
+    **Returns:** the scalar estimate, summed over action dimensions.
+    """
+    _check_reference(sde, "reference_entropy")
+    euler, th_a, th_b, th_c = _reference_thetas(sde)
+    dt = x0_hat.dtype
+    mu = sde.mean.astype(dt)
+    a1 = mu + (x0_hat - mu) * (1 - euler).astype(dt)
+    aT = sde.prior(x0_hat.shape, dt).sample(key)
+    log_p = (
+        _swapped_log_transition(sde, a1, aT, th_a)
+        + _swapped_log_transition(sde, x0_hat, a1, th_b)
+        - _swapped_log_transition(sde, x0_hat, aT, th_c)
+    )
+    return -jnp.sum(log_p)
+
+
+def reference_entropy_coefficients(
+    sde: MeanRevertingSDE,
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    r"""$(c_0, c_2)$ with $\mathbb E[\text{reference\_entropy}] = d\,c_0 + c_2\lVert\hat a^0 -
+    \mu\rVert^2$ (expectation over $a^T$).
+
+    With $r = 1 - \Theta(0,1)$, $V(\Theta) = \lambda^2(1 - e^{-2\Theta})$ and
+    $(A, B, C) = (\Theta(2,T), \Theta(1,2), \Theta(1,T))$:
+
+    $$c_2 = \tfrac12\Big[\frac{r^2}{V(A)} + \frac{(1 - r e^{-B})^2}{V(B)} - \frac{1}{V(C)}\Big],$$
+    $$c_0 = \tfrac12\log\frac{2\pi V(A)V(B)}{V(C)} + \frac{\lambda^2 e^{-2A}}{2V(A)} -
+    \frac{\lambda^2 e^{-2C}}{2V(C)}.$$
+
+    **Returns:** `(c0, c2)`.
+    """
+    _check_reference(sde, "reference_entropy_coefficients")
+    euler, th_a, th_b, th_c = _reference_thetas(sde)
+    lam2 = sde.stationary_std**2
+    var = lambda th: lam2 * -jnp.expm1(-2 * th)
+    r = 1 - euler
+    c2 = 0.5 * (r**2 / var(th_a) + (1 - r * jnp.exp(-th_b)) ** 2 / var(th_b) - 1 / var(th_c))
+    c0 = (
+        0.5 * jnp.log(2 * math.pi * var(th_a) * var(th_b) / var(th_c))
+        + lam2 * jnp.exp(-2 * th_a) / (2 * var(th_a))
+        - lam2 * jnp.exp(-2 * th_c) / (2 * var(th_c))
+    )
+    return c0, c2
+
+
+# --- registry --------------------------------------------------------------------------------
+
+#: An entropy estimator: ``f(sde, x0_hat, key) -> scalar`` for one sample.
+EntropyEstimator = Callable[[MeanRevertingSDE, Float[Array, " action"], PRNGKey], Float[Array, ""]]
+
+#: The estimators by name.
+ENTROPY_ESTIMATORS: dict[str, EntropyEstimator] = {
+    "paper": paper_entropy,
+    "reference": reference_entropy,
+}
+
+
+def get_entropy_estimator(name: str) -> EntropyEstimator:
+    """The estimator registered under `name` in `ENTROPY_ESTIMATORS`.
+
+    **Raises:** `ValueError` listing the valid names when `name` is unknown.
+    """
+    try:
+        return ENTROPY_ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown entropy estimator {name!r}; valid names are "
+            f"{', '.join(sorted(ENTROPY_ESTIMATORS))}."
+        ) from None
