@@ -1,0 +1,365 @@
+"""Minari datasets to [`Transitions`][]: loading (offline first), validation, spaces, rewards.
+
+The one convention to know: observations that are dictionaries (Kitchen's goal-conditioned
+observations) are flattened by [`flatten_observation`][] in a fixed order, keys sorted
+recursively, each leaf raveled, and the same function must be used for environment observations
+at evaluation, so that the policy sees the same layout in both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Float
+
+from .errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    DataValidationError,
+    MissingExtraError,
+    SdepolicyError,
+    SpaceMismatchError,
+)
+from .transitions import Transitions
+
+#: Names accepted by [`transform_rewards`][].
+REWARD_TRANSFORMS = ("none", "antmaze", "normalize")
+
+
+def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*batch obs"]:
+    r"""Flattens an observation (an array or a nested dict/tuple of arrays) to one float32 vector.
+
+    Dictionaries are visited in sorted key order, recursively; tuples in their order; each leaf
+    is raveled over its non-batch axes; the pieces are concatenated. Kitchen's
+    `{"achieved_goal": {...}, "desired_goal": {...}, "observation": ...}` thus becomes
+    `[achieved_goal (sorted tasks), desired_goal (sorted tasks), observation]`.
+
+    **Arguments:**
+
+    - `obs`: one observation, or a batch of them (Minari stores an episode's observations as a
+      dict of arrays with the time axis first).
+    - `batch_ndim`: how many leading axes are batch axes and are kept (0 for an environment
+      observation, 1 for an episode).
+
+    **Returns:**
+
+    A float32 array of shape `(*batch, obs_dim)`.
+    """
+    leaves: list[np.ndarray] = []
+
+    def visit(x: Any) -> None:
+        if isinstance(x, Mapping):
+            for key in sorted(x):
+                visit(x[key])
+        elif isinstance(x, tuple):
+            for item in x:
+                visit(item)
+        else:
+            a = np.asarray(x, dtype=np.float32)
+            leaves.append(a.reshape(a.shape[:batch_ndim] + (-1,)))
+
+    visit(obs)
+    if not leaves:
+        raise DataValidationError("An observation with no array in it cannot be flattened.")
+    return np.concatenate(leaves, axis=-1)
+
+
+def space_dim(space: Any) -> int:
+    """The length of [`flatten_observation`][] of an element of a Gymnasium `space`."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return sum(space_dim(space[key]) for key in sorted(space.keys()))
+    if isinstance(space, gym.spaces.Tuple):
+        return sum(space_dim(s) for s in space.spaces)
+    if space.shape is None:
+        raise SpaceMismatchError(f"Unsupported space {space!r}: it has no fixed shape.")
+    return int(np.prod(space.shape))
+
+
+def _field(episode: Any, name: str) -> Any:
+    return episode[name] if isinstance(episode, Mapping) else getattr(episode, name)
+
+
+def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> Transitions:
+    r"""Builds $(s, a, r, s', \text{terminal})$ from whole episodes, validating them on the way.
+
+    An episode of $T$ steps has $T + 1$ observations (the last is the state after the last
+    action) and $T$ actions, rewards, terminations and truncations. Step $i$ gives
+    $s = o_i$, $s' = o_{i+1}$, terminal $=$ `terminations[i]`: a truncation (time limit) is not
+    a terminal, so its last transition bootstraps from $o_T$. Episodes are concatenated in order.
+
+    **Arguments:**
+
+    - `episodes`: Minari `EpisodeData` (or mappings with the same fields).
+    - `name`: the dataset's name in error messages.
+
+    **Returns:**
+
+    A [`Transitions`][] of float32 JAX arrays (on the default device).
+
+    **Raises:**
+
+    [`DataValidationError`][] on inconsistent lengths or dimensions, non-finite values (named with
+    their counts per field) or no transitions at all.
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("s", "a", "r", "s2", "d")}
+    bad = {"observations": 0, "actions": 0, "rewards": 0}
+    for i, ep in enumerate(episodes):
+        ep_id = getattr(ep, "id", i)
+        obs = flatten_observation(_field(ep, "observations"), batch_ndim=1)
+        act = flatten_observation(_field(ep, "actions"), batch_ndim=1)
+        rew = np.asarray(_field(ep, "rewards"), dtype=np.float32).reshape(-1)
+        term = np.asarray(_field(ep, "terminations")).reshape(-1)
+        trunc = np.asarray(_field(ep, "truncations")).reshape(-1)
+        steps = rew.shape[0]
+        expected = {"observations": (obs, steps + 1), "actions": (act, steps)}
+        expected |= {"terminations": (term, steps), "truncations": (trunc, steps)}
+        for field, (arr, n) in expected.items():
+            if arr.shape[0] != n:
+                raise DataValidationError(
+                    f"{name}: episode {ep_id} has {arr.shape[0]} {field} for {steps} rewards "
+                    f"(expected {n}: T + 1 observations and T of everything else)."
+                )
+        for key, arr in (("s", obs[:-1]), ("a", act)):
+            first = parts[key][0] if parts[key] else arr
+            if arr.shape[1] != first.shape[1]:
+                what = "observation" if key == "s" else "action"
+                raise DataValidationError(
+                    f"{name}: episode {ep_id} has {what} dimension {arr.shape[1]}, "
+                    f"earlier episodes have {first.shape[1]}."
+                )
+        bad["observations"] += int(np.sum(~np.isfinite(obs)))
+        bad["actions"] += int(np.sum(~np.isfinite(act)))
+        bad["rewards"] += int(np.sum(~np.isfinite(rew)))
+        parts["s"].append(obs[:-1])
+        parts["s2"].append(obs[1:])
+        parts["a"].append(act)
+        parts["r"].append(rew)
+        parts["d"].append(term.astype(np.float32))
+    if any(bad.values()):
+        counts = ", ".join(f"{n} in `{k}`" for k, n in bad.items() if n)
+        raise DataValidationError(f"{name} has non-finite values (NaN or inf): {counts}.")
+    if sum(len(r) for r in parts["r"]) == 0:
+        raise DataValidationError(f"{name} has no transitions (no episode with a step).")
+    cat = {k: jnp.asarray(np.concatenate(v, axis=0)) for k, v in parts.items()}
+    return Transitions(
+        observations=cat["s"],
+        actions=cat["a"],
+        rewards=cat["r"],
+        next_observations=cat["s2"],
+        terminals=cat["d"],
+    )
+
+
+def datasets_root() -> str:
+    """Where Minari looks for datasets: `MINARI_DATASETS_PATH`, else `~/.minari/datasets`."""
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(
+        os.path.expanduser("~"), ".minari", "datasets"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
+    """Opens a Minari dataset, offline first; see [`load_transitions`][]."""
+    import minari
+
+    root = datasets_root()
+    how = (
+        f'Get it with `pip install "minari[hf]"` then `minari download {dataset_id}` '
+        f"(needs the network), or copy the dataset folder to {os.path.join(root, dataset_id)}."
+    )
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        if not download:
+            source = "MINARI_DATASETS_PATH" if os.environ.get("MINARI_DATASETS_PATH") else "default"
+            raise DatasetNotFoundError(
+                f"Minari dataset '{dataset_id}' is not on this machine "
+                f"(looked in {root}, the {source} location). {how}"
+            ) from None
+    except ValueError as e:
+        raise DataValidationError(f"Minari dataset '{dataset_id}': {_first_line(e)}") from e
+    try:
+        minari.download_dataset(dataset_id)
+        return minari.load_dataset(dataset_id)
+    except Exception as e:  # no `minari[hf]`, no network, no such remote dataset: all one story
+        raise DatasetNotFoundError(
+            f"Minari dataset '{dataset_id}' is not in {root} and downloading it failed "
+            f"({type(e).__name__}: {_first_line(e)}). {how}"
+        ) from e
+
+
+def load_transitions(
+    dataset_id: str | Sequence[str], *, download: bool = False
+) -> tuple[Transitions, Any]:
+    """Loads a Minari dataset (or several, concatenated) as [`Transitions`][].
+
+    Offline first: `minari.load_dataset` reads `MINARI_DATASETS_PATH` (or `~/.minari/datasets`)
+    and nothing touches the network unless `download=True`.
+
+    **Arguments:**
+
+    - `dataset_id`: a Minari id such as `"mujoco/hopper/medium-v0"`, or a sequence of ids whose
+      transitions are concatenated (D4RL's medium-expert is medium followed by expert).
+    - `download`: try `minari.download_dataset` when a dataset is not local.
+
+    **Returns:**
+
+    `(transitions, dataset)`: the validated transitions (float32 JAX arrays) and the first
+    `minari.MinariDataset` (for its environment and reference scores).
+
+    **Raises:**
+
+    [`DatasetNotFoundError`][] with a one-line message saying where Minari looked and how to get
+    the dataset; [`DataValidationError`][] for malformed data.
+    """
+    ids = [dataset_id] if isinstance(dataset_id, str) else list(dataset_id)
+    if not ids:
+        raise DataValidationError("No dataset id given.")
+    datasets = [load_dataset(i, download=download) for i in ids]
+    parts = [episodes_to_transitions(d.iterate_episodes(), name=i) for d, i in zip(datasets, ids)]
+    for i, part in zip(ids[1:], parts[1:]):
+        if (part.obs_dim, part.action_dim) != (parts[0].obs_dim, parts[0].action_dim):
+            raise SpaceMismatchError(
+                f"Datasets '{ids[0]}' and '{i}' cannot be concatenated: observation/action dims "
+                f"({parts[0].obs_dim}, {parts[0].action_dim}) vs ({part.obs_dim}, "
+                f"{part.action_dim})."
+            )
+    if len(parts) == 1:
+        return parts[0], datasets[0]
+    fields = ("observations", "actions", "rewards", "next_observations", "terminals")
+    merged = {f: jnp.concatenate([getattr(p, f) for p in parts]) for f in fields}
+    return Transitions(**merged), datasets[0]
+
+
+def check_spaces(data: Any, env: Any) -> None:
+    """Checks that the data's observation/action dimensions match the environment's.
+
+    **Arguments:**
+
+    - `data`: [`Transitions`][], or anything with `observation_space` and `action_space` (a
+      `minari.MinariDataset`).
+    - `env`: a Gymnasium environment; dictionary observations count after flattening.
+
+    **Raises:**
+
+    [`SpaceMismatchError`][] naming both shapes.
+    """
+    if isinstance(data, Transitions):
+        got = (data.obs_dim, data.action_dim)
+    else:
+        got = (space_dim(data.observation_space), space_dim(data.action_space))
+    want = (space_dim(env.observation_space), space_dim(env.action_space))
+    if got != want:
+        env_id = getattr(getattr(env, "spec", None), "id", type(env).__name__)
+        raise SpaceMismatchError(
+            f"Data and environment '{env_id}' disagree (flattened): data observations "
+            f"({got[0]},), actions ({got[1]},); environment observations ({want[0]},), "
+            f"actions ({want[1]},)."
+        )
+
+
+_ROBOTICS_NAMES = ("gymnasium_robotics", "antmaze", "pointmaze", "adroit", "kitchen")
+
+
+def _robotics_installed() -> bool:
+    try:
+        import gymnasium_robotics  # noqa: F401  (importing registers its environments)
+    except ImportError:
+        return False
+    return True
+
+
+def recover_env(dataset: Any, task_env_id: str | None = None, **kwargs: Any) -> Any:
+    """The evaluation environment of a dataset, with a clear error when an extra is missing.
+
+    **Arguments:**
+
+    - `dataset`: a `minari.MinariDataset`; its evaluation environment
+      (`dataset.recover_environment(eval_env=True)`) is used unless `task_env_id` is given.
+    - `task_env_id`: a Gymnasium id to make instead.
+    - `**kwargs`: passed to `gym.make`.
+
+    **Returns:**
+
+    A Gymnasium environment.
+
+    **Raises:**
+
+    [`MissingExtraError`][] when the environment comes from gymnasium-robotics (AntMaze, Adroit,
+    Kitchen) and it is not installed; [`SdepolicyError`][] for other failures to make it.
+    """
+    import gymnasium as gym
+
+    if task_env_id is not None:
+        what = task_env_id
+    else:
+        spec = getattr(dataset, "env_spec", None)
+        what = getattr(spec, "id", None) or str(getattr(dataset, "id", "the dataset's"))
+    try:
+        if task_env_id is not None:
+            _robotics_installed()
+            return gym.make(task_env_id, **kwargs)
+        return dataset.recover_environment(eval_env=True, **kwargs)
+    except (ImportError, gym.error.Error) as e:
+        text = f"{what} {e} {getattr(dataset, 'env_spec', '')}".lower()
+        if any(n in text for n in _ROBOTICS_NAMES) and not _robotics_installed():
+            raise MissingExtraError(
+                f"Environment '{what}' needs gymnasium-robotics, which is not installed: "
+                f'run `pip install -e ".[robotics]"`.'
+            ) from e
+        raise SdepolicyError(
+            f"Could not make environment '{what}': {type(e).__name__}: {_first_line(e)}"
+        ) from e
+    except Exception as e:
+        if "kitchen" not in what.lower():
+            raise
+        # SPEC §11: FrankaKitchen-v1 fails under mujoco 4 and works with mujoco 3.3.0.
+        raise SdepolicyError(
+            f"Could not make '{what}' ({type(e).__name__}: {_first_line(e)}); FrankaKitchen-v1 "
+            f'is known to need mujoco 3.3: try `pip install "mujoco==3.3.0"`.'
+        ) from e
+
+
+def transform_rewards(transitions: Transitions, name: str) -> Transitions:
+    r"""Applies a reward transform of SPEC §8 by name.
+
+    - `"none"`: $r$.
+    - `"antmaze"`: $4(r - 0.5)$ (the reference codes' `cql_antmaze`).
+    - `"normalize"`: $(r - \bar r) / \operatorname{std}(r)$ over the dataset's rewards, with the
+      unbiased standard deviation (`ddof=1`, as `torch.Tensor.std` in the reference code).
+
+    **Returns:**
+
+    The same transitions with new rewards.
+
+    **Raises:**
+
+    [`ConfigError`][] for an unknown name; [`DataValidationError`][] when `"normalize"` meets
+    constant rewards.
+    """
+    r = transitions.rewards
+    if name == "none":
+        return transitions
+    if name == "antmaze":
+        new = 4.0 * (r - 0.5)
+    elif name == "normalize":
+        std = jnp.std(r, ddof=1) if r.shape[0] > 1 else jnp.zeros(())
+        if not float(std) > 0.0:
+            raise DataValidationError("Reward transform 'normalize': the rewards are constant.")
+        new = (r - jnp.mean(r)) / std
+    else:
+        raise ConfigError(
+            f"Unknown reward transform '{name}'; choose one of {', '.join(REWARD_TRANSFORMS)}."
+        )
+    return eqx.tree_at(lambda t: t.rewards, transitions, new.astype(r.dtype))

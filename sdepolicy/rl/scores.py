@@ -1,0 +1,110 @@
+r"""D4RL normalised scores and where their reference returns come from.
+
+$$\text{score} = 100 \cdot \frac{R - R_\text{random}}{R_\text{expert} - R_\text{random}}$$
+
+on the mean return $R$. The references come, in this order, from the dataset itself (Minari
+stores `ref_min_score`/`ref_max_score` in its metadata, `dataset.storage.metadata`, when the
+dataset was created with them), else from the D4RL values of SPEC §8 by environment family.
+Minari's `mujoco/*` datasets are re-collections on the v5 environments and carry their own
+references, which are not D4RL's: the provenance string says which one was used.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from jaxtyping import ArrayLike, Float
+
+from .._typing import RealScalarLike
+from .errors import UnknownTaskError
+
+#: D4RL reference returns (random, expert) per environment family, SPEC §8.
+D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "antmaze": (0.0, 1.0),
+    "pen": (96.262799, 3076.8331),
+    "door": (-56.512833, 2880.5693),
+    "hammer": (-274.856578, 12794.1348),
+    "relocate": (-6.425911, 4233.8778),
+    "kitchen": (0.0, 4.0),
+}
+
+PROVENANCE_DATASET = "minari dataset metadata"
+PROVENANCE_D4RL = "D4RL reference (SPEC §8)"
+
+
+def env_family(name: str) -> str | None:
+    """The D4RL environment family named in a task or dataset id, if any.
+
+    Matches whole tokens (split on `/`, `-`, `_`), so `"D4RL/pen/human-v2"` and
+    `"pen-human-v1"` are `"pen"` while `"open"` is nothing.
+    """
+    tokens = set(re.split(r"[/\-_\s]+", name.lower()))
+    for family in D4RL_REFERENCE_SCORES:
+        if family in tokens:
+            return family
+    return None
+
+
+def _metadata(dataset: Any) -> dict:
+    storage = getattr(dataset, "storage", None)
+    meta = getattr(storage, "metadata", None)
+    return meta if isinstance(meta, dict) else {}
+
+
+def reference_scores(dataset: Any = None, task: str | None = None) -> tuple[float, float, str]:
+    """The (random, expert) reference returns for normalising, with their provenance.
+
+    **Arguments:**
+
+    - `dataset`: a `minari.MinariDataset`; its metadata's `ref_min_score`/`ref_max_score` win
+      when both are present.
+    - `task`: a D4RL task name or Minari id used to find the environment family otherwise (the
+      dataset's id is tried too).
+
+    **Returns:**
+
+    `(ref_min, ref_max, provenance)` with provenance `"minari dataset metadata"` or
+    `"D4RL reference (SPEC §8)"`.
+
+    **Raises:**
+
+    [`UnknownTaskError`][] when neither source has references.
+    """
+    meta = _metadata(dataset)
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    if lo is not None and hi is not None:
+        return float(lo), float(hi), PROVENANCE_DATASET
+    names = [n for n in (task, getattr(dataset, "id", None)) if isinstance(n, str)]
+    for n in names:
+        family = env_family(n)
+        if family is not None:
+            lo, hi = D4RL_REFERENCE_SCORES[family]
+            return lo, hi, PROVENANCE_D4RL
+    raise UnknownTaskError(
+        f"No reference scores for {' / '.join(repr(n) for n in names) or 'this run'}: the dataset "
+        f"has no ref_min_score/ref_max_score and no D4RL family "
+        f"({', '.join(D4RL_REFERENCE_SCORES)}) is in its name."
+    )
+
+
+def normalized_score(
+    returns: RealScalarLike | Float[ArrayLike, "*batch"],
+    ref_min: RealScalarLike,
+    ref_max: RealScalarLike,
+) -> float | Float[np.ndarray, "*batch"]:
+    r"""$100 (R - R_\text{min}) / (R_\text{max} - R_\text{min})$, elementwise.
+
+    **Returns:**
+
+    A float for a scalar `returns`, else a float64 array of the same shape.
+    """
+    if float(ref_max) == float(ref_min):
+        raise ValueError("normalized_score: ref_max equals ref_min.")
+    r = np.asarray(returns, dtype=np.float64)
+    score = 100.0 * (r - float(ref_min)) / (float(ref_max) - float(ref_min))
+    return float(score) if score.ndim == 0 else score
