@@ -29,6 +29,7 @@ from .transitions import Transitions
 
 #: Names accepted by [`transform_rewards`][].
 REWARD_TRANSFORMS = ("none", "antmaze", "normalize")
+_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 
 def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*batch obs"]:
@@ -61,7 +62,9 @@ def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*ba
                 visit(item)
         else:
             a = np.asarray(x, dtype=np.float32)
-            leaves.append(a.reshape(a.shape[:batch_ndim] + (-1,)))
+            # An explicit size, not -1, so that empty batches (0 steps) reshape too.
+            size = int(np.prod(a.shape[batch_ndim:]))
+            leaves.append(a.reshape(a.shape[:batch_ndim] + (size,)))
 
     visit(obs)
     if not leaves:
@@ -108,7 +111,7 @@ def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> T
     [`DataValidationError`][] on inconsistent lengths or dimensions, non-finite values (named with
     their counts per field) or no transitions at all.
     """
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("s", "a", "r", "s2", "d")}
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
     bad = {"observations": 0, "actions": 0, "rewards": 0}
     for i, ep in enumerate(episodes):
         ep_id = getattr(ep, "id", i)
@@ -118,43 +121,35 @@ def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> T
         term = np.asarray(_field(ep, "terminations")).reshape(-1)
         trunc = np.asarray(_field(ep, "truncations")).reshape(-1)
         steps = rew.shape[0]
-        expected = {"observations": (obs, steps + 1), "actions": (act, steps)}
-        expected |= {"terminations": (term, steps), "truncations": (trunc, steps)}
-        for field, (arr, n) in expected.items():
+        for what, arr, n in (
+            ("observations", obs, steps + 1),
+            ("actions", act, steps),
+            ("terminations", term, steps),
+            ("truncations", trunc, steps),
+        ):
             if arr.shape[0] != n:
                 raise DataValidationError(
-                    f"{name}: episode {ep_id} has {arr.shape[0]} {field} for {steps} rewards "
+                    f"{name}: episode {ep_id} has {arr.shape[0]} {what} for {steps} rewards "
                     f"(expected {n}: T + 1 observations and T of everything else)."
                 )
-        for key, arr in (("s", obs[:-1]), ("a", act)):
-            first = parts[key][0] if parts[key] else arr
-            if arr.shape[1] != first.shape[1]:
-                what = "observation" if key == "s" else "action"
+            if what in parts and parts[what] and arr.shape[1] != parts[what][0].shape[1]:
                 raise DataValidationError(
-                    f"{name}: episode {ep_id} has {what} dimension {arr.shape[1]}, "
-                    f"earlier episodes have {first.shape[1]}."
+                    f"{name}: episode {ep_id} has {what[:-1]} dimension {arr.shape[1]}, "
+                    f"earlier episodes have {parts[what][0].shape[1]}."
                 )
-        bad["observations"] += int(np.sum(~np.isfinite(obs)))
-        bad["actions"] += int(np.sum(~np.isfinite(act)))
-        bad["rewards"] += int(np.sum(~np.isfinite(rew)))
-        parts["s"].append(obs[:-1])
-        parts["s2"].append(obs[1:])
-        parts["a"].append(act)
-        parts["r"].append(rew)
-        parts["d"].append(term.astype(np.float32))
+        for what, arr in (("observations", obs), ("actions", act), ("rewards", rew)):
+            bad[what] += int(np.sum(~np.isfinite(arr)))
+        parts["observations"].append(obs[:-1])
+        parts["next_observations"].append(obs[1:])
+        parts["actions"].append(act)
+        parts["rewards"].append(rew)
+        parts["terminals"].append(term.astype(np.float32))
     if any(bad.values()):
         counts = ", ".join(f"{n} in `{k}`" for k, n in bad.items() if n)
         raise DataValidationError(f"{name} has non-finite values (NaN or inf): {counts}.")
-    if sum(len(r) for r in parts["r"]) == 0:
+    if sum(len(r) for r in parts["rewards"]) == 0:
         raise DataValidationError(f"{name} has no transitions (no episode with a step).")
-    cat = {k: jnp.asarray(np.concatenate(v, axis=0)) for k, v in parts.items()}
-    return Transitions(
-        observations=cat["s"],
-        actions=cat["a"],
-        rewards=cat["r"],
-        next_observations=cat["s2"],
-        terminals=cat["d"],
-    )
+    return Transitions(**{f: jnp.asarray(np.concatenate(v, axis=0)) for f, v in parts.items()})
 
 
 def datasets_root() -> str:
@@ -182,10 +177,14 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
         if not download:
-            source = "MINARI_DATASETS_PATH" if os.environ.get("MINARI_DATASETS_PATH") else "default"
+            source = (
+                "from MINARI_DATASETS_PATH"
+                if os.environ.get("MINARI_DATASETS_PATH")
+                else "the default; set MINARI_DATASETS_PATH to use another folder"
+            )
             raise DatasetNotFoundError(
-                f"Minari dataset '{dataset_id}' is not on this machine "
-                f"(looked in {root}, the {source} location). {how}"
+                f"Minari dataset '{dataset_id}' is not on this machine (looked in {root}, "
+                f"{source}). {how}"
             ) from None
     except ValueError as e:
         raise DataValidationError(f"Minari dataset '{dataset_id}': {_first_line(e)}") from e
@@ -227,8 +226,11 @@ def load_transitions(
     if not ids:
         raise DataValidationError("No dataset id given.")
     datasets = [load_dataset(i, download=download) for i in ids]
-    parts = [episodes_to_transitions(d.iterate_episodes(), name=i) for d, i in zip(datasets, ids)]
-    for i, part in zip(ids[1:], parts[1:]):
+    parts = [
+        episodes_to_transitions(d.iterate_episodes(), name=i)
+        for d, i in zip(datasets, ids, strict=True)
+    ]
+    for i, part in zip(ids[1:], parts[1:], strict=True):
         if (part.obs_dim, part.action_dim) != (parts[0].obs_dim, parts[0].action_dim):
             raise SpaceMismatchError(
                 f"Datasets '{ids[0]}' and '{i}' cannot be concatenated: observation/action dims "
@@ -237,8 +239,7 @@ def load_transitions(
             )
     if len(parts) == 1:
         return parts[0], datasets[0]
-    fields = ("observations", "actions", "rewards", "next_observations", "terminals")
-    merged = {f: jnp.concatenate([getattr(p, f) for p in parts]) for f in fields}
+    merged = {f: jnp.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS}
     return Transitions(**merged), datasets[0]
 
 

@@ -83,13 +83,24 @@ def _add(preset: TaskPreset) -> None:
     _PRESETS[preset.name] = preset
 
 
-def _agents(erdpqe: dict, dql: dict) -> dict[str, dict[str, Any]]:
+def _erdpqe(actor_lr, eta, max_q_backup, grad_norm, loss, x0_clip) -> dict[str, Any]:
+    """A row of SPEC §8's ER-DP-QE table, in its column order."""
+    return dict(actor_lr=actor_lr, eta=eta, max_q_backup=max_q_backup, grad_norm=grad_norm,
+                loss=loss, x0_clip=x0_clip)  # fmt: skip
+
+
+def _dql(actor_lr, eta, max_q_backup, grad_norm) -> dict[str, Any]:
+    """A row of Diffusion-QL's table (its `lr` is the actor's; its critic lr is fixed 3e-4)."""
+    return dict(actor_lr=actor_lr, eta=eta, max_q_backup=max_q_backup, grad_norm=grad_norm)
+
+
+def _agents(erdpqe: dict[str, Any], dql: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # The reference code's BC agent takes the task's lr, loss type and x̂0 clipping.
     bc = {"lr": erdpqe["actor_lr"], "loss": erdpqe["loss"], "x0_clip": erdpqe["x0_clip"]}
     return {"erdpqe": erdpqe, "diffusion-ql": dql, "bc": bc}
 
 
-# Locomotion. ER-DP-QE: SPEC §8 row 1. Diffusion-QL: its table (gn per task).
+# Locomotion. ER-DP-QE: SPEC §8 row 1. Diffusion-QL: its table, grad-norm per task.
 _DQL_LOCO_GN = {
     ("halfcheetah", "medium"): 9.0, ("hopper", "medium"): 9.0, ("walker2d", "medium"): 1.0,
     ("halfcheetah", "medium-replay"): 2.0, ("hopper", "medium-replay"): 4.0,
@@ -97,17 +108,13 @@ _DQL_LOCO_GN = {
     ("hopper", "medium-expert"): 5.0, ("walker2d", "medium-expert"): 5.0,
 }  # fmt: skip
 for (_env, _quality), _gn in _DQL_LOCO_GN.items():
-    _extra: tuple[str, ...] = ()
-    _note = "Minari's v5 re-collection, not D4RL's data; reference scores are Minari's."
-    _id = f"mujoco/{_env}/{_quality}-v0"
+    _id, _extra = f"mujoco/{_env}/{_quality}-v0", ()
+    _note = "Minari's re-collection on the v5 environment, not D4RL's data."
     if _quality == "medium-expert":
         _id, _extra = f"mujoco/{_env}/medium-v0", (f"mujoco/{_env}/expert-v0",)
         _note += " Built as medium + expert, as D4RL built medium-expert."
     elif _quality == "medium-replay":
-        _note += (
-            f" Minari publishes no medium-replay dataset: create '{_id}' yourself "
-            "(e.g. a replay buffer collected with minari.DataCollector)."
-        )
+        _note += f" Minari publishes no medium-replay dataset: create '{_id}' yourself."
     _add(
         TaskPreset(
             name=f"{_env}-{_quality}-v2",
@@ -118,24 +125,22 @@ for (_env, _quality), _gn in _DQL_LOCO_GN.items():
             epochs=2000,
             eval_episodes=10,
             agent_overrides=_agents(
-                erdpqe=dict(actor_lr=3e-4, eta=1.0, max_q_backup=False, grad_norm=4.0,
-                            loss="mll", x0_clip=False),
-                dql=dict(actor_lr=3e-4, eta=1.0, max_q_backup=False, grad_norm=_gn),
-            ),  # fmt: skip
+                _erdpqe(3e-4, 1.0, False, 4.0, "mll", False), _dql(3e-4, 1.0, False, _gn)
+            ),
             note=_note,
         )
     )
 
 # AntMaze. ER-DP-QE: SPEC §8 rows 2-3 (umaze without max-Q backup). Diffusion-QL: its table.
 _DQL_ANTMAZE = {
-    "umaze": dict(actor_lr=3e-4, eta=0.5, max_q_backup=False, grad_norm=2.0),
-    "umaze-diverse": dict(actor_lr=3e-4, eta=2.0, max_q_backup=True, grad_norm=3.0),
-    "medium-play": dict(actor_lr=1e-3, eta=2.0, max_q_backup=True, grad_norm=2.0),
-    "medium-diverse": dict(actor_lr=3e-4, eta=3.0, max_q_backup=True, grad_norm=1.0),
-    "large-play": dict(actor_lr=3e-4, eta=4.5, max_q_backup=True, grad_norm=10.0),
-    "large-diverse": dict(actor_lr=3e-4, eta=3.5, max_q_backup=True, grad_norm=7.0),
+    "umaze": _dql(3e-4, 0.5, False, 2.0),
+    "umaze-diverse": _dql(3e-4, 2.0, True, 3.0),
+    "medium-play": _dql(1e-3, 2.0, True, 2.0),
+    "medium-diverse": _dql(3e-4, 3.0, True, 1.0),
+    "large-play": _dql(3e-4, 4.5, True, 10.0),
+    "large-diverse": _dql(3e-4, 3.5, True, 7.0),
 }
-for _maze, _dql in _DQL_ANTMAZE.items():
+for _maze, _dql_row in _DQL_ANTMAZE.items():
     _add(
         TaskPreset(
             name=f"antmaze-{_maze}-v0",
@@ -145,18 +150,16 @@ for _maze, _dql in _DQL_ANTMAZE.items():
             epochs=1000,
             eval_episodes=100,
             agent_overrides=_agents(
-                erdpqe=dict(actor_lr=3e-4, eta=2.0, max_q_backup=_maze != "umaze",
-                            grad_norm=4.0, loss="nml", x0_clip=True),
-                dql=_dql,
-            ),  # fmt: skip
+                _erdpqe(3e-4, 2.0, _maze != "umaze", 4.0, "nml", True), _dql_row
+            ),
             note="Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra.",
         )
     )
 
-# Adroit pen. ER-DP-QE: SPEC §8 row 4. Diffusion-QL: its table (η 0.15, gn 7 on human).
-for _data, _dql in {
-    "human": dict(actor_lr=3e-5, eta=0.15, max_q_backup=False, grad_norm=7.0),
-    "cloned": dict(actor_lr=3e-5, eta=0.1, max_q_backup=False, grad_norm=8.0),
+# Adroit pen. ER-DP-QE: SPEC §8 row 4. Diffusion-QL: its table (η 0.15 and gn 7 on human).
+for _data, _dql_row in {
+    "human": _dql(3e-5, 0.15, False, 7.0),
+    "cloned": _dql(3e-5, 0.1, False, 8.0),
 }.items():
     _add(
         TaskPreset(
@@ -166,11 +169,7 @@ for _data, _dql in {
             reward_transform="normalize",
             epochs=1000,
             eval_episodes=100,
-            agent_overrides=_agents(
-                erdpqe=dict(actor_lr=3e-5, eta=0.1, max_q_backup=False, grad_norm=8.0,
-                            loss="nml", x0_clip=True),
-                dql=_dql,
-            ),  # fmt: skip
+            agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), _dql_row),
             note="Minari's port of D4RL Adroit pen; needs the `robotics` extra.",
         )
     )
@@ -187,10 +186,8 @@ for _data, _gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
             eval_episodes=100,
             algo_epochs={"diffusion-ql": 250} if _data == "complete" else {},
             agent_overrides=_agents(
-                erdpqe=dict(actor_lr=3e-4, eta=0.005, max_q_backup=False, grad_norm=10.0,
-                            loss="mll", x0_clip=False),
-                dql=dict(actor_lr=3e-4, eta=0.005, max_q_backup=False, grad_norm=_gn),
-            ),  # fmt: skip
+                _erdpqe(3e-4, 0.005, False, 10.0, "mll", False), _dql(3e-4, 0.005, False, _gn)
+            ),
             note=(
                 "Minari's port of D4RL Kitchen; needs the `robotics` extra, and FrankaKitchen-v1 "
                 "needs mujoco 3.3 (SPEC §11). Dict observations are flattened with sorted keys."
@@ -211,11 +208,11 @@ _add(
         eval_every_epochs=2,
         steps_per_epoch=1000,
         agent_overrides={
-            "erdpqe": dict(num_critics=10, actor_lr=3e-4, eta=1.0, grad_norm=4.0, loss="mll",
-                           x0_clip=False, ema_start=1000),
-            "diffusion-ql": dict(actor_lr=3e-4, eta=1.0, grad_norm=4.0, ema_start=1000),
-            "bc": dict(lr=3e-4, loss="mll", x0_clip=False),
-        },  # fmt: skip
+            "erdpqe": {"num_critics": 10, "ema_start": 1000}
+            | _erdpqe(3e-4, 1.0, False, 4.0, "mll", False),
+            "diffusion-ql": {"ema_start": 1000} | _dql(3e-4, 1.0, False, 4.0),
+            "bc": {"lr": 3e-4, "loss": "mll", "x0_clip": False},
+        },
         note="Embedded dataset built locally on first use (Pendulum-v1, scripted + random).",
     )
 )
@@ -280,17 +277,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return value
             if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
                 return value.strip().lower() in _TRUE
-        elif tp is int and not isinstance(value, bool):
+        elif isinstance(value, bool):
+            pass  # a bool is an int to Python, never to a config
+        elif tp is int:
             if isinstance(value, int):
                 return value
             number = float(value)
             if number.is_integer():
                 return int(number)
-        elif tp is float and not isinstance(value, bool):
+        elif tp is float:
             if isinstance(value, int | float | str):
                 return float(value)
-        elif tp is str and isinstance(value, str):
-            return value
         elif isinstance(tp, type) and isinstance(value, tp):
             return value
     except (TypeError, ValueError):

@@ -12,6 +12,7 @@ references, which are not D4RL's: the provenance string says which one was used.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def reference_scores(dataset: Any = None, task: str | None = None) -> tuple[floa
 
 
 def normalized_score(
-    returns: RealScalarLike | Float[ArrayLike, "*batch"],
+    returns: RealScalarLike | Sequence[RealScalarLike] | Float[ArrayLike, "*batch"],
     ref_min: RealScalarLike,
     ref_max: RealScalarLike,
 ) -> float | Float[np.ndarray, "*batch"]:
@@ -101,7 +102,8 @@ def normalized_score(
 
     **Returns:**
 
-    A float for a scalar `returns`, else a float64 array of the same shape.
+    A float for a scalar `returns`, else a float64 array of the same shape (a list of per-episode
+    returns gives an array of per-episode scores).
     """
     if float(ref_max) == float(ref_min):
         raise ValueError("normalized_score: ref_max equals ref_min.")

@@ -1,0 +1,194 @@
+"""Task presets (SPEC §8 and Diffusion-QL's table), overrides, and D4RL normalised scores."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from sdepolicy.rl.errors import ConfigError, UnknownTaskError
+from sdepolicy.rl.presets import TaskPreset, apply_overrides, get_preset, list_presets
+from sdepolicy.rl.scores import (
+    PROVENANCE_D4RL,
+    PROVENANCE_DATASET,
+    env_family,
+    normalized_score,
+    reference_scores,
+)
+
+# The agent configs' field names, as agreed with the agents' author (the brief of this layer).
+CONFIG_FIELDS = {
+    "erdpqe": set(
+        "diffusion_steps schedule num_critics lcb_beta q_aggregate alpha eta entropy loss x0_clip "
+        "max_q_backup max_q_samples actor_lr critic_lr grad_norm gamma tau ema_decay ema_start "
+        "ema_every batch_size hidden eval_candidates".split()
+    ),
+    "diffusion-ql": set(
+        "diffusion_steps beta_min beta_max eta actor_lr critic_lr grad_norm gamma tau ema_decay "
+        "ema_start ema_every max_q_backup max_q_samples batch_size hidden eval_candidates".split()
+    ),
+    "bc": set(
+        "diffusion_steps schedule loss x0_clip lr grad_norm batch_size hidden ema_decay ema_start "
+        "ema_every".split()
+    ),
+}
+
+D4RL_TASKS = (
+    [f"{e}-{q}-v2" for e in ("halfcheetah", "hopper", "walker2d")
+     for q in ("medium", "medium-replay", "medium-expert")]
+    + [f"antmaze-{m}-v0" for m in ("umaze", "umaze-diverse", "medium-play", "medium-diverse",
+                                   "large-play", "large-diverse")]
+    + ["pen-human-v1", "pen-cloned-v1"]
+    + [f"kitchen-{k}-v0" for k in ("complete", "partial", "mixed")]
+)  # fmt: skip
+
+
+def test_every_task_is_there_with_valid_overrides():
+    assert set(list_presets()) == set(D4RL_TASKS) | {"pendulum-mixed"}
+    for name in list_presets():
+        p = get_preset(name)
+        assert p.name == name and p.eval_every_epochs in (2, 50)
+        assert p.reward_transform in ("none", "antmaze", "normalize")
+        assert set(p.agent_overrides) == set(CONFIG_FIELDS)
+        for algo, fields in CONFIG_FIELDS.items():
+            unknown = set(p.overrides_for(algo)) - fields
+            assert not unknown, (name, algo, unknown)
+
+
+def test_locomotion_presets():
+    p = get_preset("hopper-medium-v2")
+    assert p.minari_id == "mujoco/hopper/medium-v0" and p.minari_ids == (p.minari_id,)
+    assert (p.epochs, p.eval_episodes, p.reward_transform) == (2000, 10, "none")
+    assert p.overrides_for("erdpqe") == dict(
+        actor_lr=3e-4, eta=1.0, max_q_backup=False, grad_norm=4.0, loss="mll", x0_clip=False
+    )
+    assert "v5" in p.note
+    # Diffusion-QL's own grad-norm: 9 / 9 / 1 on the medium tasks (SPEC §8).
+    gns = [get_preset(f"{e}-medium-v2").overrides_for("diffusion-ql")["grad_norm"]
+           for e in ("halfcheetah", "hopper", "walker2d")]  # fmt: skip
+    assert gns == [9.0, 9.0, 1.0]
+    me = get_preset("walker2d-medium-expert-v2")
+    assert me.minari_ids == ("mujoco/walker2d/medium-v0", "mujoco/walker2d/expert-v0")
+    assert "medium-replay" in get_preset("hopper-medium-replay-v2").note
+
+
+def test_antmaze_presets():
+    p = get_preset("antmaze-medium-play-v0")
+    assert p.minari_id == "D4RL/antmaze/medium-play-v1"
+    assert (p.reward_transform, p.epochs, p.eval_episodes) == ("antmaze", 1000, 100)
+    e = p.overrides_for("erdpqe")
+    assert (e["eta"], e["max_q_backup"], e["loss"], e["x0_clip"]) == (2.0, True, "nml", True)
+    assert get_preset("antmaze-umaze-v0").overrides_for("erdpqe")["max_q_backup"] is False
+    dql = get_preset("antmaze-large-play-v0").overrides_for("diffusion-ql")
+    assert (dql["eta"], dql["max_q_backup"]) == (4.5, True)
+    assert get_preset("antmaze-medium-play-v0").overrides_for("diffusion-ql")["actor_lr"] == 1e-3
+
+
+def test_pen_and_kitchen_presets():
+    pen = get_preset("pen-human-v1")
+    assert pen.minari_id == "D4RL/pen/human-v2" and pen.reward_transform == "normalize"
+    e = pen.overrides_for("erdpqe")
+    assert (e["actor_lr"], e["grad_norm"], e["eta"], e["loss"]) == (3e-5, 8.0, 0.1, "nml")
+    assert pen.overrides_for("bc") == dict(lr=3e-5, loss="nml", x0_clip=True)
+    assert pen.overrides_for("diffusion-ql")["eta"] == 0.15
+    k = get_preset("kitchen-complete-v0")
+    assert k.minari_id == "D4RL/kitchen/complete-v2"
+    assert (k.epochs_for("erdpqe"), k.epochs_for("diffusion-ql")) == (1000, 250)
+    assert get_preset("kitchen-mixed-v0").epochs_for("diffusion-ql") == 1000
+    assert k.overrides_for("erdpqe")["eta"] == 0.005
+    assert k.overrides_for("erdpqe")["grad_norm"] == 10.0
+
+
+def test_presets_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_preset("pen-human-v1").epochs = 3  # type: ignore[misc]
+    assert isinstance(get_preset("pendulum-mixed"), TaskPreset)
+
+
+def test_unknown_task_suggests_close_names():
+    with pytest.raises(UnknownTaskError, match="hopper-medium-v2") as info:
+        get_preset("hoper-medium-v2")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UnknownTaskError, match="list_presets"):
+        get_preset("zzzz")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    actor_lr: float = 3e-4
+    diffusion_steps: int = 5
+    max_q_backup: bool = False
+    loss: Literal["mll", "nml"] = "mll"
+    seed: int | None = None
+    hidden: tuple[int, ...] = (256, 256, 256)
+    schedule: str = "cosine"
+
+
+def test_apply_overrides_coerces_strings():
+    c = apply_overrides(
+        _Config(),
+        {"actor_lr": "1e-3", "diffusion_steps": "10", "max_q_backup": "true", "loss": "nml",
+         "seed": "none", "hidden": "64,64", "schedule": "vp"},
+    )  # fmt: skip
+    assert c == _Config(1e-3, 10, True, "nml", None, (64, 64), "vp")
+    assert type(c.actor_lr) is float and type(c.diffusion_steps) is int
+    c = apply_overrides(_Config(), {"actor_lr": 1, "seed": "7", "max_q_backup": "no"})
+    assert (c.actor_lr, type(c.actor_lr), c.seed, c.max_q_backup) == (1.0, float, 7, False)
+    # Preset values are typed already and pass through unchanged.
+    c = apply_overrides(_Config(), {"actor_lr": 3e-5, "loss": "nml", "max_q_backup": True})
+    assert (c.actor_lr, c.loss, c.max_q_backup) == (3e-5, "nml", True)
+    assert apply_overrides(_Config(), {}) == _Config()
+
+
+def test_apply_overrides_rejects_bad_input():
+    with pytest.raises(ConfigError, match=r"no field `actor_l`.*did you mean `actor_lr`") as info:
+        apply_overrides(_Config(), {"actor_l": 1e-3})
+    assert "valid: actor_lr, diffusion_steps" in str(info.value)
+    with pytest.raises(ConfigError, match="`actor_lr` expects float"):
+        apply_overrides(_Config(), {"actor_lr": "fast"})
+    with pytest.raises(ConfigError, match="`diffusion_steps` expects int"):
+        apply_overrides(_Config(), {"diffusion_steps": "2.5"})
+    with pytest.raises(ConfigError, match="`max_q_backup` expects bool"):
+        apply_overrides(_Config(), {"max_q_backup": "maybe"})
+    with pytest.raises(ConfigError, match="one of mll, nml"):
+        apply_overrides(_Config(), {"loss": "mse"})
+    with pytest.raises(ConfigError, match="expects int"):
+        apply_overrides(_Config(), {"diffusion_steps": True})
+
+
+def test_normalized_score():
+    assert normalized_score(3234.3, -20.272305, 3234.3) == pytest.approx(100.0)
+    assert normalized_score(-20.272305, -20.272305, 3234.3) == pytest.approx(0.0)
+    s = normalized_score(np.array([0.0, 0.5, 1.0]), 0.0, 1.0)
+    np.testing.assert_allclose(s, [0.0, 50.0, 100.0])
+    assert normalized_score(2, 0, 4) == pytest.approx(50.0)
+    np.testing.assert_allclose(normalized_score([1.0, 3.0], 0.0, 4.0), [25.0, 75.0])
+    with pytest.raises(ValueError):
+        normalized_score(1.0, 2.0, 2.0)
+
+
+class _FakeStorage:
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+
+class _FakeDataset:
+    def __init__(self, dataset_id, metadata):
+        self.id = dataset_id
+        self.storage = _FakeStorage(metadata)
+
+
+def test_reference_scores_provenance():
+    with_refs = _FakeDataset("mujoco/hopper/medium-v0", {"ref_min_score": -5, "ref_max_score": 7})
+    assert reference_scores(with_refs) == (-5.0, 7.0, PROVENANCE_DATASET)
+    without = _FakeDataset("mujoco/hopper/medium-v0", {})
+    assert reference_scores(without) == (-20.272305, 3234.3, PROVENANCE_D4RL)
+    assert reference_scores(task="antmaze-large-play-v0") == (0.0, 1.0, PROVENANCE_D4RL)
+    assert reference_scores(task="D4RL/pen/human-v2")[:2] == (96.262799, 3076.8331)
+    assert reference_scores(task="kitchen-mixed-v0")[:2] == (0.0, 4.0)
+    assert env_family("mujoco/halfcheetah/expert-v0") == "halfcheetah"
+    assert env_family("open-sesame") is None
+    with pytest.raises(UnknownTaskError, match="no ref_min_score"):
+        reference_scores(_FakeDataset("sdepolicy/cartpole-v0", {}), task="cartpole")
