@@ -192,3 +192,19 @@ def test_reference_scores_provenance():
     assert env_family("open-sesame") is None
     with pytest.raises(UnknownTaskError, match="no ref_min_score"):
         reference_scores(_FakeDataset("sdepolicy/cartpole-v0", {}), task="cartpole")
+
+
+def test_every_preset_applies_to_the_agent_configs():
+    agents = pytest.importorskip("sdepolicy.rl.agents")
+    for name in list_presets():
+        preset = get_preset(name)
+        for algo, config_cls in agents.CONFIGS.items():
+            overrides = preset.overrides_for(algo)
+            config = apply_overrides(config_cls(), overrides)
+            for key, value in overrides.items():
+                assert getattr(config, key) == value, (name, algo, key)
+    # The agents' own fields are the ones this layer was told about.
+    for algo, config_cls in agents.CONFIGS.items():
+        assert {f.name for f in dataclasses.fields(config_cls)} == CONFIG_FIELDS[algo]
+    c = apply_overrides(agents.ERDPQEConfig(), {"num_critics": "8", "actor_lr": "3e-5"})
+    assert (c.num_critics, c.actor_lr) == (8, 3e-5)
