@@ -189,7 +189,11 @@ def reference_entropy(
 
     summed over dimensions. The time spans are the reference's indices $(1, T-1)$, $(0, 1)$ and
     $(0, T-1)$ read through its array of $\Theta_1..\Theta_T$ (index $i$ means $\Theta_{i+1}$).
-    For the $T = 5$ cosine grid $\mathbb E[H] \approx 0.779\,d + 0.0628\lVert\hat a^0\rVert^2$.
+    The swapped arguments cancel between the three terms, so $H$ is exactly
+    $-\log p(x_2 = \hat a^1 \mid x_T = a^T, x_1 = \hat a^0)$ for the true transitions: the
+    paper's estimator with every time shifted by one, evaluated at an Euler point instead of a
+    sample (`proofs/entropy.md`). For the $T = 5$ cosine grid
+    $\mathbb E[H] \approx 0.779\,d + 0.0628\lVert\hat a^0\rVert^2$.
 
     **Arguments:**
 
@@ -225,6 +229,10 @@ def reference_entropy_coefficients(
     $$c_2 = \tfrac12\Big[\frac{r^2}{V(A)} + \frac{(1 - r e^{-B})^2}{V(B)} - \frac{1}{V(C)}\Big],$$
     $$c_0 = \tfrac12\log\frac{2\pi V(A)V(B)}{V(C)} + \frac{\lambda^2 e^{-2A}}{2V(A)} -
     \frac{\lambda^2 e^{-2C}}{2V(C)}.$$
+
+    Equivalently (the shifted-posterior reading) $c_2 = (r - c_x')^2/(2\tilde\beta')$ and
+    $c_0 = \tfrac12\log(2\pi\tilde\beta') + c_t'^2\lambda^2/(2\tilde\beta')$ with
+    $(c_t', c_x', \tilde\beta')$ the posterior coefficients of $x_2$ given $(x_T, x_1)$.
 
     **Returns:** `(c0, c2)`.
     """
