@@ -7,29 +7,17 @@ from one jitted, batched call of the agent's action selection. This is what make
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import gymnasium as gym
 import jax
 import numpy as np
 
 from .._typing import PRNGKey
+from .data import flatten_observation
 
 #: Batched action selection: ``(observations[n, obs], key) -> actions[n, act]``.
 BatchActFn = Callable[[np.ndarray, PRNGKey], np.ndarray]
-
-
-def flatten_batched_observation(obs) -> np.ndarray:
-    """Flatten a batch of (possibly nested Dict) observations to ``[n, features]``.
-
-    Dict entries are visited in sorted key order, recursively, each flattened row-major: the
-    same order as `sdepolicy.rl.data.flatten_observation` uses for one observation.
-    """
-    if isinstance(obs, Mapping):
-        parts = [flatten_batched_observation(obs[k]) for k in sorted(obs)]
-        return np.concatenate(parts, axis=1)
-    obs = np.asarray(obs, dtype=np.float32)
-    return obs.reshape(obs.shape[0], -1)
 
 
 def run_episodes(
@@ -64,7 +52,7 @@ def run_episodes(
         step = 0
         while not done.all():
             key, sub = jax.random.split(key)
-            actions = np.asarray(act(flatten_batched_observation(obs), sub))
+            actions = np.asarray(act(flatten_observation(obs, batch_ndim=1), sub))
             actions = np.clip(actions, envs.single_action_space.low, envs.single_action_space.high)
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             returns += np.where(done, 0.0, rewards)
@@ -96,7 +84,7 @@ def run_episodes_one_at_a_time(
             while not done:
                 key, sub = jax.random.split(key)
                 batch = jax.tree.map(lambda v: np.asarray(v)[None], obs)
-                action = np.asarray(act(flatten_batched_observation(batch), sub))[0]
+                action = np.asarray(act(flatten_observation(batch, batch_ndim=1), sub))[0]
                 action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 returns[i] += reward

@@ -2,11 +2,8 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from sdepolicy.rl.evaluation import (
-    flatten_batched_observation,
-    run_episodes,
-    run_episodes_one_at_a_time,
-)
+from sdepolicy.rl.data import flatten_observation
+from sdepolicy.rl.evaluation import run_episodes, run_episodes_one_at_a_time
 
 
 def _make_env():
@@ -49,6 +46,6 @@ def test_episodes_stop_counting_after_termination():
 
 def test_flatten_batched_dict_observation_sorted_keys():
     obs = {"b": np.ones((2, 3)), "a": {"y": np.zeros((2, 1)), "x": np.full((2, 2, 2), 2.0)}}
-    flat = flatten_batched_observation(obs)
+    flat = flatten_observation(obs, batch_ndim=1)
     assert flat.shape == (2, 4 + 1 + 3)
     np.testing.assert_array_equal(flat[0], [2, 2, 2, 2, 0, 1, 1, 1])
