@@ -97,7 +97,8 @@ class MeanRevertingSDE(eqx.Module):
 
         $c_t = (1 - e^{-2\Theta_s}) e^{-\Theta(s,t)} / (1 - e^{-2\Theta_t})$,
         $c_0 = (1 - e^{-2\Theta(s,t)}) e^{-\Theta_s} / (1 - e^{-2\Theta_t})$,
-        $\tilde\beta = \lambda^2 (1 - e^{-2\Theta_s})(1 - e^{-2\Theta(s,t)}) / (1 - e^{-2\Theta_t})$.
+        $\tilde\beta = \lambda^2 (1 - e^{-2\Theta_s})(1 - e^{-2\Theta(s,t)})
+        / (1 - e^{-2\Theta_t})$.
         """
         th_s = self.schedule.cumulative(s)
         th_t = self.schedule.cumulative(t)
@@ -154,8 +155,10 @@ class MeanRevertingSDE(eqx.Module):
         """
         dt = x_t.dtype
         coef_t, coef_0, var = self.posterior_coefficients(s, t)
-        mean = self.mean + coef_t.astype(dt) * (x_t - self.mean) + coef_0.astype(dt) * (
-            x_0 - self.mean
+        mean = (
+            self.mean
+            + coef_t.astype(dt) * (x_t - self.mean)
+            + coef_0.astype(dt) * (x_0 - self.mean)
         )
         return DiagonalGaussian(mean, var.astype(dt))
 
@@ -192,7 +195,9 @@ class MeanRevertingSDE(eqx.Module):
 
     # --- diffrax terms -----------------------------------------------------------------------
 
-    def drift(self, t: RealScalarLike, x: Float[Array, "*shape"], args=None) -> Float[Array, "*shape"]:
+    def drift(
+        self, t: RealScalarLike, x: Float[Array, "*shape"], args=None
+    ) -> Float[Array, "*shape"]:
         r"""$f(t, x) = \theta(t)(\mu - x)$."""
         return self.theta(t).astype(x.dtype) * (self.mean - x)
 

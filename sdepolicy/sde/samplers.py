@@ -116,7 +116,7 @@ class PosteriorSampler(eqx.Module):
         key: PRNGKey,
         *,
         return_path: bool = False,
-    ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, "n *shape"]]:
+    ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
         r"""Run the chain from `x_T` at $t_N$ down to $t_0$.
 
         **Arguments:**

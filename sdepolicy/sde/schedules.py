@@ -123,7 +123,9 @@ class PiecewiseConstantSchedule(AbstractSchedule):
         if not jnp.issubdtype(increments.dtype, jnp.floating):
             increments = increments.astype(float)
         if increments.ndim != 1 or increments.shape[0] < 1:
-            raise ValueError("PiecewiseConstantSchedule: `increments` must be a non-empty 1-D array.")
+            raise ValueError(
+                "PiecewiseConstantSchedule: `increments` must be a non-empty 1-D array."
+            )
         if not _nonnegative(increments):
             raise ValueError("PiecewiseConstantSchedule: increments must be non-negative.")
         self.increments = increments
@@ -168,7 +170,11 @@ def normalised_schedule(
         raise ValueError("terminal_decay must lie in (0, 1).")
     if np.any(thetas < 0) or thetas.sum() <= 0:
         raise ValueError("thetas must be non-negative with a positive sum.")
-    dt = -math.log(terminal_decay) / thetas.sum()
+    with np.errstate(over="ignore"):
+        dt = -math.log(terminal_decay) / thetas.sum()
+    # A (sub)normal-tiny sum overflows dt to inf and the increments to inf/nan.
+    if not (np.isfinite(dt) and np.all(np.isfinite(thetas * dt))):
+        raise ValueError("thetas are too small to normalise (the step size overflows).")
     return PiecewiseConstantSchedule(jnp.asarray(thetas * dt))
 
 
