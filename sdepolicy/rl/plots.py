@@ -1,0 +1,42 @@
+"""The learning-curve figure of a run."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+
+
+def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[str, Any]) -> None:
+    """Evaluation return against gradient steps: mean ± std over seeds, each seed faintly, and
+    the dataset's mean return for comparison. Written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([h["step"] for h in history])
+    returns = np.array([h["returns"] for h in history])  # [evals, seeds]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for i in range(returns.shape[1]):
+        ax.plot(steps, returns[:, i], color="tab:blue", alpha=0.25, lw=1)
+    mean = returns.mean(axis=1)
+    std = returns.std(axis=1, ddof=1) if returns.shape[1] > 1 else np.zeros_like(mean)
+    n = returns.shape[1]
+    ax.plot(steps, mean, color="tab:blue", lw=2, marker="o", label=f"{summary['algo']} ({n} seeds)")
+    ax.fill_between(steps, mean - std, mean + std, color="tab:blue", alpha=0.2)
+    ax.axhline(
+        summary["dataset"]["mean_return"], color="tab:gray", ls="--", label="dataset mean return"
+    )
+    refs = summary["reference_scores"]
+    ax.axhline(refs["max"], color="tab:green", ls=":", label="reference max (score 100)")
+    ax.axhline(refs["min"], color="tab:red", ls=":", label="reference min (score 0)")
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(f"{summary['task']}: {summary['algo']}")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
