@@ -1,0 +1,272 @@
+r"""ER-DP-QE: the entropy-regularised diffusion policy with a Q-ensemble (SPEC §5, §6).
+
+One update, in the reference code's order:
+
+1. **Critic.** Per member $m$, $y_m = r + \gamma(1 - \text{terminal})\,\bar Q_m(s', a')$ with
+   $a'$ from the EMA actor's posterior sampler (max-Q backup: the max over `max_q_samples`
+   actions, per member); no min or LCB in the target. Loss: MSE over batch $\times$ members.
+2. **Actor**, against the freshly updated critic:
+
+   $$\mathcal L = \mathcal L_\text{bc} + \eta\,\frac{-\operatorname{mean} Q_\text{lcb}(s,
+   \operatorname{clip}\hat a_0)}{\operatorname{sg}\operatorname{mean}|Q_m(s,
+   \operatorname{clip}\hat a_0)|} + \alpha\,\frac{-\operatorname{mean} H}{\operatorname{sg}
+   \operatorname{mean}|H|},$$
+
+   with $\hat a_0$ the denoiser's one-step prediction from the diffusion loss (the chain is not
+   run) and $H \approx -\log\pi(\hat a_0 \mid s)$ the selected entropy estimator.
+3. **EMA actor** every `ema_every` steps (a copy before `ema_start`), then
+4. **Polyak** critic target with rate $\tau$, every step.
+
+Both optimisers are Adam after global-norm clipping to `grad_norm`.
+
+Note: before `ema_start` the reference code leaves the EMA actor at its *initial* parameters (its
+`step_ema` returns early); here it is a copy of the online actor, refreshed every `ema_every`
+steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PyTree
+
+from ..._typing import PRNGKey
+from ...policy import DiffusionPolicy, get_entropy_estimator
+from ..critics import QEnsemble, aggregate_q
+from ..selection import select_actions
+from ..transitions import Transitions
+from .common import (
+    ActorCriticState,
+    apply_gradients,
+    ema_update,
+    make_optimizer,
+    next_state_values,
+    polyak,
+    raw_key,
+    td_targets,
+    trainable,
+    with_denoiser,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ERDPQEConfig:
+    """Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (SPEC §6, §8).
+
+    - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
+    - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\\beta$ and the actor's pessimism
+        (`"lcb"` or `"min"`).
+    - `alpha`, `eta`: weights of the entropy and Q terms; `entropy`: `"reference"` or `"paper"`.
+    - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
+    - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
+    - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
+    - `gamma`, `tau`: discount and Polyak rate.
+    - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
+    - `batch_size`, `hidden`: batch size and width of every network.
+    - `eval_candidates`: candidates sampled per state at evaluation.
+    """
+
+    diffusion_steps: int = 5
+    schedule: str = "cosine"
+    num_critics: int = 64
+    lcb_beta: float = 4.0
+    q_aggregate: str = "lcb"
+    alpha: float = 0.01
+    eta: float = 1.0
+    entropy: str = "reference"
+    loss: str = "mll"
+    x0_clip: bool = False
+    max_q_backup: bool = False
+    max_q_samples: int = 10
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    grad_norm: float = 4.0
+    gamma: float = 0.99
+    tau: float = 0.005
+    ema_decay: float = 0.995
+    ema_start: int = 1000
+    ema_every: int = 5
+    batch_size: int = 256
+    hidden: int = 256
+    eval_candidates: int = 50
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("q_aggregate", ("lcb", "min")),
+            ("entropy", ("reference", "paper")),
+            ("loss", ("mll", "nml")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"ERDPQEConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}."
+                )
+        if self.q_aggregate == "lcb" and self.num_critics < 2:
+            raise ValueError("ERDPQEConfig: the LCB needs num_critics >= 2.")
+
+
+def init(
+    config: ERDPQEConfig,
+    obs_dim: int,
+    action_dim: int,
+    action_low: Float[ArrayLike, " act"],
+    action_high: Float[ArrayLike, " act"],
+    key: PRNGKey,
+) -> ActorCriticState:
+    """A fresh agent: random actor (the EMA actor is its copy), EDAC-initialised Q-ensemble (the
+    target is its copy), Adam states, step 0."""
+    k_actor, k_critic, k_state = jax.random.split(key, 3)
+    actor = DiffusionPolicy.create(
+        obs_dim,
+        action_dim,
+        action_low,
+        action_high,
+        key=k_actor,
+        schedule=config.schedule,
+        num_steps=config.diffusion_steps,
+        x0_clip=config.x0_clip,
+        hidden=config.hidden,
+    )
+    critic = QEnsemble(
+        obs_dim, action_dim, config.num_critics, config.hidden, init="edac", key=k_critic
+    )
+    actor_opt = make_optimizer(config.actor_lr, config.grad_norm)
+    critic_opt = make_optimizer(config.critic_lr, config.grad_norm)
+    return ActorCriticState(
+        actor=actor,
+        ema_actor=actor,
+        critic=critic,
+        target_critic=critic,
+        actor_opt_state=actor_opt.init(trainable(actor.denoiser)),
+        critic_opt_state=critic_opt.init(trainable(critic)),
+        step=jnp.zeros((), jnp.int32),
+        key=raw_key(k_state),
+    )
+
+
+def critic_loss(
+    critic: QEnsemble, batch: Transitions, targets: Float[Array, "m batch"]
+) -> tuple[Float[Array, ""], Float[Array, "m batch"]]:
+    """MSE over batch x members between $Q_m(s, a)$ and the per-member targets."""
+    q = critic(batch.observations, batch.actions)
+    return jnp.mean((q - targets) ** 2), q
+
+
+def actor_loss(
+    config: ERDPQEConfig,
+    denoiser: PyTree,
+    actor: DiffusionPolicy,
+    critic: QEnsemble,
+    batch: Transitions,
+    key: PRNGKey,
+) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+    """The actor loss of SPEC §5 as a function of the denoiser (what the optimiser trains)."""
+    actor = with_denoiser(actor, denoiser)
+    k_bc, k_ent = jax.random.split(key)
+    bc_loss, x0_hat = actor.loss(batch.observations, batch.actions, k_bc, kind=config.loss)
+    # The Q term sees the clipped prediction, in the environment's box (the critic's input).
+    policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
+    q = critic(batch.observations, policy_actions)
+    q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
+    q_loss = -jnp.mean(q_pess) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
+    # The entropy estimate sees the unclipped prediction, as the reference code does.
+    estimator = get_entropy_estimator(config.entropy)
+    keys = jax.random.split(k_ent, x0_hat.shape[0])
+    h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
+    ent_loss = -jnp.mean(h) / jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
+    loss = bc_loss + config.eta * q_loss + config.alpha * ent_loss
+    aux = {"bc_loss": bc_loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
+    return loss, aux
+
+
+def update(
+    config: ERDPQEConfig, state: ActorCriticState, batch: Transitions
+) -> tuple[ActorCriticState, dict[str, Float[Array, ""]]]:
+    """One ER-DP-QE update (module docstring); pure, `jit` it with `config` static.
+
+    **Returns:** `(state, metrics)` with scalar metrics `critic_loss`, `actor_loss`, `bc_loss`,
+    `q_loss`, `entropy` (mean estimate over the batch), `q_mean` (mean of $Q_m(s, a)$ over
+    batch and members, before the critic step) and the gradients' global norms before
+    clipping, `critic_grad_norm` and `actor_grad_norm`.
+    """
+    key, k_next, k_actor = jax.random.split(state.key, 3)
+
+    next_values = next_state_values(
+        state.ema_actor,
+        state.target_critic,
+        batch.next_observations,
+        k_next,
+        config.max_q_backup,
+        config.max_q_samples,
+    )
+    targets = td_targets(batch.rewards, batch.terminals, next_values, config.gamma)
+    (c_loss, q_data), c_grads = eqx.filter_value_and_grad(
+        lambda c: critic_loss(c, batch, targets), has_aux=True
+    )(state.critic)
+    critic, critic_opt_state, c_norm = apply_gradients(
+        make_optimizer(config.critic_lr, config.grad_norm),
+        state.critic,
+        c_grads,
+        state.critic_opt_state,
+    )
+
+    (a_loss, aux), a_grads = eqx.filter_value_and_grad(
+        lambda d: actor_loss(config, d, state.actor, critic, batch, k_actor), has_aux=True
+    )(state.actor.denoiser)
+    denoiser, actor_opt_state, a_norm = apply_gradients(
+        make_optimizer(config.actor_lr, config.grad_norm),
+        state.actor.denoiser,
+        a_grads,
+        state.actor_opt_state,
+    )
+    actor = with_denoiser(state.actor, denoiser)
+
+    ema_denoiser = ema_update(
+        state.ema_actor.denoiser,
+        denoiser,
+        state.step,
+        config.ema_decay,
+        config.ema_start,
+        config.ema_every,
+    )
+    new_state = ActorCriticState(
+        actor=actor,
+        ema_actor=with_denoiser(state.ema_actor, ema_denoiser),
+        critic=critic,
+        target_critic=polyak(state.target_critic, critic, config.tau),
+        actor_opt_state=actor_opt_state,
+        critic_opt_state=critic_opt_state,
+        step=state.step + 1,
+        key=key,
+    )
+    metrics = {
+        "critic_loss": c_loss,
+        "actor_loss": a_loss,
+        **aux,
+        "q_mean": jnp.mean(q_data),
+        "critic_grad_norm": c_norm,
+        "actor_grad_norm": a_norm,
+    }
+    return new_state, metrics
+
+
+def act(
+    config: ERDPQEConfig,
+    state: ActorCriticState,
+    observations: Float[Array, "n obs"],
+    key: PRNGKey,
+) -> Float[Array, "n act"]:
+    """Evaluation actions (SPEC §6): `eval_candidates` samples per state from the online actor,
+    one picked by softmax over the target critic's LCB (as the reference code, whatever
+    `q_aggregate` the actor trained with)."""
+    return select_actions(
+        state.actor,
+        state.target_critic,
+        observations,
+        key,
+        num_candidates=config.eval_candidates,
+        aggregate="lcb",
+        lcb_beta=config.lcb_beta,
+    )

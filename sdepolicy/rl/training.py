@@ -1,0 +1,120 @@
+r"""Fused training: $K$ agent updates per compiled call, and many seeds in one process.
+
+The dataset lives on device and is an *argument* of the compiled function (not a constant baked
+into it), so a dataset of the same shapes and dtypes reuses the compiled code. Batches are drawn
+with `jax.random` inside the `lax.scan`, so no Python loop touches a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float, Key, PyTree, UInt32
+
+from .._typing import PRNGKey
+from .transitions import Transitions
+
+#: One pure agent update: ``(state, batch) -> (state, metrics)`` with scalar metrics.
+#: A batch of PRNG keys with a leading seed axis, new-style or raw.
+PRNGKeys = Key[Array, " seeds"] | UInt32[Array, "seeds 2"]
+
+UpdateFn = Callable[[Any, Transitions], tuple[Any, dict[str, Float[Array, ""]]]]
+
+
+def _fused_steps(update_fn, batch_size, num_steps, dataset, state, key):
+    def body(state, k):
+        return update_fn(state, dataset.sample(k, batch_size))
+
+    return jax.lax.scan(body, state, jax.random.split(key, num_steps))
+
+
+# Module-level compiled functions: `update_fn`, `batch_size` and `num_steps` are static (hashed),
+# the dataset, the state and the key are traced, so every call with the same update function and
+# array shapes hits the same compilation cache whichever `make_train_fn` built the caller.
+_fused_single = eqx.filter_jit(_fused_steps)
+
+
+@eqx.filter_jit
+def _fused_seeds(update_fn, batch_size, num_steps, dataset, states, keys):
+    run = lambda state, key: _fused_steps(update_fn, batch_size, num_steps, dataset, state, key)
+    return eqx.filter_vmap(run)(states, keys)
+
+
+def fused_steps(
+    update_fn: UpdateFn,
+    dataset: Transitions,
+    state: PyTree,
+    key: PRNGKey,
+    *,
+    batch_size: int,
+    num_steps: int,
+) -> tuple[PyTree, dict[str, Float[Array, " steps"]]]:
+    r"""Run `num_steps` updates of `state` on batches of `batch_size` drawn from `dataset`, as one
+    compiled `lax.scan`.
+
+    **Arguments:**
+
+    - `update_fn`: a pure update `(state, batch) -> (state, metrics)`, e.g.
+        `functools.partial(erdpqe.update, config)`. Keep the same object across calls: it is a
+        static argument of the compiled function (hashed by identity).
+    - `dataset`: the whole dataset, on device.
+    - `state`: the agent state.
+    - `key`: PRNG key for batch sampling (the agent's own randomness lives in its state).
+    - `batch_size`, `num_steps`: batch size and number of fused updates $K$.
+
+    **Returns:** `(state, metrics)` with every metric stacked over the $K$ steps.
+    """
+    return _fused_single(update_fn, batch_size, num_steps, dataset, state, key)
+
+
+def make_train_fn(
+    update_fn: UpdateFn, dataset: Transitions, batch_size: int, steps_per_call: int
+) -> Callable[[PyTree, PRNGKey], tuple[PyTree, dict[str, Float[Array, " steps"]]]]:
+    r"""A compiled `(state, key) -> (state, metrics)` running `steps_per_call` updates per call.
+
+    See [`fused_steps`][]; the dataset is passed to the compiled code as an argument, so
+    repeated calls (and other train functions built on same-shaped datasets with the same
+    `update_fn`) never retrace.
+    """
+
+    def train(state: PyTree, key: PRNGKey):
+        return _fused_single(update_fn, batch_size, steps_per_call, dataset, state, key)
+
+    return train
+
+
+def init_seeds(init_fn: Callable[[PRNGKey], PyTree], keys: PRNGKeys) -> PyTree:
+    r"""Initialise one agent per key and stack them: every array of the result gets a leading
+    seed axis of size `len(keys)` (non-array leaves, e.g. static configuration, are shared).
+
+    **Arguments:**
+
+    - `init_fn`: `key -> state`, e.g. `lambda k: erdpqe.init(config, obs_dim, act_dim, lo, hi, k)`.
+    - `keys`: a batch of PRNG keys (`jax.random.split(key, num_seeds)`).
+    """
+    return eqx.filter_vmap(init_fn)(keys)
+
+
+def make_seeds_train_fn(
+    update_fn: UpdateFn, dataset: Transitions, batch_size: int, steps_per_call: int
+) -> Callable[[PyTree, PRNGKeys], tuple[PyTree, dict[str, Float[Array, "seeds steps"]]]]:
+    r"""Like [`make_train_fn`][] for states stacked over seeds (see [`init_seeds`][]).
+
+    The returned `(states, keys) -> (states, metrics)` takes one batch-sampling key per seed
+    (`keys` has a leading seed axis) and returns metrics of shape `(seeds, steps_per_call)`. All
+    seeds share the dataset; each draws its own batches.
+    """
+
+    def train(states: PyTree, keys: PRNGKeys):
+        return _fused_seeds(update_fn, batch_size, steps_per_call, dataset, states, keys)
+
+    return train
+
+
+def select_seed(states: PyTree, index: int) -> PyTree:
+    """One seed's state out of states stacked by [`init_seeds`][] (arrays sliced, the rest
+    shared)."""
+    return jax.tree.map(lambda x: x[index] if eqx.is_array(x) else x, states)
