@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (default runs/<task>-<algo>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     p.add_argument("--download", action="store_true", help="download a missing Minari dataset")
+    p.add_argument("--dataset", nargs="+", help="Minari id(s) to train on instead of the preset's")
+    p.add_argument("--env", help="Gymnasium id to evaluate in instead of the dataset's env")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--set",
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
             overrides=overrides,
             download=args.download,
             progress=not args.no_progress,
+            dataset=tuple(args.dataset) if args.dataset else None,
+            env=args.env,
         )
         summary = run(spec)
     except SdepolicyError as e:

@@ -50,6 +50,8 @@ class RunSpec:
     - `checkpoint_every`: steps between checkpoints (default: `eval_every`).
     - `out`: output folder; `resume`: continue from `out/checkpoint.eqx`.
     - `overrides`: agent hyper-parameters, `{field: value}` (strings are coerced).
+    - `dataset`: Minari dataset id(s) to use instead of the preset's (its hyper-parameters stay).
+    - `env`: a Gymnasium id to evaluate in instead of the dataset's recovered environment.
     """
 
     task: str = "pendulum-mixed"
@@ -65,6 +67,8 @@ class RunSpec:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     download: bool = False
     progress: bool = True
+    dataset: tuple[str, ...] | None = None
+    env: str | None = None
 
 
 def _episode_returns(dataset) -> np.ndarray:
@@ -99,11 +103,12 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     out = pathlib.Path(spec.out or f"runs/{spec.task}-{spec.algo}")
 
     # --- data and environment ---------------------------------------------------------------
-    if preset.minari_id == DEFAULT_DATASET_ID:
+    dataset_ids = list(spec.dataset or preset.minari_ids)
+    if dataset_ids == [DEFAULT_DATASET_ID]:
         ensure_default_dataset()
-    transitions, dataset = data_lib.load_transitions(list(preset.minari_ids), download=spec.download)
+    transitions, dataset = data_lib.load_transitions(dataset_ids, download=spec.download)
     transitions = data_lib.transform_rewards(transitions, preset.reward_transform)
-    make_env = functools.partial(data_lib.recover_env, dataset)
+    make_env = functools.partial(data_lib.recover_env, dataset, spec.env)
     env = make_env()
     try:
         data_lib.check_spaces(transitions, env)
@@ -126,7 +131,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
             "seeds": list(spec.seeds),
             "config": dataclasses.asdict(config),
             "chunk": chunk,
-            "data": [list(preset.minari_ids), len(transitions)],
+            "data": [dataset_ids, len(transitions), spec.env],
         }
     )
     ckpt_path = out / CHECKPOINT
@@ -145,11 +150,8 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     states = shard_seeds(states)
     transitions = jax.device_put(transitions)
 
-    update = functools.partial(agent.update, config)
-    train = make_seeds_train_fn(update, transitions, config.batch_size, chunk)
-    act_all = eqx.filter_jit(
-        eqx.filter_vmap(lambda st, obs, k: agent.act(config, st, obs, k))
-    )
+    train = make_seeds_train_fn(_update_fn(spec.algo, config), transitions, config.batch_size, chunk)
+    act_all = _act_fn(spec.algo, config)
     num_seeds = len(spec.seeds)
 
     def act(obs_flat, key):
@@ -207,6 +209,20 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_learning_curve(out / "learning_curve.png", history, summary)
     return summary
+
+
+@functools.cache
+def _update_fn(algo: str, config):
+    """One update function object per (algorithm, config): the compiled training code is keyed
+    on it, so runs in one process with the same configuration compile once."""
+    return functools.partial(AGENTS[algo].update, config)
+
+
+@functools.cache
+def _act_fn(algo: str, config):
+    """Batched evaluation actions for all seeds at once, compiled once per configuration."""
+    agent = AGENTS[algo]
+    return eqx.filter_jit(eqx.filter_vmap(lambda st, obs, k: agent.act(config, st, obs, k)))
 
 
 def _mean_std(x) -> dict[str, float]:
