@@ -6,6 +6,8 @@ $[-1, 1]$); environments need not (Pendulum's box is $[-2, 2]$, some are asymmet
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -20,13 +22,17 @@ class ActionBox(eqx.Module):
 
     **Arguments:**
 
-    - `low`, `high`: the bounds, arrays (or sequences) of shape `(action,)`.
+    - `low`, `high`: the bounds, arrays (or sequences of floats) of shape `(action,)`.
     """
 
     low: Float[Array, " action"]
     high: Float[Array, " action"]
 
-    def __init__(self, low: Float[ArrayLike, " action"], high: Float[ArrayLike, " action"]):
+    def __init__(
+        self,
+        low: Float[ArrayLike, " action"] | Sequence[float],
+        high: Float[ArrayLike, " action"] | Sequence[float],
+    ):
         self.low = jnp.asarray(low, dtype=float)
         self.high = jnp.asarray(high, dtype=float)
 
@@ -50,14 +56,20 @@ class ActionBox(eqx.Module):
 
     def to_unit(self, a: Float[Array, "*batch action"]) -> Float[Array, "*batch action"]:
         r"""Map environment actions to the unit box: $u = 2(a - l)/(h - l) - 1$."""
-        low, high = self.low.astype(a.dtype), self.high.astype(a.dtype)
+        low, high = self._bounds_like(a)
         return 2 * (a - low) / (high - low) - 1
 
     def from_unit(self, u: Float[Array, "*batch action"]) -> Float[Array, "*batch action"]:
         r"""Map unit-box actions to the environment box: $a = l + (u + 1)(h - l)/2$."""
-        low, high = self.low.astype(u.dtype), self.high.astype(u.dtype)
+        low, high = self._bounds_like(u)
         return low + (u + 1) * (0.5 * (high - low))
 
     def clip(self, a: Float[Array, "*batch action"]) -> Float[Array, "*batch action"]:
         """Clip environment actions into the box."""
-        return jnp.clip(a, self.low.astype(a.dtype), self.high.astype(a.dtype))
+        return jnp.clip(a, *self._bounds_like(a))
+
+    def _bounds_like(self, x: Array) -> tuple[Array, Array]:
+        # Explicit broadcasting keeps batched inputs legal under strict rank promotion.
+        low = jnp.broadcast_to(self.low.astype(x.dtype), x.shape)
+        high = jnp.broadcast_to(self.high.astype(x.dtype), x.shape)
+        return low, high

@@ -8,6 +8,8 @@ schedule on the integer grid $0..T$; diffusion time $t$ is the reference code's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -94,8 +96,8 @@ class DiffusionPolicy(eqx.Module):
         cls,
         state_dim: int,
         action_dim: int,
-        action_low: Float[ArrayLike, " action"],
-        action_high: Float[ArrayLike, " action"],
+        action_low: Float[ArrayLike, " action"] | Sequence[float],
+        action_high: Float[ArrayLike, " action"] | Sequence[float],
         *,
         key: PRNGKey,
         schedule: str | AbstractSchedule = "cosine",
