@@ -42,7 +42,10 @@ pytestmark = pytest.mark.usefixtures("maths_precision")
 
 NUM_DRAWS = 100_000
 NUM_CHECKS = 4
-HESSIAN_STEP = (0.5, -1.0, 2.0)
+# H is exactly quadratic in x0, so a large step is harmless; it lifts the Hessian-times-step
+# (~1e-12 per unit step on the cosine grid) well above the ~1e-16 rounding of each gradient,
+# which is a difference of two O(1) terms.
+HESSIAN_STEP = (500.0, -1000.0, 2000.0)
 X0 = (0.9, -1.6, 0.25)
 
 
@@ -216,7 +219,7 @@ def test_paper_prior_hessian_is_delta_squared_over_beta(name):
     delta = paper_entropy_residual_coefficient(sde)
     got = _results(name)["hessian_step"]
     want = jnp.broadcast_to(delta**2 / beta * jnp.array(HESSIAN_STEP), got.shape)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
 
 
 def test_t5_numbers_against_the_spec_table():
