@@ -42,9 +42,13 @@ def _check_terminal(terminal: str) -> None:
         raise ValueError(f"Unknown terminal {terminal!r}; valid values are {', '.join(TERMINALS)}.")
 
 
-def _check_horizon(sde: MeanRevertingSDE, minimum: float, name: str) -> None:
-    if not sde.horizon >= minimum:
-        raise ValueError(f"{name}: needs a horizon T >= {minimum:g}, got T = {sde.horizon:g}.")
+def _check_horizon(sde: MeanRevertingSDE, minimum: float, name: str, strict: bool = False) -> None:
+    ok = sde.horizon > minimum if strict else sde.horizon >= minimum
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ValueError(
+            f"{name}: needs a horizon T {relation} {minimum:g}, got T = {sde.horizon:g}."
+        )
 
 
 def paper_entropy(
@@ -77,7 +81,7 @@ def paper_entropy(
     **Returns:** the scalar estimate, summed over action dimensions.
     """
     _check_terminal(terminal)
-    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy")
+    _check_horizon(sde, _FIRST, "paper_entropy", strict=True)
     last = sde.horizon
     first_key, last_key = jax.random.split(key)
     a1 = sde.transition(x0_hat, 0.0, _FIRST).sample(first_key)
@@ -104,7 +108,7 @@ def paper_entropy_coefficients(
     **Returns:** `(c0, c2)`.
     """
     _check_terminal(terminal)
-    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy_coefficients")
+    _check_horizon(sde, _FIRST, "paper_entropy_coefficients", strict=True)
     last = sde.horizon
     coef_t, _, var = sde.posterior_coefficients(_FIRST, last)
     if terminal == "forward":
@@ -127,7 +131,7 @@ def paper_entropy_residual_coefficient(sde: MeanRevertingSDE) -> Float[Array, ""
     written without the cancellation of $e^{-\Theta_1} - c_x$. About $3.98\times10^{-7}$ for the
     $T = 5$ cosine grid.
     """
-    _check_horizon(sde, 1.0 + 1e-9, "paper_entropy_residual_coefficient")
+    _check_horizon(sde, _FIRST, "paper_entropy_residual_coefficient", strict=True)
     th1 = sde.schedule.cumulative(_FIRST)
     th1T = sde.schedule.integral(_FIRST, sde.horizon)
     thT = sde.schedule.cumulative(sde.horizon)

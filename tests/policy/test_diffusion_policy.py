@@ -22,14 +22,21 @@ LOW, HIGH = np.array([-2.0, 0.0]), np.array([2.0, 0.5])  # Pendulum-like and asy
 @functools.cache
 def _policy(x0_clip: bool) -> DiffusionPolicy:
     return DiffusionPolicy.create(
-        STATE_DIM, ACTION_DIM, LOW, HIGH, key=jax.random.key(0), hidden=16, depth=2,
+        STATE_DIM,
+        ACTION_DIM,
+        LOW,
+        HIGH,
+        key=jax.random.key(0),
+        hidden=16,
+        depth=2,
         x0_clip=x0_clip,
     )
 
 
 def _states(seed=0):
-    return jnp.asarray(np.random.default_rng(seed).standard_normal((BATCH, STATE_DIM)),
-                       dtype=jnp.float32)
+    return jnp.asarray(
+        np.random.default_rng(seed).standard_normal((BATCH, STATE_DIM)), dtype=jnp.float32
+    )
 
 
 TARGET = jnp.array([0.3, 0.1])
@@ -68,8 +75,11 @@ def _hand_chain(policy: DiffusionPolicy, states, key):
     keys = jax.random.split(chain_key, T)
     for i, t in enumerate(range(T, 0, -1)):
         v_t, v_s, v_st = (1 - np.exp(-2 * c) for c in (cum[t], cum[t - 1], cum[t] - cum[t - 1]))
-        eps = np.asarray(_denoise(policy.denoiser, jnp.asarray(a, jnp.float32),
-                                  jnp.full((BATCH,), t - 1.0), states))
+        eps = np.asarray(
+            _denoise(
+                policy.denoiser, jnp.asarray(a, jnp.float32), jnp.full((BATCH,), t - 1.0), states
+            )
+        )
         x0 = (a - np.sqrt(v_t) * eps) * np.exp(cum[t])
         if policy.x0_clip:
             x0 = np.clip(x0, -1, 1)
@@ -124,12 +134,15 @@ def test_x0_clip_is_respected():
 def test_sample_is_differentiable_through_the_chain(x0_clip):
     # Diffusion-QL backpropagates a Q-value through the whole chain.
     _, grads = _run(_policy(x0_clip), _states(), jax.random.key(5))
-    leaves = [np.asarray(x) for x in
-              jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))]
+    leaves = [
+        np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
+    ]
     # The schedule and the box get gradients too (they are not trained): all must be finite.
     assert all(np.all(np.isfinite(x)) for x in leaves)
-    net = [np.asarray(x) for x in
-           jax.tree_util.tree_leaves(eqx.filter(grads.denoiser, eqx.is_inexact_array))]
+    net = [
+        np.asarray(x)
+        for x in jax.tree_util.tree_leaves(eqx.filter(grads.denoiser, eqx.is_inexact_array))
+    ]
     if x0_clip:  # without clipping an untrained chain saturates and the output clip kills them
         assert max(np.max(np.abs(x)) for x in net) > 1e-4
 
@@ -140,21 +153,28 @@ def test_create_schedules_and_validation():
         assert schedule.horizon == 4.0
         np.testing.assert_allclose(schedule.increments, make(4).increments)
     np.testing.assert_allclose(SCHEDULES["vp"](5).increments, sp.vp_schedule(5).increments)
-    np.testing.assert_allclose(SCHEDULES["cosine"](5).increments,
-                               sp.cosine_schedule(5).increments)
+    np.testing.assert_allclose(SCHEDULES["cosine"](5).increments, sp.cosine_schedule(5).increments)
     assert _policy(False).num_steps == 5  # the default: cosine, T = 5
-    np.testing.assert_allclose(_policy(False).sde.schedule.increments,
-                               sp.cosine_schedule(5).increments)
+    np.testing.assert_allclose(
+        _policy(False).sde.schedule.increments, sp.cosine_schedule(5).increments
+    )
     custom = PiecewiseConstantSchedule(jnp.array([0.5, 1.0, 2.0]))
-    p = DiffusionPolicy.create(STATE_DIM, ACTION_DIM, LOW, HIGH, key=jax.random.key(0),
-                               schedule=custom, hidden=16, depth=2)
+    p = DiffusionPolicy.create(
+        STATE_DIM, ACTION_DIM, LOW, HIGH, key=jax.random.key(0), schedule=custom, hidden=16, depth=2
+    )
     assert p.num_steps == 3 and p.sde.schedule is custom
     np.testing.assert_array_equal(p.sde.mean, 0.0)
     assert float(p.sde.stationary_std) == 1.0
     with pytest.raises(ValueError, match="cosine, vp"):
         DiffusionPolicy.create(1, 1, [-1.0], [1.0], key=jax.random.key(0), schedule="sigmoid")
     with pytest.raises(ValueError, match="positive integer"):
-        DiffusionPolicy.create(1, 1, [-1.0], [1.0], key=jax.random.key(0),
-                               schedule=LinearSchedule(0.1, 1.0, horizon=2.5))
+        DiffusionPolicy.create(
+            1,
+            1,
+            [-1.0],
+            [1.0],
+            key=jax.random.key(0),
+            schedule=LinearSchedule(0.1, 1.0, horizon=2.5),
+        )
     with pytest.raises(ValueError, match="action_dim"):
         DiffusionPolicy(p.sde, p.denoiser, ActionBox([-1.0], [1.0]))

@@ -35,8 +35,14 @@ STATE_DIM, ACTION_DIM, BATCH = 3, 2, 64
 @functools.cache
 def _policy(low=-1.0, high=1.0, x0_clip=False) -> DiffusionPolicy:
     return DiffusionPolicy.create(
-        STATE_DIM, ACTION_DIM, [low] * ACTION_DIM, [high] * ACTION_DIM,
-        key=jax.random.key(0), hidden=16, depth=2, x0_clip=x0_clip,
+        STATE_DIM,
+        ACTION_DIM,
+        [low] * ACTION_DIM,
+        [high] * ACTION_DIM,
+        key=jax.random.key(0),
+        hidden=16,
+        depth=2,
+        x0_clip=x0_clip,
     )
 
 
@@ -69,8 +75,9 @@ def _compute(policy, states, actions, steps, noise, key):
 def _results(low=-1.0, high=1.0, x0_clip=False, seed=0):
     states, actions, steps, noise = _batch(seed)
     scale = (high - low) / 2
-    return _compute(_policy(low, high, x0_clip), states, scale * actions, steps, noise,
-                    jax.random.key(42))
+    return _compute(
+        _policy(low, high, x0_clip), states, scale * actions, steps, noise, jax.random.key(42)
+    )
 
 
 _denoise = eqx.filter_jit(lambda net, *args: jax.vmap(net)(*args))
@@ -151,7 +158,8 @@ def test_mll_target_is_the_posterior_mean_of_the_spec_table(t):
 def _weak_sde():
     return sp.MeanRevertingSDE(
         PiecewiseConstantSchedule(jnp.array([0.3, 0.2, 0.25, 0.6])),
-        mean=jnp.array([0.2, -0.1]), stationary_std=1.5,
+        mean=jnp.array([0.2, -0.1]),
+        stationary_std=1.5,
     )
 
 
@@ -173,8 +181,7 @@ def test_mll_prediction_is_a_unit_euler_step_of_the_reverse_sde(which):
         np.testing.assert_allclose(got, euler, rtol=1e-12)
         if which == "cosine":  # the reference formula with the SPEC table's theta_k dt and v_t
             inc, v = TABLE["increment"][t - 1], TABLE["v"][t - 1]
-            np.testing.assert_allclose(got, x - (-inc * x - 2 * inc * (-e / np.sqrt(v))),
-                                       rtol=1e-4)
+            np.testing.assert_allclose(got, x - (-inc * x - 2 * inc * (-e / np.sqrt(v))), rtol=1e-4)
 
 
 def test_mll_loss_equals_its_definition():

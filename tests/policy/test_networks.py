@@ -126,9 +126,13 @@ def test_denoiser_matches_a_hand_forward_pass_and_vmaps():
 
 @jax.jit
 def _box_maps(box, a, u):
-    return {"to_unit": box.to_unit(a), "from_unit": box.from_unit(u), "clip": box.clip(a),
-            "round_trip_u": box.to_unit(box.from_unit(u)),
-            "round_trip_a": box.from_unit(box.to_unit(a))}
+    return {
+        "to_unit": box.to_unit(a),
+        "from_unit": box.from_unit(u),
+        "clip": box.clip(a),
+        "round_trip_u": box.to_unit(box.from_unit(u)),
+        "round_trip_a": box.from_unit(box.to_unit(a)),
+    }
 
 
 def test_action_box_round_trip_and_pendulum():
@@ -144,12 +148,14 @@ def test_action_box_round_trip_and_pendulum():
     box = ActionBox(jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32))
     rng = np.random.default_rng(0)
     u = rng.uniform(-1, 1, (100, 3)).astype(np.float32)
-    a = np.concatenate([low[None], high[None], (low + high)[None] / 2,
-                        rng.uniform(low, high, (97, 3))]).astype(np.float32)
+    a = np.concatenate(
+        [low[None], high[None], (low + high)[None] / 2, rng.uniform(low, high, (97, 3))]
+    ).astype(np.float32)
     out = _box_maps(box, a, u)
     np.testing.assert_allclose(out["to_unit"][:3], [[-1.0] * 3, [1.0] * 3, [0.0] * 3], atol=1e-6)
-    np.testing.assert_allclose(out["from_unit"], low + (u + 1) * (high - low) / 2, rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out["from_unit"], low + (u + 1) * (high - low) / 2, rtol=1e-6, atol=1e-6
+    )
     assert np.all((np.asarray(out["from_unit"]) >= low) & (np.asarray(out["from_unit"]) <= high))
     np.testing.assert_allclose(out["round_trip_u"], u, atol=1e-5)
     np.testing.assert_allclose(out["round_trip_a"], a, rtol=1e-6, atol=1e-5)
