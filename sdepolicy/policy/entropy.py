@@ -7,7 +7,9 @@ Two estimators, selectable by name through [`get_entropy_estimator`][]:
   estimate $-\log p(\hat a^1 \mid a^T, \hat a^0)$ with exact Gaussian transitions.
 - `"reference"` ([`reference_entropy`][]): what the official code computes (and what produced
   the published numbers): a noise-free Euler step for $\hat a^1$ and a log-transition with its
-  arguments swapped and its time indices shifted by one.
+  arguments swapped and its time indices shifted by one. The swap cancels exactly between the
+  three terms of the Bayes ratio; the shift (and the Euler point) is what makes it depend on
+  $\hat a^0$.
 
 Both act on ONE sample (`jax.vmap` for batches) and sum over the action dimensions. Their
 expectations over the noise are quadratics in $\hat a^0$,
