@@ -6,6 +6,8 @@ batched matmul per layer rather than $M$ calls; this is what makes the paper's $
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,31 +17,33 @@ from .._typing import PRNGKey, RealScalarLike
 from ..policy import mish
 
 
-def _member_layers(
-    in_size: int, hidden: int, depth: int, init: str, key: PRNGKey
-) -> tuple[eqx.nn.Linear, ...]:
-    """The linear layers of one critic, initialised as in the reference code."""
-    keys = jax.random.split(key, depth + 2)
-    sizes = [in_size] + [hidden] * depth
-    # eqx.nn.Linear's default draws weight and bias from U(±1/sqrt(fan_in)): PyTorch's default.
-    layers = [eqx.nn.Linear(sizes[j], sizes[j + 1], key=keys[j]) for j in range(depth)]
-    last = eqx.nn.Linear(hidden, "scalar", key=keys[depth])
-    if init == "edac":
-        # EDAC init (SPEC §6): every bias 0.1, then the output layer re-drawn from U(±3e-3) so
-        # that all members start near Q = 0 with small, distinct slopes.
-        layers = [
-            eqx.tree_at(lambda lin: lin.bias, lin, jnp.full_like(lin.bias, 0.1)) for lin in layers
-        ]
-        kw, kb = jax.random.split(keys[depth + 1])
-        last = eqx.tree_at(
-            lambda lin: (lin.weight, lin.bias),
-            last,
-            (
-                jax.random.uniform(kw, last.weight.shape, minval=-3e-3, maxval=3e-3),
-                jax.random.uniform(kb, last.bias.shape, minval=-3e-3, maxval=3e-3),
-            ),
-        )
-    return (*layers, last)
+def _init_params(
+    sizes: list[int], num_members: int, init: str, key: PRNGKey
+) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    """Weights `(M, out, in)` and biases `(M, out)` of every layer, initialised as in the
+    reference code (see `QEnsemble`)."""
+    shapes = [((o, i), (o,)) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    total = sum(o * i + o for (o, i), _ in shapes)
+    # One uniform draw for every parameter of every member, sliced afterwards: the same law as
+    # layer-by-layer draws, but one random-number kernel for XLA to compile instead of two per
+    # layer (each costs ~0.4 s of CPU compile time, which dominates building small ensembles).
+    u = jax.random.uniform(key, (num_members, total), minval=-1.0, maxval=1.0)
+    weights, biases, offset = [], [], 0
+    last = len(shapes) - 1
+    for j, ((fan_out, fan_in), _) in enumerate(shapes):
+        # PyTorch's default Linear init: weight and bias ~ U(±1/sqrt(fan_in)).
+        bound = 1.0 / math.sqrt(fan_in)
+        if init == "edac" and j == last:
+            bound = 3e-3  # EDAC: output layer ~ U(±3e-3), members start near Q = 0
+        n_w = fan_out * fan_in
+        w = bound * u[:, offset : offset + n_w].reshape(num_members, fan_out, fan_in)
+        b = bound * u[:, offset + n_w : offset + n_w + fan_out]
+        offset += n_w + fan_out
+        if init == "edac" and j != last:
+            b = jnp.full_like(b, 0.1)  # EDAC: every (hidden) bias 0.1
+        weights.append(w)
+        biases.append(b)
+    return tuple(weights), tuple(biases)
 
 
 class QEnsemble(eqx.Module):
@@ -51,18 +55,23 @@ class QEnsemble(eqx.Module):
     - `obs_dim`, `action_dim`: sizes of $s$ and $a$.
     - `num_members`: $M$ (the paper: 64; Diffusion-QL's two critics: 2).
     - `hidden`, `depth`: width and number of hidden layers (the paper: 256, 3).
-    - `init`: `"edac"` (PyTorch default per member, then every bias $0.1$ and the output layer
-        $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$: ER-DP-QE) or `"default"` (PyTorch default:
-        Diffusion-QL's critics).
-    - `key`: PRNG key; members get independent keys.
+    - `init`: `"edac"` (PyTorch's default per member, weight and bias
+        $\sim U(\pm 1/\sqrt{\text{fan\_in}})$, then every hidden bias $0.1$ and the output
+        layer's weight and bias $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$: ER-DP-QE, SPEC §6) or
+        `"default"` (PyTorch's default only: Diffusion-QL's critics).
+    - `key`: PRNG key; members are independent draws.
 
     **Attributes:**
 
-    - `layers`: a tuple of `eqx.nn.Linear` whose arrays have a leading axis of size $M$; member
-        `m`'s network is `jax.tree.map(lambda x: x[m], layers)`.
+    - `weights`: per layer, an array `(M, out, in)`; the last layer has `out = 1`.
+    - `biases`: per layer, an array `(M, out)`.
+
+    Member `m` is the MLP $h_0 = [s, a]$, $h_j = \operatorname{mish}(W_j[m] h_{j-1} + b_j[m])$,
+    $Q_m = W_\text{out}[m] h + b_\text{out}[m]$.
     """
 
-    layers: tuple[eqx.nn.Linear, ...]
+    weights: tuple[Float[Array, "members out in"], ...]
+    biases: tuple[Float[Array, "members out"], ...]
     num_members: int = eqx.field(static=True)
 
     def __init__(
@@ -78,11 +87,10 @@ class QEnsemble(eqx.Module):
     ):
         if init not in ("edac", "default"):
             raise ValueError(f"QEnsemble: init must be 'edac' or 'default', got {init!r}.")
-        if num_members < 1 or depth < 1:
-            raise ValueError("QEnsemble: num_members and depth must be positive.")
-        keys = jax.random.split(key, num_members)
-        make = lambda k: _member_layers(obs_dim + action_dim, hidden, depth, init, k)
-        self.layers = eqx.filter_vmap(make)(keys)
+        if min(obs_dim + action_dim, num_members, hidden, depth) < 1:
+            raise ValueError("QEnsemble: sizes, num_members and depth must be positive.")
+        sizes = [obs_dim + action_dim] + [hidden] * depth + [1]
+        self.weights, self.biases = _init_params(sizes, num_members, init, key)
         self.num_members = num_members
 
     def __call__(
@@ -93,13 +101,12 @@ class QEnsemble(eqx.Module):
         **Returns:** an array of shape `(num_members, batch)`.
         """
         x = jnp.concatenate([states, actions], axis=-1)
-        first, *middle, last = self.layers
+        (w0, *ws), (b0, *bs) = self.weights, self.biases
         # The input is shared by all members: one (b, in) x (M, out, in) contraction.
-        h = mish(jnp.einsum("bi,moi->mbo", x, first.weight) + first.bias[:, None, :])
-        for lin in middle:
-            h = mish(jnp.einsum("mbi,moi->mbo", h, lin.weight) + lin.bias[:, None, :])
-        # "scalar" output layer: weight (M, 1, hidden), bias (M, 1).
-        return jnp.einsum("mbi,mi->mb", h, last.weight[:, 0, :]) + last.bias
+        h = mish(jnp.einsum("bi,moi->mbo", x, w0) + b0[:, None, :])
+        for w, b in zip(ws[:-1], bs[:-1], strict=True):
+            h = mish(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
+        return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
 
 
 def lcb(q: Float[Array, "members batch"], beta: RealScalarLike) -> Float[Array, " batch"]:

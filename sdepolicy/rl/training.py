@@ -12,6 +12,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float, Key, PyTree, UInt32
 
 from .._typing import PRNGKey
@@ -88,14 +89,24 @@ def make_train_fn(
 
 def init_seeds(init_fn: Callable[[PRNGKey], PyTree], keys: PRNGKeys) -> PyTree:
     r"""Initialise one agent per key and stack them: every array of the result gets a leading
-    seed axis of size `len(keys)` (non-array leaves, e.g. static configuration, are shared).
+    seed axis of size `len(keys)`; non-array leaves (static configuration) must agree and are
+    shared.
+
+    Seed `i` is exactly `init_fn(keys[i])`. The seeds are built one after the other and then
+    stacked rather than under `vmap`: initialisation is cheap once its operations are compiled
+    for the first seed, while a vmapped initialisation recompiles every batched operation (on
+    CPU, seconds per random-number kernel), and `init_fn`'s value checks stay concrete.
 
     **Arguments:**
 
     - `init_fn`: `key -> state`, e.g. `lambda k: erdpqe.init(config, obs_dim, act_dim, lo, hi, k)`.
     - `keys`: a batch of PRNG keys (`jax.random.split(key, num_seeds)`).
     """
-    return eqx.filter_vmap(init_fn)(keys)
+    states = [init_fn(keys[i]) for i in range(keys.shape[0])]
+    for i, other in enumerate(states[1:], start=1):
+        if jax.tree.structure(other) != jax.tree.structure(states[0]):
+            raise ValueError(f"init_seeds: seed {i}'s state differs in structure from seed 0's.")
+    return jax.tree.map(lambda *xs: jnp.stack(xs) if eqx.is_array(xs[0]) else xs[0], *states)
 
 
 def make_seeds_train_fn(

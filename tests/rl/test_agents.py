@@ -27,7 +27,7 @@ from sdepolicy.rl.transitions import Transitions
 
 OBS, ACT, HIDDEN, BATCH = 4, 2, 32, 32
 LOW, HIGH = np.array([-1.0, -2.0]), np.array([1.0, 0.5])  # asymmetric: exercises the box map
-GN = 0.05
+GN = 0.02
 # x0_clip keeps a random policy's samples off the box corners, so candidates and next actions
 # differ from each other (with huge unclipped x0 predictions they all saturate).
 ERDPQE = ERDPQEConfig(
@@ -73,7 +73,7 @@ def make_batch(seed, n=BATCH):
     return Transitions(
         observations=jax.random.normal(k[0], (n, OBS)),
         actions=jnp.asarray(LOW) + (unit + 1) * 0.5 * jnp.asarray(HIGH - LOW),
-        rewards=3.0 * jax.random.normal(k[2], (n,)),
+        rewards=jax.random.normal(k[2], (n,)),
         next_observations=jax.random.normal(k[3], (n, OBS)),
         terminals=(jnp.arange(n) % 2).astype(jnp.float32),  # half terminal
     )
@@ -82,16 +82,18 @@ def make_batch(seed, n=BATCH):
 def member_net(ensemble, m):
     """Member m of a QEnsemble as an ordinary function (s, a) -> q[b], via an eqx MLP."""
     template = eqx.nn.MLP(OBS + ACT, "scalar", HIDDEN, 3, activation=mish, key=jax.random.key(0))
-    mlp = eqx.tree_at(lambda n: n.layers, template, jax.tree.map(lambda p: p[m], ensemble.layers))
+    leaves = lambda n: [x for lin in n.layers for x in (lin.weight, lin.bias)]
+    params = [p[m] for wb in zip(ensemble.weights, ensemble.biases, strict=True) for p in wb]
+    mlp = eqx.tree_at(leaves, template, params)
     return lambda s, a: jax.vmap(mlp)(jnp.concatenate([s, a], axis=1))
 
 
 def scaled_target(state, key, scale=5.0):
     """Target critics with O(1) spread between members, so that the choice of target rule
     (per member, min, max over samples, masking) moves the loss well beyond tolerance."""
-    last = state.target_critic.layers[-1]
-    w = scale * jax.random.normal(key, last.weight.shape) / np.sqrt(HIDDEN)
-    target = eqx.tree_at(lambda c: c.layers[-1].weight, state.target_critic, w)
+    shape = state.target_critic.weights[-1].shape
+    w = scale * jax.random.normal(key, shape) / np.sqrt(HIDDEN)
+    target = eqx.tree_at(lambda c: c.weights[-1], state.target_critic, w)
     return eqx.tree_at(lambda s: s.target_critic, state, target)
 
 
@@ -142,15 +144,13 @@ def test_td_targets_mask_terminals():
 
 def test_erdpqe_polyak_target(erdpqe_step):
     state, _, new, _ = erdpqe_step
-    expected = jax.tree.map(
-        lambda t, c: 0.005 * c + 0.995 * t, state.target_critic.layers, new.critic.layers
-    )
+    expected = jax.tree.map(lambda t, c: 0.005 * c + 0.995 * t, state.target_critic, new.critic)
     for got, want in zip(
-        jax.tree.leaves(new.target_critic.layers), jax.tree.leaves(expected), strict=True
+        jax.tree.leaves(new.target_critic), jax.tree.leaves(expected), strict=True
     ):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     # The critic did move, so the check is not vacuous.
-    moved = jax.tree.leaves(new.critic.layers)[0] - jax.tree.leaves(state.critic.layers)[0]
+    moved = new.critic.weights[0] - state.critic.weights[0]
     assert float(jnp.max(jnp.abs(moved))) > 1e-5
 
 
@@ -225,7 +225,7 @@ def test_diffusion_ql_clipped_double_q_target(dql_step):
     np.testing.assert_allclose(float(metrics["critic_loss"]), expected, rtol=1e-4)
     per_member = batch.rewards + 0.99 * not_done * next_q
     wrong = float(jnp.sum(jnp.mean((q - per_member) ** 2, axis=1)))
-    assert abs(wrong - expected) > 1e-2 * expected
+    assert abs(wrong - expected) > 2e-3 * expected  # 20x the tolerance above
 
 
 def test_diffusion_ql_q_term_flows_through_the_full_chain(dql_step):
