@@ -18,7 +18,7 @@ import optax
 import pytest
 
 from sdepolicy.policy import DiffusionPolicy, mish
-from sdepolicy.rl.agents import diffusion_ql, erdpqe
+from sdepolicy.rl.agents import bc, diffusion_ql, erdpqe
 from sdepolicy.rl.agents.common import ema_update, polyak, td_targets
 from sdepolicy.rl.agents.diffusion_ql import DiffusionQLConfig
 from sdepolicy.rl.agents.erdpqe import ERDPQEConfig
@@ -304,3 +304,21 @@ def test_erdpqe_act_shape_and_box(erdpqe_start):
     actions = jit(erdpqe.act)(ERDPQE, erdpqe_start, obs, jax.random.key(14))
     assert actions.shape == (5, ACT)
     assert bool(jnp.all((actions >= LOW - 1e-6) & (actions <= HIGH + 1e-6)))
+
+
+def test_bc_update_is_the_diffusion_loss_alone():
+    config = bc.BCConfig(hidden=HIDDEN, batch_size=BATCH, loss="mll")
+    state = bc.init(config, OBS, ACT, LOW, HIGH, jax.random.key(15))
+    batch = make_batch(16)
+    new, metrics = jit(bc.update)(config, state, batch)
+    _, k_loss = jax.random.split(state.key)
+    loss = jit(lambda p, s, a, k: p.loss(s, a, k, kind="mll")[0])
+    expected = loss(state.actor, batch.observations, batch.actions, k_loss)
+    np.testing.assert_allclose(float(metrics["bc_loss"]), float(expected), rtol=1e-5)
+    assert int(new.step) == 1
+    # Step 0 is before ema_start: the EMA actor is a copy of the updated actor.
+    w = lambda p: p.denoiser.hidden_layers[0].weight
+    np.testing.assert_array_equal(w(new.ema_actor), w(new.actor))
+    assert not np.allclose(w(new.actor), w(state.actor))
+    # One step on the diffusion loss lowers it on the same batch and noise.
+    assert float(loss(new.actor, batch.observations, batch.actions, k_loss)) < float(expected)

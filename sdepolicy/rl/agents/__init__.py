@@ -4,7 +4,7 @@ Each algorithm is a module with the same API; pick one by name with `AGENTS`:
 
     from sdepolicy.rl.agents import erdpqe
     state = erdpqe.init(config, obs_dim, act_dim, low, high, key)
-    state, metrics = jax.jit(erdpqe.update, static_argnums=0)(config, state, batch)
+    state, metrics = eqx.filter_jit(erdpqe.update)(config, state, batch)  # config is static
 """
 
 from . import bc as bc
