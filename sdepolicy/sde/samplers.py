@@ -6,7 +6,11 @@ r"""Samplers that run a mean-reverting SDE backwards from its prior to data.
 - [`ReverseSDESampler`][]: the reverse-time SDE through `diffrax.diffeqsolve` with any SDE solver.
 - [`ProbabilityFlowSampler`][]: the probability-flow ODE with any diffrax ODE solver.
 
-All are pure functions of their inputs and work under `jit`, `vmap` and `grad`.
+All are pure functions of their inputs and work under `jit`, `vmap` and `grad`. Their `__call__`
+is wrapped in `eqx.filter_jit`: without it every eager call re-traces and re-compiles the scan or
+the diffrax solve (seconds each). The predictor/score is then static *by identity* unless it is
+an `eqx.Module` (whose arrays stay dynamic), so pass the same function or module object, not a
+fresh closure per call, to hit the compilation cache.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._typing import PRNGKey
+from .._typing import PRNGKey, RealScalarLike
 from .mean_reverting import MeanRevertingSDE, ScoreFn
 
 #: Predicts $\hat x_0$ from diffusion time and state: ``f(t, x_t) -> x0_hat``.
@@ -93,11 +97,15 @@ class PosteriorSampler(eqx.Module):
         self,
         predict_x0: X0Predictor,
         x_t: Float[Array, "*shape"],
-        s: Float[Array, ""],
-        t: Float[Array, ""],
+        s: RealScalarLike,
+        t: RealScalarLike,
         key: PRNGKey,
     ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
         r"""One step $x_t \to x_s$; returns `(x_s, x0_hat)`."""
+        # Times may be Python numbers when a step is used on its own; the predictor is promised
+        # a scalar array.
+        s = jnp.asarray(s, x_t.dtype)
+        t = jnp.asarray(t, x_t.dtype)
         x0_hat = predict_x0(t, x_t)
         if self.x0_bounds is not None:
             x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
@@ -109,6 +117,7 @@ class PosteriorSampler(eqx.Module):
         z = jax.random.normal(key, x_t.shape, x_t.dtype)
         return law.mean + std * z, x0_hat
 
+    @eqx.filter_jit
     def __call__(
         self,
         predict_x0: X0Predictor,
@@ -145,12 +154,51 @@ class PosteriorSampler(eqx.Module):
         return x
 
 
-def _fixed_step_solve(terms, solver, t0, t1, num_steps, x, controller=None):
-    dt0 = (t1 - t0) / num_steps
+def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | None:
+    """Fixed steps from `t0` to `t1` that never evaluate the rate on the wrong side of a jump.
+
+    A fixed-step solver evaluates the vector field at step endpoints. Where an endpoint is a
+    jump $k$ of a piecewise-constant rate, $\theta(k)$ is the rate of one side only (the left,
+    $(k-1, k]$), so the step on the other side uses the wrong rate: an O(h) local error that
+    makes Heun first order. (For adaptive steps diffrax avoids this with
+    `ClipStepSizeController(jump_ts=...)`, which does not accept `ConstantStepSize`.) Here each
+    interior jump replaces nearby grid points by its two one-ulp neighbours (in the dtype of
+    the solve's times), so every regular step lies on one side and the extra step across the
+    jump is 2 ulp long. Returns `None` when there is no interior jump (plain constant steps).
+    """
+    lo, hi = min(t0, t1), max(t0, t1)
+    jumps = [float(j) for j in np.asarray(jump_ts).reshape(-1) if lo < float(j) < hi]
+    if not jumps:
+        return None
+    dtype = np.dtype(jnp.result_type(float))  # diffrax's time dtype for Python-float t0, t1
+    grid = np.linspace(t0, t1, num_steps + 1).astype(dtype)
+    points = {dtype.type(t0), dtype.type(t1)}
+    for g in grid[1:-1]:
+        if all(abs(float(g) - j) > 8 * np.finfo(dtype).eps * max(1.0, abs(j)) for j in jumps):
+            points.add(g)
+    for j in jumps:
+        jd = dtype.type(j)
+        points.add(np.nextafter(jd, dtype.type(-np.inf)))
+        points.add(np.nextafter(jd, dtype.type(np.inf)))
+    return np.array(sorted(points, reverse=t0 > t1), dtype=dtype)
+
+
+def _fixed_step_solve(
+    terms, solver, t0, t1, num_steps, x, controller=None, jump_ts=(), adjoint=None
+):
     # `max_steps` must be finite: diffrax's default adjoint (RecursiveCheckpointAdjoint) needs a
     # bound to reverse-mode differentiate the solve, and the samplers promise to work under
-    # `jax.grad`. Fixed steps take exactly `num_steps` (+2 guards against the last step being
-    # split by floating-point rounding of t0 + k*dt0).
+    # `jax.grad`.
+    if controller is None:
+        grid = _step_grid(t0, t1, num_steps, jump_ts)
+        if grid is None:
+            # +2 guards against the last step being split by rounding of t0 + k*dt0.
+            controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
+            max_steps = num_steps + 2
+        else:
+            controller, dt0, max_steps = diffrax.StepTo(ts=grid), None, len(grid) + 1
+    else:
+        dt0, max_steps = (t1 - t0) / num_steps, 16 * num_steps + 4096
     sol = diffrax.diffeqsolve(
         terms,
         solver,
@@ -159,8 +207,9 @@ def _fixed_step_solve(terms, solver, t0, t1, num_steps, x, controller=None):
         dt0=dt0,
         y0=x,
         saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=controller or diffrax.ConstantStepSize(),
-        max_steps=num_steps + 2 if controller is None else 16 * num_steps + 4096,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
     )
     return sol.ys[0]
 
@@ -172,7 +221,9 @@ class ReverseSDESampler(eqx.Module):
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
-    - `num_steps`: number of (fixed) steps from $T$ to `t_end`.
+    - `num_steps`: number of (fixed) steps from $T$ to `t_end`. Where the rate jumps (a
+        piecewise-constant schedule) the grid is split at the jump so that no step evaluates
+        the rate across it (see `_step_grid`); this adds one 2-ulp step per interior jump.
     - `solver`: any diffrax SDE solver (default `diffrax.Euler()`, i.e. Euler–Maruyama).
     - `t_end`: where to stop (default 0; a small positive value avoids an exploding score).
     - `brownian`: `"virtual"` (a `VirtualBrownianTree`, any step size, reproducible) or
@@ -191,6 +242,7 @@ class ReverseSDESampler(eqx.Module):
         if self.brownian not in ("virtual", "unsafe"):
             raise ValueError("ReverseSDESampler: brownian must be 'virtual' or 'unsafe'.")
 
+    @eqx.filter_jit
     def __call__(
         self, score_fn: ScoreFn, x_T: Float[Array, "*shape"], key: PRNGKey
     ) -> Float[Array, "*shape"]:
@@ -203,7 +255,18 @@ class ReverseSDESampler(eqx.Module):
         else:
             bm = diffrax.UnsafeBrownianPath(shape=shape, key=key)
         terms = self.sde.reverse_terms(score_fn, bm)
-        return _fixed_step_solve(terms, self.solver, T, self.t_end, self.num_steps, x_T)
+        return _fixed_step_solve(
+            terms,
+            self.solver,
+            T,
+            self.t_end,
+            self.num_steps,
+            x_T,
+            jump_ts=self.sde.schedule.jump_times,
+            # diffrax refuses to checkpoint through an UnsafeBrownianPath (it cannot be
+            # replayed); forward mode is the only adjoint it supports.
+            adjoint=diffrax.ForwardMode() if self.brownian == "unsafe" else None,
+        )
 
 
 class ProbabilityFlowSampler(eqx.Module):
@@ -213,7 +276,8 @@ class ProbabilityFlowSampler(eqx.Module):
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
-    - `num_steps`: number of fixed steps (or the initial step count for an adaptive controller).
+    - `num_steps`: number of fixed steps (or the initial step count for an adaptive
+        controller). Fixed steps are split at the rate's jumps as in [`ReverseSDESampler`][].
     - `solver`: a diffrax ODE solver (default `diffrax.Heun()`).
     - `t_end`: where to stop (default 0).
     - `stepsize_controller`: default `ConstantStepSize()`; for adaptive steps pass e.g.
@@ -232,6 +296,7 @@ class ProbabilityFlowSampler(eqx.Module):
         if self.num_steps < 1:
             raise ValueError("ProbabilityFlowSampler: num_steps must be positive.")
 
+    @eqx.filter_jit
     def __call__(self, score_fn: ScoreFn, x_T: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """Transport `x_T` at the horizon to `t_end` (deterministic)."""
         term = self.sde.probability_flow_term(score_fn)
@@ -243,4 +308,5 @@ class ProbabilityFlowSampler(eqx.Module):
             self.num_steps,
             x_T,
             controller=self.stepsize_controller,
+            jump_ts=self.sde.schedule.jump_times,
         )
