@@ -174,7 +174,7 @@ def test_erdpqe_metrics_finite(erdpqe_step):
 
 
 def test_erdpqe_ema_schedule(erdpqe_start):
-    """ema_every=2, ema_start=4: copies at steps 0 and 2, decay at 4 and 6, untouched otherwise."""
+    """ema_every=2, ema_start=4: the initial actor until step 4, then decay at 4 and 6 only."""
     state = erdpqe_start
     first = lambda s: s.denoiser.hidden_layers[0].weight
     for step in range(7):
@@ -184,7 +184,8 @@ def test_erdpqe_ema_schedule(erdpqe_start):
             np.testing.assert_array_equal(after, before)
             assert not np.allclose(after, actor)
         elif step < 4:
-            np.testing.assert_array_equal(after, actor)
+            np.testing.assert_array_equal(after, first(erdpqe_start.ema_actor))
+            assert not np.allclose(after, actor)
         else:
             np.testing.assert_allclose(after, 0.995 * before + 0.005 * actor, rtol=1e-6, atol=1e-8)
             assert not np.allclose(after, actor)
@@ -195,7 +196,7 @@ def test_ema_and_polyak_rules():
     a, b = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, 6.0])}
     np.testing.assert_allclose(polyak(a, b, 0.25)["w"], [1.5, 3.0])
     rule = lambda step: ema_update(a, b, jnp.asarray(step), 0.9, start=10, every=5)["w"]
-    np.testing.assert_array_equal(rule(5), [3.0, 6.0])  # due, before start: copy
+    np.testing.assert_array_equal(rule(5), [1.0, 2.0])  # due, before start: unchanged
     np.testing.assert_array_equal(rule(7), [1.0, 2.0])  # not due
     np.testing.assert_allclose(rule(10), [1.2, 2.4], rtol=1e-6)  # due after start: decay
 
@@ -316,9 +317,9 @@ def test_bc_update_is_the_diffusion_loss_alone():
     expected = loss(state.actor, batch.observations, batch.actions, k_loss)
     np.testing.assert_allclose(float(metrics["bc_loss"]), float(expected), rtol=1e-5)
     assert int(new.step) == 1
-    # Step 0 is before ema_start: the EMA actor is a copy of the updated actor.
+    # Step 0 is before ema_start: the EMA actor is still the initial actor.
     w = lambda p: p.denoiser.hidden_layers[0].weight
-    np.testing.assert_array_equal(w(new.ema_actor), w(new.actor))
+    np.testing.assert_array_equal(w(new.ema_actor), w(state.actor))
     assert not np.allclose(w(new.actor), w(state.actor))
     # One step on the diffusion loss lowers it on the same batch and noise.
     assert float(loss(new.actor, batch.observations, batch.actions, k_loss)) < float(expected)

@@ -94,18 +94,18 @@ def ema_update(
     start: int,
     every: int,
 ) -> PyTree:
-    r"""The EMA actor rule of the reference code's `step_ema`, with a copy before `start`.
+    r"""The EMA actor rule of the reference code's `step_ema`.
 
-    On steps where `step % every == 0`: if `step < start` the EMA becomes a copy of the online
-    network, otherwise $\bar\phi \leftarrow d\,\bar\phi + (1 - d)\,\phi$. Other steps leave it
-    unchanged. (The reference code leaves the EMA at its initial value before `start`; see the
-    agents' docs.)
+    On steps where `step % every == 0` and `step >= start`:
+    $\bar\phi \leftarrow d\,\bar\phi + (1 - d)\,\phi$. Otherwise the EMA is unchanged; in
+    particular before `start` it stays at its initial value (the initial actor), exactly as the
+    reference code's `step_ema` returns early there, so the first `start` steps bootstrap from
+    the initial actor's actions.
     """
-    due = step % every == 0
-    warm = step < start
-    # Separate weights for old and new (rather than ema + w (online - ema)) so a copy is exact.
-    keep = jnp.where(due, jnp.where(warm, 0.0, decay), 1.0)
-    take = jnp.where(due, jnp.where(warm, 1.0, 1.0 - decay), 0.0)
+    active = (step % every == 0) & (step >= start)
+    # Separate weights for old and new (rather than ema + w (online - ema)) so "unchanged" is exact.
+    keep = jnp.where(active, decay, 1.0)
+    take = jnp.where(active, 1.0 - decay, 0.0)
 
     def mix(e, o):
         if not eqx.is_inexact_array(e):

@@ -10,7 +10,8 @@ One update, in the reference code's order:
    chain (differentiable) and $(j, k)$ = (1, 2) or (2, 1) at random:
    $\mathcal L = \mathcal L_\text{nml} + \eta\,(-\operatorname{mean} Q_j(s, a^0) /
    \operatorname{sg}\operatorname{mean}|Q_k(s, a^0)|)$.
-3. **EMA actor** every `ema_every` steps (a copy before `ema_start`), then
+3. **EMA actor** every `ema_every` steps from `ema_start` on (before it: the initial actor, as
+   the reference code's `step_ema`), then
 4. **Polyak** critic targets, every step.
 
 $\hat x_0$ is clipped to $[-1, 1]$ at every sampler step; the schedule is the VP one.

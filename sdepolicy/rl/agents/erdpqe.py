@@ -14,14 +14,14 @@ One update, in the reference code's order:
 
    with $\hat a_0$ the denoiser's one-step prediction from the diffusion loss (the chain is not
    run) and $H \approx -\log\pi(\hat a_0 \mid s)$ the selected entropy estimator.
-3. **EMA actor** every `ema_every` steps (a copy before `ema_start`), then
+3. **EMA actor** every `ema_every` steps from `ema_start` on (before it: the initial actor, as
+   the reference code's `step_ema`), then
 4. **Polyak** critic target with rate $\tau$, every step.
 
 Both optimisers are Adam after global-norm clipping to `grad_norm`.
 
-Note: before `ema_start` the reference code leaves the EMA actor at its *initial* parameters (its
-`step_ema` returns early); here it is a copy of the online actor, refreshed every `ema_every`
-steps.
+Note: before `ema_start` the EMA actor stays at its *initial* parameters, as in the reference code
+(its `step_ema` returns early), so the first `ema_start` TD targets use the initial actor.
 """
 
 from __future__ import annotations
