@@ -1,4 +1,4 @@
-"""sdepolicy: mean-reverting SDEs on diffrax, and the diffusion policies of offline RL built on them."""
+"""sdepolicy: mean-reverting SDEs on diffrax and the diffusion policies of offline RL on them."""
 
 from . import sde as sde
 from .sde import DiagonalGaussian as DiagonalGaussian

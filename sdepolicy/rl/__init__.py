@@ -19,8 +19,8 @@ from .default_dataset import DEFAULT_DATASET_ID as DEFAULT_DATASET_ID
 from .default_dataset import ensure_default_dataset as ensure_default_dataset
 from .errors import CheckpointMismatchError as CheckpointMismatchError
 from .errors import ConfigError as ConfigError
-from .errors import DataValidationError as DataValidationError
 from .errors import DatasetNotFoundError as DatasetNotFoundError
+from .errors import DataValidationError as DataValidationError
 from .errors import MissingExtraError as MissingExtraError
 from .errors import SdepolicyError as SdepolicyError
 from .errors import SpaceMismatchError as SpaceMismatchError

@@ -150,7 +150,8 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     states = shard_seeds(states)
     transitions = jax.device_put(transitions)
 
-    train = make_seeds_train_fn(_update_fn(spec.algo, config), transitions, config.batch_size, chunk)
+    update = _update_fn(spec.algo, config)
+    train = make_seeds_train_fn(update, transitions, config.batch_size, chunk)
     act_all = _act_fn(spec.algo, config)
     num_seeds = len(spec.seeds)
 
@@ -176,7 +177,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     try:
         while step < steps:
             t0 = time.perf_counter()
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(seed_keys)
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(seed_keys, step)
             states, metrics = train(states, keys)
             metrics = jax.tree.map(lambda m: np.asarray(m).mean(axis=1), metrics)
             dt = time.perf_counter() - t0
