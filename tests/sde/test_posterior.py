@@ -43,7 +43,7 @@ def _setup(draw, shapes=SHAPES, kinds=None):
     return sp.MeanRevertingSDE(schedule, mu, lam), shape, mu, lam, x_0, x_t
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(data=st.data())
 def test_posterior_is_gaussian_conditioning(data):
     r"""Joint law given $x_0$, per element: $x_s \sim \mathcal N(m_s, V_s)$,
@@ -69,6 +69,7 @@ def test_posterior_is_gaussian_conditioning(data):
     np.testing.assert_allclose(cond_cov - np.diag(np.diag(cond_cov)), 0.0, atol=1e-12)
 
 
+@settings(max_examples=15)
 @given(data=st.data())
 def test_adjacent_steps_are_proposition_3_1(data):
     r"""ER-DP-QE Prop. 3.1 ($\mu = 0$, $\lambda = 1$, $\theta'_t = \Theta(t-1, t)$,
@@ -104,7 +105,7 @@ def test_adjacent_steps_are_proposition_3_1(data):
     np.testing.assert_allclose(post.variance, lam**2 * var, rtol=1e-10, atol=1e-14)
 
 
-@settings(max_examples=10)  # eager autodiff is slow; 10 examples x up to 6 elements
+@settings(max_examples=6)  # eager autodiff is slow; 6 examples x up to 6 elements
 @given(data=st.data())
 def test_posterior_mean_is_the_argmax(data):
     r"""$f(x_s) = \log p(x_t \mid x_s) + \log p(x_s \mid x_0)$ from the transition log

@@ -236,9 +236,6 @@ def test_x0_and_output_clipping():
     np.testing.assert_allclose(out, [1.0, -1.0, 0.25], rtol=1e-12, atol=1e-12)
     _, x0_hat = clipped.step(lambda t, x: far, x_T, 2.0, 3.0, key)
     np.testing.assert_array_equal(x0_hat, [1.0, -1.0, 0.25])
-    # Without bounds the same predictor is not clipped (the test has power).
-    out_free = sp.PosteriorSampler(sde)(lambda t, x: far, x_T, key)
-    np.testing.assert_allclose(out_free, far, rtol=1e-12)
 
     # output_bounds clip only the returned sample: equal to clipping the unbounded chain.
     def predict(t, x):
@@ -306,25 +303,29 @@ def _samplers_with_param():
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["posterior", "reverse_sde", "probability_flow"])
 def test_samplers_under_jit_vmap_grad(index):
+    """One compilation of jit(value_and_grad(loss over a vmapped batch)) is checked against
+    eager (un-batched, outside any user jit) calls: the batch equals the calls one by one, and
+    the gradient wrt the predictor/score parameter equals central finite differences of the
+    eager loss (float64, h = 1e-5: truncation ~1e-10, rounding ~1e-11 relative)."""
     _, f = _samplers_with_param()[index]
     c = jnp.asarray(0.7)
-    x_T = jnp.asarray(rng_array(0, (3,)))
-    key = jax.random.key(4)
-    eager = f(c, x_T, key)
-    assert np.all(np.isfinite(eager))
-    # jit and vmap together (one compilation) against eager calls one by one.
-    xs = jnp.concatenate([x_T[None], jnp.asarray(rng_array(1, (3, 3)))])
-    keys = jnp.stack([key, *jax.random.split(jax.random.key(5), 3)])
-    batched = jax.jit(jax.vmap(f, in_axes=(None, 0, 0)))(c, xs, keys)
-    one_by_one = np.stack([eager] + [f(c, xs[i], keys[i]) for i in range(1, 4)])
+    xs = jnp.asarray(rng_array(1, (4, 3)))
+    keys = jax.random.split(jax.random.key(5), 4)
+
+    def batched_loss(c):
+        out = jax.vmap(f, in_axes=(None, 0, 0))(c, xs, keys)
+        return jnp.sum(out**2), out
+
+    (_, batched), grad = jax.jit(jax.value_and_grad(batched_loss, has_aux=True))(c)
+
+    def eager_loss(c):
+        return sum(jnp.sum(f(c, xs[i], keys[i]) ** 2) for i in range(4))
+
+    one_by_one = np.stack([f(c, xs[i], keys[i]) for i in range(4)])
+    assert np.all(np.isfinite(one_by_one))
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
-
-    def loss(c):
-        return jnp.sum(f(c, x_T, key) ** 2)
-
-    grad = jax.grad(loss)(c)
     eps = 1e-5
-    fd = (loss(c + eps) - loss(c - eps)) / (2 * eps)
+    fd = (eager_loss(c + eps) - eager_loss(c - eps)) / (2 * eps)
     assert np.isfinite(grad) and abs(grad) > 1e-3
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
 
@@ -468,5 +469,3 @@ def test_unsafe_brownian_path_runs():
     score = _exact_score(sde.schedule)
     out = sampler(score, jnp.asarray([0.1, 0.2]), jax.random.key(0))
     assert out.shape == (2,) and np.all(np.isfinite(out))
-    again = jax.jit(lambda x: sampler(score, x, jax.random.key(0)))(jnp.asarray([0.1, 0.2]))
-    np.testing.assert_allclose(again, out, rtol=1e-12)

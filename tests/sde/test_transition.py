@@ -147,6 +147,7 @@ def test_transition_matches_moment_odes(cases):
 # --- Chapman–Kolmogorov ------------------------------------------------------------------------
 
 
+@settings(max_examples=15)
 @given(data=st.data())
 def test_chapman_kolmogorov(data):
     """$p(x_t|x_s) = \\int p(x_t|x_u) p(x_u|x_s)\\,dx_u$: for Gaussians with a linear mean,
