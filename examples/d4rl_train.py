@@ -32,6 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     p.add_argument("--dataset", nargs="+", help="Minari id(s) to train on instead of the preset's")
     p.add_argument("--env", help="Gymnasium id to evaluate in instead of the dataset's env")
+    p.add_argument(
+        "--reward-transform",
+        choices=["none", "antmaze", "normalize"],
+        help="reward transform instead of the preset's",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--set",
@@ -78,6 +83,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress,
             dataset=tuple(args.dataset) if args.dataset else None,
             env=args.env,
+            reward_transform=args.reward_transform,
         )
         summary = run(spec)
     except SdepolicyError as e:

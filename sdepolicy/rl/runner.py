@@ -52,6 +52,7 @@ class RunSpec:
     - `overrides`: agent hyper-parameters, `{field: value}` (strings are coerced).
     - `dataset`: Minari dataset id(s) to use instead of the preset's (its hyper-parameters stay).
     - `env`: a Gymnasium id to evaluate in instead of the dataset's recovered environment.
+    - `reward_transform`: instead of the preset's (`"none" | "antmaze" | "normalize"`).
     """
 
     task: str = "pendulum-mixed"
@@ -69,6 +70,7 @@ class RunSpec:
     progress: bool = True
     dataset: tuple[str, ...] | None = None
     env: str | None = None
+    reward_transform: str | None = None
 
 
 def _episode_returns(dataset) -> np.ndarray:
@@ -107,7 +109,8 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     if dataset_ids == [DEFAULT_DATASET_ID]:
         ensure_default_dataset()
     transitions, dataset = data_lib.load_transitions(dataset_ids, download=spec.download)
-    transitions = data_lib.transform_rewards(transitions, preset.reward_transform)
+    reward_transform = spec.reward_transform or preset.reward_transform
+    transitions = data_lib.transform_rewards(transitions, reward_transform)
     make_env = functools.partial(data_lib.recover_env, dataset, spec.env)
     env = make_env()
     try:
@@ -131,7 +134,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
             "seeds": list(spec.seeds),
             "config": dataclasses.asdict(config),
             "chunk": chunk,
-            "data": [dataset_ids, len(transitions), spec.env],
+            "data": [dataset_ids, len(transitions), spec.env, reward_transform],
         }
     )
     ckpt_path = out / CHECKPOINT
