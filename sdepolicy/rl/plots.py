@@ -24,7 +24,8 @@ def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[s
     mean = returns.mean(axis=1)
     std = returns.std(axis=1, ddof=1) if returns.shape[1] > 1 else np.zeros_like(mean)
     n = returns.shape[1]
-    ax.plot(steps, mean, color="tab:blue", lw=2, marker="o", label=f"{summary['algo']} ({n} seeds)")
+    label = f"{summary['algo']} ({n} seed{'s' if n > 1 else ''})"
+    ax.plot(steps, mean, color="tab:blue", lw=2, marker="o", label=label)
     ax.fill_between(steps, mean - std, mean + std, color="tab:blue", alpha=0.2)
     ax.axhline(
         summary["dataset"]["mean_return"], color="tab:gray", ls="--", label="dataset mean return"

@@ -194,8 +194,8 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
                 record = evaluate(step)
                 history.append(record)
             _append_csv(metrics_path, step, spec.seeds, metrics, record)
-            bar.update(chunk)
             bar.set_postfix(_postfix(metrics, record), refresh=False)
+            bar.update(chunk)
             if step % ckpt_every == 0 or step == steps:
                 extra = {"history": history, "elapsed": elapsed}
                 save_checkpoint(ckpt_path, states, step=step, fingerprint=fingerprint, extra=extra)
