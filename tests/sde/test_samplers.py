@@ -183,15 +183,17 @@ def test_scan_sampler_equals_a_python_loop(make, grid):
 def test_one_step_has_the_posterior_law():
     """20000 draws of one step x_t -> x_s (s, t off the integer grid) against the posterior
     built by numpy Gaussian conditioning with x0_hat = predict(t, x_t). 6 statistics within 4.5
-    standard errors: false-failure rate ≈ 4e-5 for this fixed seed."""
+    standard errors: false-failure rate ≈ 4e-5 for this fixed seed. s and t are close enough
+    that both x_t and x0_hat weigh in the mean (coefficients 0.30 and 0.16 here), so a wrong
+    coefficient moves it by many standard errors."""
     n = 20_000
     schedule = sp.cosine_schedule(5)
     mu = np.array([0.5, -1.0, 0.0])
     lam = 1.3
     sde = sp.MeanRevertingSDE(schedule, mu, lam)
     sampler = sp.PosteriorSampler(sde)
-    s, t = 1.3, 3.7
-    x_t = jnp.asarray([1.0, -2.0, 0.5])
+    s, t = 2.6, 3.3
+    x_t = jnp.asarray([2.0, -3.0, 1.5])
 
     def predict(t, x):
         return jnp.sin(x) + t
@@ -218,6 +220,9 @@ def test_one_step_has_the_posterior_law():
         cond_var.append(cc[0, 0])
     cond_mean, cond_var = np.array(cond_mean), np.array(cond_var)
     np.testing.assert_array_less(np.abs(samples.mean(0) - cond_mean), Z * np.sqrt(cond_var / n))
+    # Power: the x_t term alone is worth > 20 standard errors of the mean.
+    c_t = (1 - math.exp(-2 * big_s)) * b / (1 - math.exp(-2 * big_t))
+    assert np.all(np.abs(c_t * (np.asarray(x_t) - mu)) > 20 * np.sqrt(cond_var / n))
     np.testing.assert_array_less(
         np.abs(samples.var(0, ddof=1) - cond_var), Z * cond_var * np.sqrt(2 / (n - 1))
     )
