@@ -510,7 +510,7 @@ SHORT = {"reverse_sde": "SDE", "pf_ode": "ODE", "posterior": "post", "pf_ode_nai
 
 def markdown_table(rows_by_sampler: dict, steps, samplers=SAMPLERS, floor=None) -> str:
     """Rows N; for each metric (W1, variance ratio, mean error) one column per sampler."""
-    metrics = (("w1", "W1"), ("var_ratio", "var ratio"), ("mean_error", "|Δmean|"))
+    metrics = (("w1", "W1"), ("var_ratio", "var ratio"), ("mean_error", "mean err"))
     head = ["N"] + [f"{label} {SHORT[s]}" for _, label in metrics for s in samplers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for N in steps:
