@@ -187,16 +187,19 @@ def test_error_decreases_with_steps(mixture_errors, sampler):
     assert coarse - fine > margin, (coarse, fine, margin)
 
 
-# Discretisation W1 allowed at 200 steps: twice what the 20k-sample example measures at N = 200
-# beyond its MC floor (SDE 0.013, ODE 0.007, posterior 0.026 with a floor of 0.008; the exact
-# Gaussian chains give 0.005, 0.004, 0.022). The posterior sampler converges slowest.
+# Discretisation W1 allowed at 200 steps: what the 20k-sample example measures for the mixture at
+# N = 200 (SDE 0.013, ODE 0.007, posterior 0.026, each including a Monte-Carlo floor of 0.008),
+# rounded up by ~1.5x; the exact Gaussian chains give 0.005, 0.00007, 0.022. The posterior
+# sampler converges slowest (docs/convergence.md).
 _ALLOWANCE = {"reverse_sde": 0.02, "pf_ode": 0.01, "posterior": 0.04}
 
 
 @pytest.mark.parametrize("sampler", ex.SAMPLERS)
 def test_error_at_fine_grid_is_small(mixture_errors, sampler):
     r"""At 200 steps $W_1$ < floor mean + 5 floor sd + the sampler's discretisation allowance
-    (false-failure rate $< 10^{-6}$ if the allowance holds), and the mean and variance match."""
+    (false-failure rate $< 10^{-6}$ if the allowance holds), and the mean and variance match to
+    the same 5-sd floor plus 0.02 (mean; the example measures <= 0.01 at N = 200) and 0.04
+    (variance ratio; the posterior sampler's is 0.976 at N = 200)."""
     floor = mixture_errors["floor"]
     err = mixture_errors[sampler, FINE]
     assert err["w1"] < floor["w1_mean"] + 5 * floor["w1_std"] + _ALLOWANCE[sampler]
