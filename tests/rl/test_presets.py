@@ -49,7 +49,7 @@ def test_every_task_is_there_with_valid_overrides():
     assert set(list_presets()) == set(D4RL_TASKS) | {"pendulum-mixed"}
     for name in list_presets():
         p = get_preset(name)
-        assert p.name == name and p.eval_every_epochs in (2, 50)
+        assert p.name == name and p.eval_every_epochs in (1, 50)
         assert p.reward_transform in ("none", "antmaze", "normalize")
         assert set(p.agent_overrides) == set(CONFIG_FIELDS)
         for algo, fields in CONFIG_FIELDS.items():
