@@ -20,8 +20,12 @@ Three agents of `sdepolicy.rl.agents`, trained with the library's fused training
   differ from Diffusion-QL), $M = 10$ critics, LCB with $\beta = 4$, $\alpha = 0.01$ with the
   reference entropy estimator, $\eta = 2.5$.
 
-The paper's bandit uses $T = 50$; that is the default here too (`--T`). The width is 128
-(`--hidden`), 3 hidden layers. Both learning rates are Adam $3\cdot 10^{-4}$.
+The paper's bandit uses $T = 50$ and 100,000 steps; the default here is $T = 20$ and 5,000
+steps (`--T`, `--steps`), what fits about three minutes of a 2-core CPU: a Diffusion-QL step
+back-propagates through the whole chain, so its cost grows with $T$ (at $T = 50$, 3,000 steps
+of Diffusion-QL alone took 170 CPU seconds), and at 3,000 steps the BC policy is still blurred
+(`docs/toys.md` has both runs and a 15,000-step one). The width is 128 (`--hidden`), 3 hidden
+layers; both learning rates are Adam $3\cdot 10^{-4}$.
 
 Reported for each agent, on 1000 draws at $s = 0$: the fraction nearest each mode, the mean
 true reward (the $\mu$ of the nearest mode) and the on-mode fraction (within 0.15, three data
@@ -30,7 +34,7 @@ alone, `actor.sample`) and for the **evaluation actions** (`act`: Diffusion-QL a
 one of 50 candidates by softmax over their critics; BC's `act` is a policy sample).
 
     python examples/toy_bandit.py                       # runs/toy_bandit/{bandit.png,bandit.json}
-    python examples/toy_bandit.py --steps 6000 --T 20 --out runs/bandit_t20
+    python examples/toy_bandit.py --T 50 --steps 3000 --out runs/bandit_t50
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ def true_reward(actions: np.ndarray) -> np.ndarray:
     return MODE_MEANS[nearest_mode(actions)]
 
 
-def make_configs(T: int = 50, hidden: int = 128, num_critics: int = 10, eta: float = 2.5):
+def make_configs(T: int = 20, hidden: int = 128, num_critics: int = 10, eta: float = 2.5):
     """The three agents' configs (module docstring)."""
     common = dict(diffusion_steps=T, hidden=hidden, batch_size=100)
     return {
@@ -160,8 +164,8 @@ def evaluate(module, config, state, key, num: int = 1000) -> dict:
 
 def run(
     *,
-    steps: int = 3000,
-    T: int = 50,
+    steps: int = 5000,
+    T: int = 20,
     hidden: int = 128,
     num_critics: int = 10,
     eta: float = 2.5,
@@ -266,8 +270,8 @@ def plot(results: dict, path: pathlib.Path, data_actions: np.ndarray) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/toy_bandit", help="output folder")
-    p.add_argument("--steps", type=int, default=3000, help="gradient steps per agent")
-    p.add_argument("--T", type=int, default=50, help="diffusion steps (VP schedule)")
+    p.add_argument("--steps", type=int, default=5000, help="gradient steps per agent")
+    p.add_argument("--T", type=int, default=20, help="diffusion steps (VP schedule)")
     p.add_argument("--hidden", type=int, default=128, help="width of every network")
     p.add_argument("--num-critics", type=int, default=10, help="ER-DP-QE's M")
     p.add_argument("--eta", type=float, default=2.5, help="weight of the Q term")
