@@ -144,3 +144,33 @@ def td_targets(
 ) -> Float[Array, "*members batch"]:
     r"""$y = r + \gamma (1 - \text{terminal})\,\bar Q(s', a')$, gradient stopped."""
     return jax.lax.stop_gradient(rewards + gamma * (1.0 - terminals) * next_values)
+
+
+def finish_step(
+    state: ActorCriticState,
+    denoiser: PyTree,
+    critic: QEnsemble,
+    actor_opt_state: PyTree,
+    critic_opt_state: PyTree,
+    key: UInt32[Array, "2"],
+    *,
+    tau: float,
+    ema_decay: float,
+    ema_start: int,
+    ema_every: int,
+) -> ActorCriticState:
+    """The end of an actor-critic update, shared by ER-DP-QE and Diffusion-QL: the new actor,
+    the EMA actor's rule ([`ema_update`][]), the Polyak critic target, the step counter."""
+    ema_denoiser = ema_update(
+        state.ema_actor.denoiser, denoiser, state.step, ema_decay, ema_start, ema_every
+    )
+    return ActorCriticState(
+        actor=with_denoiser(state.actor, denoiser),
+        ema_actor=with_denoiser(state.ema_actor, ema_denoiser),
+        critic=critic,
+        target_critic=polyak(state.target_critic, critic, tau),
+        actor_opt_state=actor_opt_state,
+        critic_opt_state=critic_opt_state,
+        step=state.step + 1,
+        key=key,
+    )

@@ -35,10 +35,9 @@ from ..transitions import Transitions
 from .common import (
     ActorCriticState,
     apply_gradients,
-    ema_update,
+    finish_step,
     make_optimizer,
     next_state_values,
-    polyak,
     raw_key,
     td_targets,
     trainable,
@@ -181,23 +180,17 @@ def update(
         a_grads,
         state.actor_opt_state,
     )
-    ema_denoiser = ema_update(
-        state.ema_actor.denoiser,
+    new_state = finish_step(
+        state,
         denoiser,
-        state.step,
-        config.ema_decay,
-        config.ema_start,
-        config.ema_every,
-    )
-    new_state = ActorCriticState(
-        actor=with_denoiser(state.actor, denoiser),
-        ema_actor=with_denoiser(state.ema_actor, ema_denoiser),
-        critic=critic,
-        target_critic=polyak(state.target_critic, critic, config.tau),
-        actor_opt_state=actor_opt_state,
-        critic_opt_state=critic_opt_state,
-        step=state.step + 1,
-        key=key,
+        critic,
+        actor_opt_state,
+        critic_opt_state,
+        key,
+        tau=config.tau,
+        ema_decay=config.ema_decay,
+        ema_start=config.ema_start,
+        ema_every=config.ema_every,
     )
     metrics = {
         "critic_loss": c_loss,
