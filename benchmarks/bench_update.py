@@ -1,0 +1,292 @@
+"""Training-update speed of ER-DP-QE and Diffusion-QL: steps/s, compile time, FLOPs, roofline.
+
+For every configuration (hopper sizes: 11-dimensional state, 3-dimensional action; batch 256;
+hidden 256 by default):
+
+- **fused**: `make_train_fn(update, dataset, batch, K)`, K updates per compiled call (a
+  `lax.scan` with batch sampling inside); steps/s over repeated calls after the first;
+- **single** (K = 1): the same computation, one update (with its batch sampling) per call of a
+  `jax.jit`ted step, called from a Python loop without blocking between steps (async dispatch).
+  `fused / single` is what fusing buys;
+- **compile**: ahead-of-time compile time of one update (`jax.jit(step).lower(...).compile()`),
+  and the first fused call's overhead (first call minus a steady call);
+- **FLOPs** of one update: XLA's cost analysis (`compiled.cost_analysis()["flops"]`; jax 0.10
+  returns a dict on CPU; it counts a `while`/`scan` body once, so the sampler's T-step chain is
+  undercounted), the matmul FLOPs counted on the jaxpr (`dot_general` shapes, scans x length),
+  and a hand count from the layer shapes;
+- **roofline**: achieved FLOP/s (jaxpr matmul FLOPs x steps/s) over this machine's float32
+  matmul throughput measured in the same run: a batched matmul of the critic's own shapes
+  `[M, batch, hidden] x [M, hidden, hidden]` and a big square matmul.
+
+Run: `python benchmarks/bench_update.py` (all configurations, < 10 min on an idle 2-core CPU),
+`--quick` (a smoke test), `--configs erdpqe-M64-T5,dql-T5` to select. Writes JSON to `--out`
+(default runs/bench/update.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import _bench_common as bc  # noqa: E402
+import jax  # noqa: E402
+
+from sdepolicy.rl import make_train_fn  # noqa: E402
+
+DEFAULT_CONFIGS = [
+    "erdpqe-M2-T5",
+    "erdpqe-M2-T10",
+    "erdpqe-M10-T5",
+    "erdpqe-M10-T10",
+    "erdpqe-M64-T5",
+    "erdpqe-M64-T10",
+    "dql-T5",
+    "dql-T10",
+]
+QUICK_CONFIGS = ["erdpqe-M2-T5"]
+
+
+def activation_variant(name: str):
+    """The library as it is for `mish`; otherwise a what-if from `profile_update.py`."""
+    if name == "mish":
+        return contextlib.nullcontext()
+    import profile_update
+
+    return profile_update.activation(profile_update.VARIANTS[name])
+
+
+def default_steps_per_call(spec: bc.AgentSpec) -> int:
+    """K: enough steps per call that dispatch is negligible, few enough that a call of the
+    64-critic update (~0.2 s per step on an idle 2-core CPU) stays short."""
+    return 10 if spec.num_critics >= 32 else 100
+
+
+def bench_config(spec: bc.AgentSpec, args) -> dict:
+    config = spec.config()
+    update_fn = functools.partial(spec.module.update, config)
+    dataset = bc.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
+    t0 = time.perf_counter()
+    state = bc.block(spec.init(config, jax.random.key(0)))
+    init_s = time.perf_counter() - t0
+
+    # --- one update per call: AOT compile (compile time, XLA's FLOPs), then a Python loop ---
+    def step(state, dataset, key):
+        key, sub = jax.random.split(key)
+        state, _ = update_fn(state, dataset.sample(sub, spec.batch_size))
+        return state, key
+
+    t0 = time.perf_counter()
+    single = jax.jit(step).lower(state, dataset, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - t0
+    xla = bc.xla_flops(single)
+    counted, has_while = bc.count_matmul_flops(step, state, dataset, jax.random.key(1))
+    analytic = bc.analytic_update_flops(spec)
+
+    loop = {"state": state, "key": jax.random.key(1)}
+    chunk = args.single_chunk
+
+    def run_single():
+        s, k = loop["state"], loop["key"]
+        for _ in range(chunk):
+            s, k = single(s, dataset, k)
+        loop["state"], loop["key"] = bc.block((s, k))
+
+    run_single()  # warm-up
+    single_t = bc.time_calls(run_single, chunk, args.min_time, args.min_calls)
+    state = loop["state"]
+
+    # --- K fused steps per call through make_train_fn ---
+    K = args.steps_per_call or default_steps_per_call(spec)
+    train = make_train_fn(update_fn, dataset, spec.batch_size, K)
+    fused = {"state": state, "i": 0}
+
+    def run_fused():
+        fused["i"] += 1
+        s, _ = train(fused["state"], jax.random.key(100 + fused["i"]))
+        fused["state"] = bc.block(s)
+
+    t0 = time.perf_counter()
+    run_fused()
+    first_call_s = time.perf_counter() - t0
+    fused_t = bc.time_calls(run_fused, K, args.min_time, args.min_calls)
+
+    fused_sum, single_sum = fused_t.summary(), single_t.summary()
+    achieved = counted * fused_sum["steps_per_s"]
+    achieved_cpu = counted / fused_sum["cpu_s_per_step"]
+    return {
+        "config": spec.name,
+        "algo": spec.algo,
+        "num_critics": spec.num_critics,
+        "diffusion_steps": spec.diffusion_steps,
+        "batch": spec.batch_size,
+        "hidden": spec.hidden,
+        "obs_dim": spec.obs_dim,
+        "action_dim": spec.action_dim,
+        "init_s": init_s,
+        "compile_s": compile_s,
+        "fused": {
+            "steps_per_call": K,
+            "first_call_s": first_call_s,
+            "first_call_overhead_s": first_call_s - fused_t.median,
+            **fused_sum,
+        },
+        "single": single_sum,
+        "fusion_speedup": fused_sum["steps_per_s"] / single_sum["steps_per_s"],
+        "fusion_cpu_ratio": single_sum["cpu_s_per_step"] / fused_sum["cpu_s_per_step"],
+        "flops": {
+            "xla_cost_analysis": xla,
+            "xla_note": "XLA counts a while/scan body once: the sampler chain is undercounted",
+            "jaxpr_matmul": counted,
+            "jaxpr_has_while": has_while,
+            "analytic_matmul": analytic["total"],
+            "analytic_critic": analytic["critic"],
+            "analytic_denoiser": analytic["denoiser"],
+        },
+        "achieved_flops_per_s": achieved,
+        "achieved_flops_per_cpu_s": achieved_cpu,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", help="comma-separated, e.g. erdpqe-M64-T5,dql-T10")
+    parser.add_argument("--quick", action="store_true", help="one small config, few steps")
+    parser.add_argument("--out", default="runs/bench/update.json")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--obs-dim", type=int, default=bc.HOPPER_OBS)
+    parser.add_argument("--action-dim", type=int, default=bc.HOPPER_ACT)
+    parser.add_argument(
+        "--steps-per-call", type=int, default=None, help="K (default 100, 10 for M>=32)"
+    )
+    parser.add_argument("--single-chunk", type=int, default=None, help="K=1 steps per timed chunk")
+    parser.add_argument(
+        "--min-time", type=float, default=None, help="seconds timed per measurement"
+    )
+    parser.add_argument("--min-calls", type=int, default=None)
+    parser.add_argument("--dataset-size", type=int, default=100_000)
+    parser.add_argument("--square", type=int, default=None, help="size of the square matmul")
+    parser.add_argument(
+        "--activation",
+        default="mish",
+        help="what-if: run the networks with another activation (see profile_update.py), "
+        "e.g. mish_jvp, the proposed Mish with a closed-form derivative",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.min_time = args.min_time if args.min_time is not None else (0.2 if quick else 3.0)
+    args.min_calls = args.min_calls if args.min_calls is not None else (1 if quick else 2)
+    args.single_chunk = args.single_chunk or (2 if quick else 10)
+    if quick and args.steps_per_call is None:
+        args.steps_per_call = 4
+    if quick:
+        args.dataset_size = min(args.dataset_size, 1000)
+    names = (
+        args.configs.split(",") if args.configs else (QUICK_CONFIGS if quick else DEFAULT_CONFIGS)
+    )
+    sizes = dict(
+        batch_size=args.batch, hidden=args.hidden, obs_dim=args.obs_dim, action_dim=args.action_dim
+    )
+    specs = [bc.parse_config_name(n.strip(), **sizes) for n in names]
+
+    t_start = time.perf_counter()
+    meta = bc.machine_info()
+    meta["argv"] = sys.argv[1:] if argv is None else list(argv)
+
+    # The roofline's denominators, measured in this process before the updates.
+    mm_time = 0.3 if quick else 2.0
+    square_n = args.square or (256 if quick else 2048)
+    matmul = {"square": bc.square_matmul(square_n, mm_time), "batched": {}}
+    for members in sorted({s.num_critics for s in specs}):
+        matmul["batched"][f"M{members}"] = bc.batched_critic_matmul(
+            members, args.batch, args.hidden, mm_time
+        )
+
+    meta["activation"] = args.activation
+    results = []
+    for spec in specs:
+        print(f"[bench_update] {spec.name} ({args.activation}) ...", flush=True)
+        with activation_variant(args.activation):
+            r = bench_config(spec, args)
+        mm, sq = matmul["batched"][f"M{spec.num_critics}"], matmul["square"]
+        r["roofline_batched"] = r["achieved_flops_per_s"] / mm["flops_per_s"]
+        r["roofline_square"] = r["achieved_flops_per_s"] / sq["flops_per_s"]
+        r["roofline_batched_cpu"] = r["achieved_flops_per_cpu_s"] / mm["flops_per_cpu_s"]
+        r["roofline_square_cpu"] = r["achieved_flops_per_cpu_s"] / sq["flops_per_cpu_s"]
+        results.append(r)
+
+    payload = {"meta": bc.finish_meta(meta, t_start), "matmul": matmul, "results": results}
+    path = bc.write_json(args.out, payload)
+    report(payload)
+    print(f"wrote {path}")
+    return payload
+
+
+def report(payload: dict) -> None:
+    meta, matmul = payload["meta"], payload["matmul"]
+    print(f"\n{meta['cpu']}, {meta['cpu_count']} cores, jax {meta['jax']}; {bc.load_note(meta)}")
+    if meta.get("activation", "mish") != "mish":
+        print(f"WHAT-IF: networks run with activation {meta['activation']!r}, not the library's")
+    print("float32 matmul throughput, wall-clock (per CPU-second):")
+    for name, v in [("square", matmul["square"])] + list(matmul["batched"].items()):
+        print(
+            f"  {name} {v['a']}x{v['b']}: {bc.fmt_si(v['flops_per_s'], 'FLOP/s')} "
+            f"({bc.fmt_si(v['flops_per_cpu_s'], 'FLOP/CPU-s')})"
+        )
+    print()
+    rows = []
+    for r in payload["results"]:
+        rows.append(
+            {
+                "config": r["config"],
+                "K": r["fused"]["steps_per_call"],
+                "fused": f"{r['fused']['steps_per_s']:.3g}",
+                "single": f"{r['single']['steps_per_s']:.3g}",
+                "x": f"{r['fusion_speedup']:.2f} ({r['fusion_cpu_ratio']:.2f})",
+                "cpu": f"{r['fused']['cpu_s_per_step'] * 1e3:.3g}",
+                "cpu1": f"{r['single']['cpu_s_per_step'] * 1e3:.3g}",
+                "compile": f"{r['compile_s']:.1f}",
+                "xla": bc.fmt_si(r["flops"]["xla_cost_analysis"]),
+                "jaxpr": bc.fmt_si(r["flops"]["jaxpr_matmul"]),
+                "hand": bc.fmt_si(r["flops"]["analytic_matmul"]),
+                "achieved": bc.fmt_si(r["achieved_flops_per_s"], "FLOP/s"),
+                "achieved_cpu": bc.fmt_si(r["achieved_flops_per_cpu_s"]),
+                "roof": bc.pct(r["roofline_batched"], r["roofline_batched_cpu"]),
+                "roof_sq": bc.pct(r["roofline_square"], r["roofline_square_cpu"]),
+            }
+        )
+    bc.print_table(
+        rows,
+        [
+            ("config", "config"),
+            ("K", "K"),
+            ("steps/s (K fused)", "fused"),
+            ("steps/s (K=1)", "single"),
+            ("fused/K=1 (CPU)", "x"),
+            ("CPU ms/step K", "cpu"),
+            ("CPU ms/step 1", "cpu1"),
+            ("compile s", "compile"),
+            ("FLOP XLA", "xla"),
+            ("FLOP jaxpr", "jaxpr"),
+            ("FLOP hand", "hand"),
+            ("FLOP/s", "achieved"),
+            ("FLOP/CPU-s", "achieved_cpu"),
+            ("/batched mm (CPU)", "roof"),
+            ("/square mm (CPU)", "roof_sq"),
+        ],
+    )
+    print(
+        "\nsteps/s and FLOP/s: wall clock; FLOP/CPU-s and (CPU): per second of process CPU time, "
+        "the load-robust measure. FLOP XLA: cost analysis (loop bodies once); FLOP jaxpr: "
+        "matmuls of the jaxpr (scans x length), used for the rates; FLOP hand: layer shapes."
+    )
+
+
+if __name__ == "__main__":
+    main()
