@@ -143,6 +143,7 @@ def test_true_x0_predictor_lands_on_x0(data):
         (lambda: sp.vp_schedule(7), None),
         (lambda: sp.LinearSchedule(0.2, 1.7, 3.0), np.array([0.0, 0.1, 0.7, 1.2, 2.5, 3.0])),
     ],
+    ids=["cosine5", "vp7", "linear-custom-grid"],
 )
 def test_scan_sampler_equals_a_python_loop(make, grid):
     r"""Same keys, the posterior written out from $\Theta$ in numpy: identical paths."""
