@@ -21,3 +21,4 @@ from .losses import noise_matching_error as noise_matching_error
 from .networks import Denoiser as Denoiser
 from .networks import SinusoidalTimeEmbedding as SinusoidalTimeEmbedding
 from .networks import mish as mish
+from .networks import mish_and_slope as mish_and_slope

@@ -2,10 +2,26 @@ r"""A Q-ensemble: $M$ independent critics $Q_m(s, a)$ stored as one module.
 
 Every parameter carries a leading member axis, so the forward pass of all $M$ critics is one
 batched matmul per layer rather than $M$ calls; this is what makes the paper's $M = 64$ affordable.
+
+The ensemble's MLP has a hand-written reverse-mode rule ([`ensemble_mlp`][]), the same function
+and the same derivatives as differentiating the straightforward code ([`ensemble_mlp_reference`][],
+pinned to it by `tests/rl/test_critics.py`), arranged for speed on a CPU (SPEC §11,
+`benchmarks/`):
+
+- activations are kept feature-major, `(members, features, batch)`, so that with the weights'
+  `(members, out, in)` layout every forward and weight-gradient matmul is a plain batched matmul
+  (no transposed left operand, which this CPU's matmul kernels run at about half speed), and the
+  input-gradient matmul uses an explicitly transposed weight;
+- Mish's derivative is computed with its value in the forward pass ([`mish_and_slope`][]) and
+  kept, so the backward pass is one multiplication per layer;
+- on a CPU, the members are processed in groups (8 at a time for the paper's sizes) so that one
+  group's activations stay in cache: a batched matmul of `8 x [256, 256]` runs at about 1.4x the
+  rate of `64 x [256, 256]` on the 2-core machine of `benchmarks/README.md`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -14,7 +30,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._typing import PRNGKey, RealScalarLike
-from ..policy import mish
+from ..policy import mish, mish_and_slope
+
+# Members per group on a CPU: the largest divisor of M whose activations of one layer,
+# `(group, hidden, batch)` float32, fit in this many bytes (about L2-sized; 8 members at the
+# paper's hidden 256 and batch 256).
+_CPU_GROUP_BYTES = 2 * 2**20
 
 
 def _init_params(
@@ -46,6 +67,124 @@ def _init_params(
     return tuple(weights), tuple(biases)
 
 
+Params = tuple[tuple[Array, ...], tuple[Array, ...]]
+
+
+def ensemble_mlp_reference(
+    weights: tuple[Array, ...], biases: tuple[Array, ...], x: Float[Array, "batch in"]
+) -> Float[Array, "members batch"]:
+    r"""The ensemble's MLP written plainly (batch-major activations, autodiff for derivatives):
+    $h_1 = \operatorname{mish}(W_0 x + b_0)$, $h_{j+1} = \operatorname{mish}(W_j h_j + b_j)$,
+    $Q = W_\text{out} h + b_\text{out}$ for every member. The reference [`ensemble_mlp`][] is
+    tested against; works with every JAX transformation, forward-mode included."""
+    (w0, *ws), (b0, *bs) = weights, biases
+    # The input is shared by all members: one (b, in) x (M, out, in) contraction.
+    h = mish(jnp.einsum("bi,moi->mbo", x, w0) + b0[:, None, :])
+    for w, b in zip(ws[:-1], bs[:-1], strict=True):
+        h = mish(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
+    return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
+
+
+def _group_forward(params: Params, x: Array, keep: bool):
+    """One group of members, feature-major; with `keep`, also the activations and slopes."""
+    (w0, *ws), (b0, *bs) = params
+    g, out, n_in = w0.shape
+    # (g*out, in) @ (in, batch): the shared input makes the first layer one plain matmul.
+    z = (w0.reshape(g * out, n_in) @ x.T).reshape(g, out, -1) + b0[:, :, None]
+    h, s = mish_and_slope(z)
+    hs, ss = [h], [s]
+    for w, b in zip(ws[:-1], bs[:-1], strict=True):
+        h, s = mish_and_slope(jnp.matmul(w, h) + b[:, :, None])
+        hs.append(h)
+        ss.append(s)
+    q = jnp.einsum("gi,gib->gb", ws[-1][:, 0, :], h) + bs[-1]
+    return (q, (tuple(hs), tuple(ss))) if keep else (q, None)
+
+
+def _transposed(w: Array) -> Array:
+    """`w` with its last two axes swapped, in memory. On a CPU the barrier keeps XLA from folding
+    the transpose back into the matmul as a transposed left operand (the slow case); elsewhere the
+    matmul takes the transposed operand directly."""
+    t = jnp.swapaxes(w, -1, -2)
+    return jax.lax.optimization_barrier(t) if jax.default_backend() == "cpu" else t
+
+
+def _group_backward(params: Params, saved, x: Array, dq: Array):
+    (w0, *ws), _ = params
+    hs, ss = saved
+    g, out, n_in = w0.shape
+    dws = [jnp.einsum("gb,gib->gi", dq, hs[-1])[:, None, :]]
+    dbs = [jnp.sum(dq, axis=-1, keepdims=True)]
+    dh = ws[-1][:, 0, :, None] * dq[:, None, :]  # W_out^T dq: an outer product per member
+    for j in range(len(ws) - 2, -1, -1):
+        dz = dh * ss[j + 1]
+        dws.append(jnp.matmul(dz, jnp.swapaxes(hs[j], -1, -2)))  # dz h^T
+        dbs.append(jnp.sum(dz, axis=-1))
+        dh = jnp.matmul(_transposed(ws[j]), dz)  # W^T dz
+    dz = (dh * ss[0]).reshape(g * out, -1)
+    dws.append((dz @ x).reshape(g, out, n_in))
+    dbs.append(jnp.sum(dz, axis=-1).reshape(g, out))
+    dx = dz.T @ w0.reshape(g * out, n_in)
+    return tuple(dws[::-1]), tuple(dbs[::-1]), dx
+
+
+def _grouped(fn, groups: int, *trees):
+    """`fn` on each of `groups` groups of members (a sequential `lax.map`), results merged back
+    along the member axis; `groups == 1` calls `fn` once on everything."""
+    if groups == 1:
+        return fn(*trees)
+    split = lambda a: a.reshape(groups, a.shape[0] // groups, *a.shape[1:])
+    out = jax.lax.map(lambda args: fn(*args), jax.tree.map(split, trees))
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def ensemble_mlp(
+    weights: tuple[Array, ...], biases: tuple[Array, ...], x: Float[Array, "batch in"], groups: int
+) -> Float[Array, "members batch"]:
+    r"""$Q_m(x_i)$ of the ensemble's MLP for every member $m$ and row $i$, as
+    [`ensemble_mlp_reference`][] (same function, same gradients up to float rounding) with a
+    hand-written reverse-mode rule (see the module's introduction). `groups` (a divisor of the
+    number of members) sets how many groups of members are processed one after the other.
+
+    Reverse mode (`jax.grad`, `jax.vjp`) and `jax.vmap` work; forward mode (`jax.jvp`,
+    `jax.jacfwd`, Hessians) does not: use [`ensemble_mlp_reference`][] (`QEnsemble(...,
+    backward="autodiff")`) for those.
+    """
+    return _grouped(lambda p: _group_forward(p, x, keep=False)[0], groups, (weights, biases))
+
+
+def _ensemble_mlp_fwd(weights, biases, x, groups):
+    q, saved = _grouped(lambda p: _group_forward(p, x, keep=True), groups, (weights, biases))
+    return q, (weights, biases, x, saved)
+
+
+def _ensemble_mlp_bwd(groups, residuals, dq):
+    weights, biases, x, saved = residuals
+
+    def group(params, saved, dq):
+        dws, dbs, dx = _group_backward(params, saved, x, dq)
+        return dws, dbs, dx[None]  # a member-like axis, summed over groups below
+
+    dws, dbs, dx = _grouped(group, groups, (weights, biases), saved, dq)
+    return dws, dbs, jnp.sum(dx, axis=0)
+
+
+ensemble_mlp.defvjp(_ensemble_mlp_fwd, _ensemble_mlp_bwd)
+
+
+def member_groups(num_members: int, hidden: int, batch: int) -> int:
+    """How many groups [`QEnsemble`][] splits its members into on this backend: on a CPU, the
+    fewest groups whose per-layer activations fit about 2 MiB; elsewhere (GPUs), one group."""
+    if jax.default_backend() != "cpu":
+        return 1
+    per_member = 4 * hidden * max(batch, 1)
+    size = max(1, min(num_members, _CPU_GROUP_BYTES // per_member))
+    while num_members % size:
+        size -= 1
+    return num_members // size
+
+
 class QEnsemble(eqx.Module):
     r"""$M$ critics $Q_m(s, a)$, each an MLP on $[s, a]$ with `depth` hidden layers of width
     `hidden` and Mish activations, with stacked parameters.
@@ -60,6 +199,9 @@ class QEnsemble(eqx.Module):
         layer's weight and bias $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$: ER-DP-QE, SPEC §6) or
         `"default"` (PyTorch's default only: Diffusion-QL's critics).
     - `key`: PRNG key; members are independent draws.
+    - `backward`: `"fused"` (default: [`ensemble_mlp`][], the hand-written backward pass, grouped
+        members on a CPU) or `"autodiff"` ([`ensemble_mlp_reference`][]: slower, but supports
+        forward-mode differentiation). Both compute the same function and gradients.
 
     **Attributes:**
 
@@ -73,6 +215,7 @@ class QEnsemble(eqx.Module):
     weights: tuple[Float[Array, "members out in"], ...]
     biases: tuple[Float[Array, "members out"], ...]
     num_members: int = eqx.field(static=True)
+    backward: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -84,7 +227,12 @@ class QEnsemble(eqx.Module):
         init: str = "edac",
         *,
         key: PRNGKey,
+        backward: str = "fused",
     ):
+        if backward not in ("fused", "autodiff"):
+            raise ValueError(
+                f"QEnsemble: backward must be 'fused' or 'autodiff', got {backward!r}."
+            )
         if init not in ("edac", "default"):
             raise ValueError(f"QEnsemble: init must be 'edac' or 'default', got {init!r}.")
         if min(obs_dim + action_dim, num_members, hidden, depth) < 1:
@@ -92,6 +240,7 @@ class QEnsemble(eqx.Module):
         sizes = [obs_dim + action_dim] + [hidden] * depth + [1]
         self.weights, self.biases = _init_params(sizes, num_members, init, key)
         self.num_members = num_members
+        self.backward = backward
 
     def __call__(
         self, states: Float[Array, "batch obs"], actions: Float[Array, "batch act"]
@@ -101,12 +250,12 @@ class QEnsemble(eqx.Module):
         **Returns:** an array of shape `(num_members, batch)`.
         """
         x = jnp.concatenate([states, actions], axis=-1)
-        (w0, *ws), (b0, *bs) = self.weights, self.biases
-        # The input is shared by all members: one (b, in) x (M, out, in) contraction.
-        h = mish(jnp.einsum("bi,moi->mbo", x, w0) + b0[:, None, :])
-        for w, b in zip(ws[:-1], bs[:-1], strict=True):
-            h = mish(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
-        return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
+        weights, biases = tuple(self.weights), tuple(self.biases)
+        if self.backward == "autodiff":
+            return ensemble_mlp_reference(weights, biases, x)
+        hidden = max(w.shape[-2] for w in weights)
+        groups = member_groups(self.num_members, hidden, x.shape[0])
+        return ensemble_mlp(weights, biases, x, groups)
 
 
 def lcb(q: Float[Array, "members batch"], beta: RealScalarLike) -> Float[Array, " batch"]:

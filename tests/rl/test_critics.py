@@ -1,13 +1,27 @@
-"""The Q-ensemble: stacked members equal separate networks, EDAC init, LCB/min aggregates."""
+"""The Q-ensemble: stacked members equal separate networks, EDAC init, LCB/min aggregates, and
+the hand-written backward pass equals autodiff of the plain code."""
+
+import functools
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import sdepolicy.rl.critics as critics
 from sdepolicy.policy import mish
-from sdepolicy.rl.critics import QEnsemble, aggregate_q, ensemble_min, lcb
+from sdepolicy.rl.critics import (
+    QEnsemble,
+    aggregate_q,
+    ensemble_min,
+    ensemble_mlp,
+    ensemble_mlp_reference,
+    lcb,
+    member_groups,
+)
 
 # The same sizes as the agent and training tests, so eagerly compiled ops are shared.
 OBS, ACT, M, HIDDEN = 4, 2, 4, 32
@@ -89,3 +103,118 @@ def test_gradients_reach_every_member(batch):
     first = grads.weights[0]
     assert first.shape == (M, HIDDEN, OBS + ACT)
     assert bool(jnp.all(jnp.linalg.norm(first.reshape(M, -1), axis=1) > 0))
+
+
+# --- the hand-written backward pass (`ensemble_mlp`) against autodiff of the plain code --------
+
+
+def _random_params(members, sizes, rng):
+    """Weights (M, out, in) and biases (M, out) at a scale where Mish's curvature matters (numpy
+    draws: no per-shape compilation)."""
+    weights, biases = [], []
+    for i, o in zip(sizes[:-1], sizes[1:], strict=True):
+        weights.append(jnp.asarray(2 * rng.normal(size=(members, o, i)) / np.sqrt(i)))
+        biases.append(jnp.asarray(rng.normal(size=(members, o))))
+    return tuple(weights), tuple(biases)
+
+
+@settings(max_examples=10)
+@given(
+    members=st.sampled_from([1, 2, 3, 4, 6, 8]),
+    width=st.integers(1, 24),
+    depth=st.integers(1, 4),
+    batch=st.integers(1, 9),
+    in_dim=st.integers(1, 7),
+    groups_pick=st.integers(0, 10),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_backward_equals_autodiff_of_the_plain_code(
+    members, width, depth, batch, in_dim, groups_pick, seed
+):
+    """Values and all gradients (weights, biases, input) of `ensemble_mlp`, for any group count
+    dividing M, equal JAX's autodiff of `ensemble_mlp_reference`, in float64."""
+    with jax.enable_x64(True):
+        divisors = [g for g in range(1, members + 1) if members % g == 0]
+        groups = divisors[groups_pick % len(divisors)]
+        rng = np.random.default_rng(seed)
+        sizes = [in_dim] + [width] * depth + [1]
+        params = _random_params(members, sizes, rng)
+        x = jnp.asarray(3 * rng.normal(size=(batch, in_dim)))
+        probe = jnp.asarray(rng.normal(size=(members, batch)))
+
+        def loss(fn):
+            return lambda w, b, x: jnp.sum(probe * jnp.sin(fn(w, b, x)))
+
+        fused = loss(lambda w, b, x: ensemble_mlp(w, b, x, groups))
+        plain = loss(ensemble_mlp_reference)
+
+        # One compilation per example (op-by-op float64 dispatch is much slower), at XLA's lowest
+        # CPU optimisation level (the same numbers, faster to compile).
+        @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+        def both(w, b, x):
+            values = (ensemble_mlp(w, b, x, groups), ensemble_mlp_reference(w, b, x))
+            grads = tuple(jax.grad(f, argnums=(0, 1, 2))(w, b, x) for f in (fused, plain))
+            return values, grads
+
+        (q, q_want), (got, want) = both(*params, x)
+        np.testing.assert_allclose(q, q_want, rtol=1e-12, atol=1e-12)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_backward_under_jit_and_vmap_and_unused_cotangents(batch):
+    """A seed axis (`vmap`, as `make_seeds_train_fn`), `jit`, and a gradient with respect to the
+    input only (the actor's Q term) all agree with the plain code."""
+    states, actions = batch
+    keys = jax.random.split(jax.random.key(5), 3)
+    fused = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k))(keys)
+    plain = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k, backward="autodiff"))(keys)
+    assert fused.backward == "fused" and plain.backward == "autodiff"
+
+    def q_of_actions(ens, a):
+        return jnp.sum(lcb(ens(states, a), 4.0))
+
+    @jax.jit
+    def grads(ens):
+        g_params = jax.vmap(eqx.filter_grad(lambda e: jnp.mean(e(states, actions) ** 2)))(ens)
+        g_actions = jax.vmap(jax.grad(q_of_actions, argnums=1), in_axes=(0, None))(ens, actions)
+        return g_params, g_actions
+
+    (gp_f, ga_f), (gp_p, ga_p) = grads(fused), grads(plain)
+    for g, w in zip(jax.tree.leaves(gp_f), jax.tree.leaves(gp_p), strict=True):
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=1e-6)
+    assert ga_f.shape == (3, 16, ACT)
+    np.testing.assert_allclose(ga_f, ga_p, rtol=2e-4, atol=1e-6)
+
+
+def test_grouped_members_on_cpu_and_forward_mode(batch, monkeypatch):
+    """The paper's sizes are split into groups of 8 members on a CPU; small ensembles are one
+    group. Forward mode needs `backward="autodiff"`, and gives the same directional derivative."""
+    assert jax.default_backend() == "cpu"
+    assert member_groups(64, 256, 256) == 8
+    assert member_groups(10, 64, 256) == 1
+    assert member_groups(2, 256, 256) == 1
+    assert member_groups(64, 256, 1024) == 32  # 2 members of 1 MiB each per group
+    for m in (1, 5, 7, 10, 12, 64):
+        assert m % member_groups(m, 256, 4096) == 0
+    # A small group budget forces several groups through `QEnsemble.__call__` itself.
+    monkeypatch.setattr(critics, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)
+    assert member_groups(M, HIDDEN, 16) == M
+    states, actions = batch
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6))
+    plain = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="autodiff")
+    g = eqx.filter_grad(lambda e: jnp.sum(jnp.tanh(e(states, actions))))
+    for a, b in zip(jax.tree.leaves(g(ens)), jax.tree.leaves(g(plain)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    direction = jnp.ones_like(actions)
+    _, tangent = jax.jvp(lambda a: plain(states, a), (actions,), (direction,))
+    eps = 1e-2
+    fd = (plain(states, actions + eps * direction) - plain(states, actions - eps * direction)) / (
+        2 * eps
+    )
+    np.testing.assert_allclose(tangent, fd, rtol=2e-2, atol=2e-3)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda a: ens(states, a), (actions,), (direction,))
+    with pytest.raises(ValueError, match="backward"):
+        QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="manual")

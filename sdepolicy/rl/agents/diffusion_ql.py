@@ -58,6 +58,9 @@ class DiffusionQLConfig:
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
     - `batch_size`, `hidden`: batch size and width of every network.
     - `eval_candidates`: candidates sampled per state at evaluation.
+    - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
+        backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
+        `sdepolicy.rl.critics`).
     """
 
     diffusion_steps: int = 5
@@ -77,6 +80,7 @@ class DiffusionQLConfig:
     batch_size: int = 256
     hidden: int = 256
     eval_candidates: int = 50
+    critic_backward: str = "fused"
 
 
 def init(
@@ -100,7 +104,15 @@ def init(
         x0_clip=True,
         hidden=config.hidden,
     )
-    critic = QEnsemble(obs_dim, action_dim, 2, config.hidden, init="default", key=k_critic)
+    critic = QEnsemble(
+        obs_dim,
+        action_dim,
+        2,
+        config.hidden,
+        init="default",
+        key=k_critic,
+        backward=config.critic_backward,
+    )
     actor_opt = make_optimizer(config.actor_lr, config.grad_norm)
     critic_opt = make_optimizer(config.critic_lr, config.grad_norm)
     return ActorCriticState(

@@ -66,6 +66,9 @@ class ERDPQEConfig:
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
     - `batch_size`, `hidden`: batch size and width of every network.
     - `eval_candidates`: candidates sampled per state at evaluation.
+    - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
+        backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
+        `sdepolicy.rl.critics`).
     """
 
     diffusion_steps: int = 5
@@ -91,12 +94,14 @@ class ERDPQEConfig:
     batch_size: int = 256
     hidden: int = 256
     eval_candidates: int = 50
+    critic_backward: str = "fused"
 
     def __post_init__(self):
         for name, allowed in (
             ("q_aggregate", ("lcb", "min")),
             ("entropy", ("reference", "paper")),
             ("loss", ("mll", "nml")),
+            ("critic_backward", ("fused", "autodiff")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -129,7 +134,13 @@ def init(
         hidden=config.hidden,
     )
     critic = QEnsemble(
-        obs_dim, action_dim, config.num_critics, config.hidden, init="edac", key=k_critic
+        obs_dim,
+        action_dim,
+        config.num_critics,
+        config.hidden,
+        init="edac",
+        key=k_critic,
+        backward=config.critic_backward,
     )
     actor_opt = make_optimizer(config.actor_lr, config.grad_norm)
     critic_opt = make_optimizer(config.critic_lr, config.grad_norm)
