@@ -7,6 +7,7 @@ Not part of the library: the scripts put this folder on `sys.path` and import it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -286,8 +287,43 @@ def batched_critic_matmul(members: int, batch: int, hidden: int, min_time: float
     )
 
 
+def grouped_critic_matmul(members: int, batch: int, hidden: int, min_time: float):
+    """A critic hidden layer of ONE group of members, as the library's fused Q-ensemble issues it
+    on this backend (`sdepolicy.rl.critics.member_groups`): feature-major `[g, out, in] x
+    [g, in, batch]`, a plain batched matmul (the group size `g` is recorded)."""
+    from sdepolicy.rl.critics import member_groups
+
+    g = members // member_groups(members, hidden, batch)
+    out = matmul_throughput((g, hidden, hidden), (g, hidden, batch), "moi,mib->mob", min_time)
+    out["members_per_group"] = g
+    return out
+
+
 def square_matmul(n: int, min_time: float):
     return matmul_throughput((n, n), (n, n), "ij,jk->ik", min_time)
+
+
+# --- the straightforward step (the "before" of the optimisation) ------------------------------
+
+
+@contextlib.contextmanager
+def straightforward_networks():
+    """Make this process's networks use Mish differentiated by autodiff through its formula (no
+    closed-form derivative rule), as the library did before its speed work; with
+    `critic_backward="autodiff"` in the agent's config this is the straightforward update step
+    that `tests/rl/test_fast_step.py` pins the optimised one to."""
+    import sdepolicy.policy.networks as networks
+    import sdepolicy.rl.critics as critics
+
+    def mish_autodiff(x):
+        return networks.mish_and_slope(x)[0]  # the value's expression, differentiated by JAX
+
+    saved = networks.mish, critics.mish
+    networks.mish = critics.mish = mish_autodiff
+    try:
+        yield
+    finally:
+        networks.mish, critics.mish = saved
 
 
 # --- machine and output ------------------------------------------------------------------------

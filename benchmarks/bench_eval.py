@@ -1,14 +1,15 @@
 """Evaluation speed: environment steps/s of the vectorised evaluation against one environment at
 a time, with ER-DP-QE's action selection (M = 64 critics, 50 candidates per state).
 
-- **vectorised**: `sdepolicy.rl.evaluation.run_episodes`: N episodes in one `SyncVectorEnv`,
-  one jitted, batched action selection for all N states per environment step;
+- **vectorised**: `sdepolicy.rl.evaluation.run_episodes`: N episodes stepped together, one
+  jitted, batched action selection for all N states per environment step;
 - **one at a time**: `run_episodes_one_at_a_time`: one environment, one episode after another,
   one jitted action selection (batch 1) per step.
 
-Hopper-v5 runs with `terminate_when_unhealthy=False` (episodes last the full cap): the library's
-`run_episodes` fails on gymnasium 1.4 when one episode terminates before the others (see
-`ENV_KWARGS`); `--terminate` keeps the default termination.
+Hopper-v5 runs with `terminate_when_unhealthy=False` (see `ENV_KWARGS`): an untrained policy
+falls within a few dozen steps, and with termination the run would measure how fast it falls
+rather than throughput; without it every episode lasts the cap. `--terminate` keeps the default
+termination (`run_episodes` stops stepping each environment when its own episode ends).
 
 The agent is untrained (speed does not depend on training); episodes are short
 (`--max-episode-steps`, default 50) so the run is fast. Steps are counted per episode up to its
@@ -63,12 +64,10 @@ class CountSteps(gym.Wrapper):
         return out
 
 
-# `run_episodes` steps every environment until all episodes have ended, in a SyncVectorEnv with
-# autoreset disabled; gymnasium 1.4 asserts when an environment whose episode has ended is
-# stepped again, so an episode that TERMINATES before the others (Hopper falling over) crashes
-# it. Until the library handles that, Hopper runs here with its unhealthy-termination switched
-# off: every episode lasts exactly `max_episode_steps` in both loops (the same work for both, so
-# the steps/s comparison is fair). `--terminate` restores the default (and reproduces the crash).
+# An untrained policy makes Hopper fall (unhealthy termination) within a few dozen steps, at
+# different steps in different episodes; with its unhealthy-termination switched off every
+# episode lasts exactly `max_episode_steps` in both loops (the same work for both, so the steps/s
+# comparison is fair). `--terminate` restores the default.
 ENV_KWARGS = {"Hopper-v5": {"terminate_when_unhealthy": False}}
 
 

@@ -1,8 +1,11 @@
-"""Policy evaluation in Gymnasium: many episodes at once through a vector environment.
+"""Policy evaluation in Gymnasium: many episodes at once.
 
-All seeds' episodes step together in one `SyncVectorEnv`; the actions for every environment come
-from one jitted, batched call of the agent's action selection. This is what makes evaluation of a
-64-critic, 50-candidate policy affordable (see `benchmarks/`).
+All episodes step together; the actions for every environment come from one jitted, batched call
+of the agent's action selection. This is what makes evaluation of a 64-critic, 50-candidate
+policy affordable (see `benchmarks/`). Episodes may end at different steps (Hopper, Walker and
+AntMaze terminate early): an environment whose episode has ended is not stepped again, and the
+batch keeps its shape (its last observation stays in the batch and its action is dropped), so
+the action selection compiles once.
 """
 
 from __future__ import annotations
@@ -42,27 +45,30 @@ def run_episodes(
 
     **Returns:** an array of shape ``(num_episodes,)`` of returns.
     """
-    envs = gym.vector.SyncVectorEnv(
-        [make_env for _ in range(num_episodes)], autoreset_mode=gym.vector.AutoresetMode.DISABLED
-    )
+    envs = [make_env() for _ in range(num_episodes)]
     try:
-        obs, _ = envs.reset(seed=[seed + i for i in range(num_episodes)])
+        obs = np.stack(
+            [flatten_observation(env.reset(seed=seed + i)[0]) for i, env in enumerate(envs)]
+        )
+        space = envs[0].action_space
         returns = np.zeros(num_episodes)
-        done = np.zeros(num_episodes, dtype=bool)
+        running = np.ones(num_episodes, dtype=bool)
         step = 0
-        while not done.all():
+        while running.any():
             key, sub = jax.random.split(key)
-            actions = np.asarray(act(flatten_observation(obs, batch_ndim=1), sub))
-            actions = np.clip(actions, envs.single_action_space.low, envs.single_action_space.high)
-            obs, rewards, terminated, truncated, _ = envs.step(actions)
-            returns += np.where(done, 0.0, rewards)
-            done |= np.asarray(terminated) | np.asarray(truncated)
+            actions = np.clip(np.asarray(act(obs, sub)), space.low, space.high)
+            for i in np.flatnonzero(running):
+                o, reward, terminated, truncated, _ = envs[i].step(actions[i])
+                returns[i] += float(reward)
+                obs[i] = flatten_observation(o)
+                running[i] = not (terminated or truncated)
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
         return returns
     finally:
-        envs.close()
+        for env in envs:
+            env.close()
 
 
 def run_episodes_one_at_a_time(

@@ -206,9 +206,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
 
     summary = _summary(spec, config, steps, history, data_returns, (ref_min, ref_max, provenance))
     summary["wall_time_s"] = elapsed
-    summary["update_steps_per_s"] = (
-        steps_timed * num_seeds / time_timed if time_timed else None
-    )
+    summary["update_steps_per_s"] = steps_timed * num_seeds / time_timed if time_timed else None
     summary["devices"] = [str(d) for d in jax.devices()]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_learning_curve(out / "learning_curve.png", history, summary)

@@ -49,3 +49,38 @@ def test_flatten_batched_dict_observation_sorted_keys():
     flat = flatten_observation(obs, batch_ndim=1)
     assert flat.shape == (2, 4 + 1 + 3)
     np.testing.assert_array_equal(flat[0], [2, 2, 2, 2, 0, 1, 1, 1])
+
+
+def test_episodes_ending_at_different_steps_are_not_stepped_again():
+    """Episode i terminates after 2 + i steps (as Hopper's unhealthy states end episodes at
+    different times): each return counts its own steps, finished environments are never stepped
+    again, and the batch handed to the policy keeps its shape (one compilation)."""
+    steps_after_end = []
+    shapes = set()
+
+    class Staggered(gym.Wrapper):
+        def reset(self, *, seed=None, **kw):
+            self.t, self.length, self.ended = 0, 2 + seed, False
+            return self.env.reset(seed=seed, **kw)
+
+        def step(self, a):
+            if self.ended:
+                steps_after_end.append(self.length)
+            obs, _, _, trunc, info = self.env.step(a)
+            self.t += 1
+            self.ended = self.t >= self.length
+            return obs, 1.0, self.ended, trunc, info
+
+    def policy(obs, key):
+        shapes.add(obs.shape)
+        return _pd_policy(obs, key)
+
+    returns = run_episodes(lambda: Staggered(_make_env()), policy, 5, jax.random.key(2), seed=0)
+    np.testing.assert_array_equal(returns, [2.0, 3.0, 4.0, 5.0, 6.0])
+    assert steps_after_end == []
+    assert shapes == {(5, 3)}
+    # The same returns one episode at a time.
+    seq = run_episodes_one_at_a_time(
+        lambda: Staggered(_make_env()), _pd_policy, 5, jax.random.key(2), seed=0
+    )
+    np.testing.assert_array_equal(seq, returns)

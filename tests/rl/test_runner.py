@@ -157,8 +157,16 @@ def test_bad_inputs_give_one_clear_line(datasets, tmp_path):
         "NaN",
     )
     _one_clear_line(
-        _cli("--dataset", TINY, "--env", "MountainCarContinuous-v0", *common,
-             "--out", str(tmp_path / "s"), env=env),
+        _cli(
+            "--dataset",
+            TINY,
+            "--env",
+            "MountainCarContinuous-v0",
+            *common,
+            "--out",
+            str(tmp_path / "s"),
+            env=env,
+        ),
         "(2,)",
     )
     _one_clear_line(_cli("--set", "no_such_field=1", "--dataset", TINY, env=env), "no_such_field")
@@ -196,7 +204,11 @@ def test_two_device_sharded_run_matches_one_device(datasets, tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-c", _SHARDED, str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("DEVICES")][0].split()
