@@ -121,6 +121,15 @@ def bench_env(env_id: str, args) -> dict:
     state = bc.block(erdpqe.init(config, obs_dim, action_dim, low, high, jax.random.key(0)))
     act = make_act(config, state)
 
+    # Matmul FLOPs of selecting one state's action (T denoiser calls on each of the candidates,
+    # then M critics on each candidate): the work per environment step, whatever the loop.
+    flops_per_state, _ = bc.count_matmul_flops(
+        lambda st, obs, k: erdpqe.act(config, st, obs, k),
+        state,
+        jax.numpy.zeros((1, obs_dim), jax.numpy.float32),
+        jax.random.key(0),
+    )
+
     compile_s = {}
     for n in sorted({1, *args.episodes}):
         t0 = time.perf_counter()
@@ -141,6 +150,7 @@ def bench_env(env_id: str, args) -> dict:
             "cpu_s": cpu,
             "env_steps_per_s": counter.steps / wall,
             "env_steps_per_cpu_s": counter.steps / cpu,
+            "policy_flops_per_s": flops_per_state * counter.steps / wall,
         }
 
     rows = []
@@ -168,6 +178,7 @@ def bench_env(env_id: str, args) -> dict:
         "diffusion_steps": args.diffusion_steps,
         "hidden": args.hidden,
         "max_episode_steps": args.max_episode_steps,
+        "act_matmul_flops_per_state": flops_per_state,
         "act_compile_s": compile_s,
         "one_at_a_time": {
             "episodes": args.one_episodes,
@@ -241,6 +252,7 @@ def report(payload: dict) -> None:
                 "sps": f"{one['env_steps_per_s']:.1f}",
                 "spc": f"{one['env_steps_per_cpu_s']:.1f}",
                 "bare": f"{one['env_only_steps_per_s']:.0f}",
+                "fps": bc.fmt_si(one["policy_flops_per_s"], "FLOP/s"),
                 "x": "1",
             }
         )
@@ -253,6 +265,7 @@ def report(payload: dict) -> None:
                     "sps": f"{v['vectorised']['env_steps_per_s']:.1f}",
                     "spc": f"{v['vectorised']['env_steps_per_cpu_s']:.1f}",
                     "bare": f"{v['env_only_steps_per_s']:.0f}",
+                    "fps": bc.fmt_si(v["vectorised"]["policy_flops_per_s"], "FLOP/s"),
                     "x": f"{v['speedup']:.1f} ({v['speedup_cpu']:.1f})",
                 }
             )
@@ -261,7 +274,9 @@ def report(payload: dict) -> None:
         print(
             f"ER-DP-QE action selection: M={r0['num_critics']}, {r0['candidates']} candidates, "
             f"T={r0['diffusion_steps']}, hidden {r0['hidden']}; "
-            f"episodes capped at {r0['max_episode_steps']} steps"
+            f"episodes capped at {r0['max_episode_steps']} steps; "
+            f"{bc.fmt_si(r0['act_matmul_flops_per_state'], 'FLOP')} of matmuls per state "
+            "(policy FLOP/s: that x env steps/s)"
         )
         for r in payload["results"]:
             if r.get("env_kwargs"):
@@ -275,6 +290,7 @@ def report(payload: dict) -> None:
             ("env steps/s", "sps"),
             ("env steps/CPU-s", "spc"),
             ("speedup (CPU)", "x"),
+            ("policy FLOP/s", "fps"),
             ("bare env steps/s", "bare"),
         ],
     )
