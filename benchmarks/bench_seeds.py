@@ -6,6 +6,9 @@ batches). For each ensemble size M (hopper sizes, batch 256, hidden 256) the scr
 time of one call for 1 and for S seeds, their ratio (S if vmapping bought nothing, 1 if the S
 seeds were free), the seed-updates per second, and the compile and initialisation times.
 
+Both of `make_seeds_train_fn`'s strategies are measured: `vmap` (the seeds batched into every
+matmul) and `sequential` (one seed after the other inside the compiled call).
+
 Run: `python benchmarks/bench_seeds.py` (M = 10 and 64, 1 vs 5 seeds), `--quick` for a smoke
 test. Writes JSON to `--out` (default runs/bench/seeds.json).
 """
@@ -26,7 +29,7 @@ import jax  # noqa: E402
 from sdepolicy.rl import init_seeds, make_seeds_train_fn  # noqa: E402
 
 
-def bench(spec: bc.AgentSpec, num_seeds: int, K: int, args) -> dict:
+def bench(spec: bc.AgentSpec, num_seeds: int, K: int, args, strategy: str = "vmap") -> dict:
     config = spec.config()
     update_fn = functools.partial(spec.module.update, config)
     dataset = bc.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
@@ -34,7 +37,7 @@ def bench(spec: bc.AgentSpec, num_seeds: int, K: int, args) -> dict:
     t0 = time.perf_counter()
     states = bc.block(init_seeds(lambda k: spec.init(config, k), keys))
     init_s = time.perf_counter() - t0
-    train = make_seeds_train_fn(update_fn, dataset, spec.batch_size, K)
+    train = make_seeds_train_fn(update_fn, dataset, spec.batch_size, K, strategy=strategy)
     box = {"states": states, "i": 0}
 
     def call():
@@ -75,6 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-time", type=float, default=None)
     parser.add_argument("--min-calls", type=int, default=None)
     parser.add_argument("--dataset-size", type=int, default=100_000)
+    parser.add_argument(
+        "--strategies",
+        default="vmap,sequential",
+        help="how the seeds share a compiled call (make_seeds_train_fn's strategy)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     critics = [int(x) for x in (args.critics or ("2" if quick else "10,64")).split(",")]
@@ -93,27 +101,30 @@ def main(argv: list[str] | None = None) -> dict:
             "erdpqe", M, args.diffusion_steps, batch_size=args.batch, hidden=args.hidden
         )
         K = args.steps_per_call or (2 if quick else (4 if M >= 32 else 20))
-        print(f"[bench_seeds] {spec.name}: 1 and {num_seeds} seeds ...", flush=True)
+        print(f"[bench_seeds] {spec.name}: 1 seed ...", flush=True)
         one = bench(spec, 1, K, args)
-        many = bench(spec, num_seeds, K, args)
-        ratio = many["s_per_call_median"] / one["s_per_call_median"]
-        ratio_cpu = many["cpu_s_per_call"] / one["cpu_s_per_call"]
-        results.append(
-            {
-                "config": spec.name,
-                "num_critics": M,
-                "diffusion_steps": args.diffusion_steps,
-                "batch": args.batch,
-                "hidden": args.hidden,
-                "one_seed": one,
-                "many_seeds": many,
-                "num_seeds": num_seeds,
-                "time_ratio": ratio,
-                "throughput_gain": num_seeds / ratio,
-                "cpu_time_ratio": ratio_cpu,
-                "throughput_gain_cpu": num_seeds / ratio_cpu,
-            }
-        )
+        for strategy in args.strategies.split(","):
+            print(f"[bench_seeds] {spec.name}: {num_seeds} seeds, {strategy} ...", flush=True)
+            many = bench(spec, num_seeds, K, args, strategy)
+            ratio = many["s_per_call_median"] / one["s_per_call_median"]
+            ratio_cpu = many["cpu_s_per_call"] / one["cpu_s_per_call"]
+            results.append(
+                {
+                    "config": spec.name,
+                    "strategy": strategy,
+                    "num_critics": M,
+                    "diffusion_steps": args.diffusion_steps,
+                    "batch": args.batch,
+                    "hidden": args.hidden,
+                    "one_seed": one,
+                    "many_seeds": many,
+                    "num_seeds": num_seeds,
+                    "time_ratio": ratio,
+                    "throughput_gain": num_seeds / ratio,
+                    "cpu_time_ratio": ratio_cpu,
+                    "throughput_gain_cpu": num_seeds / ratio_cpu,
+                }
+            )
     payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
     path = bc.write_json(args.out, payload)
     report(payload)
@@ -130,6 +141,7 @@ def report(payload: dict) -> None:
         rows.append(
             {
                 "config": r["config"],
+                "strategy": r.get("strategy", "vmap"),
                 "K": one["steps_per_call"],
                 "t1": f"{one['s_per_call_median']:.3g}",
                 "tS": f"{many['s_per_call_median']:.3g}",
@@ -147,6 +159,7 @@ def report(payload: dict) -> None:
         rows,
         [
             ("config", "config"),
+            ("seeds", "strategy"),
             ("K", "K"),
             ("s/call 1 seed", "t1"),
             (f"s/call {S} seeds", "tS"),

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--activation",
         default="mish",
         help="what-if: run the networks with another activation (see profile_update.py), "
-        "e.g. mish_jvp, the proposed Mish with a closed-form derivative",
+        "e.g. mish_autodiff, Mish differentiated through its formula",
     )
     args = parser.parse_args(argv)
     quick = args.quick

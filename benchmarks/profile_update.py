@@ -22,17 +22,19 @@ What-ifs (`--variants`), by swapping the activation the library's networks call
 (`sdepolicy.rl.critics.mish` and `sdepolicy.policy.networks.mish`, monkeypatched in this
 process only; nothing in the library is edited):
 
-- `mish`: the library's exact one-exponential Mish (the baseline);
+- `mish`: the library's exact one-exponential Mish with its closed-form derivative rule (a
+  `jax.custom_jvp`; the baseline);
+- `mish_autodiff`: the same formula differentiated by autodiff (the library before its speed
+  work: the backward pass replays the forward expression's dozen elementwise operations);
 - `mish_std`: the textbook `x * tanh(softplus(x))`;
 - `relu`: ReLU (a lower bound: what any activation costs at least);
-- `mish_jvp`: the library's Mish with a `jax.custom_jvp` giving its derivative in closed form,
-  `mish'(x) = n/(n+2) + 4x e(e+1)/(n+2)^2` (`e = exp(x)`, `n = e(e+2)`): the backward pass
-  multiplies by one saved tensor instead of differentiating the forward expression
-  (a proposal for `sdepolicy/policy/networks.py`);
-- `mish_vjp`: the same derivative as a `jax.custom_vjp` whose only residual is the input (the
-  matmul output, in memory anyway); the slope is recomputed in the backward pass instead of
-  being stored by the forward pass (reverse mode only);
+- `mish_vjp`: the closed-form derivative as a `jax.custom_vjp` whose only residual is the input,
+  the slope recomputed in the backward pass instead of kept (reverse mode only);
 - `identity`: no activation at all (the matmuls, bias adds and the rest of the step only).
+
+The Q-ensemble's hand-written backward pass keeps Mish's slope from the forward pass
+(`sdepolicy.policy.mish_and_slope`) whatever the variant; the variants change the denoiser's and
+the plain (`critic_backward="autodiff"`) ensemble's activation.
 
 Run: `python benchmarks/profile_update.py [--critics 64] [--variants mish,relu,...]`. Writes
 JSON to `--out` (default runs/bench/profile.json).
@@ -59,7 +61,6 @@ from sdepolicy.rl.agents import common, erdpqe  # noqa: E402
 
 # --- activation variants ------------------------------------------------------------------------
 
-_LINEAR_ABOVE = 20.0
 _LIBRARY_MISH = networks.mish  # kept: the what-ifs below replace the name in the library
 
 
@@ -75,24 +76,9 @@ def identity(x):
     return x
 
 
-@jax.custom_jvp
-def mish_jvp(x):
-    """The library's one-exponential Mish, with its derivative in closed form."""
-    return _LIBRARY_MISH(x)
-
-
-@mish_jvp.defjvp
-def _mish_jvp_rule(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    large = x > _LINEAR_ABOVE
-    safe = jnp.where(large, jnp.zeros_like(x), x)
-    e = jnp.exp(safe)
-    n = e * (e + 2)
-    d = n + 2
-    y = jnp.where(large, x, safe * n / d)
-    # d/dx [x n/(n+2)] = n/(n+2) + x * 2 n' / (n+2)^2, with n' = 2e(e+1).
-    slope = jnp.where(large, jnp.ones_like(x), n / d + safe * (4 * e * (e + 1)) / (d * d))
-    return y, slope * dx
+def mish_autodiff(x):
+    """The library's one-exponential formula, differentiated by JAX through its expression."""
+    return networks.mish_and_slope(x)[0]
 
 
 @jax.custom_vjp
@@ -102,23 +88,16 @@ def mish_vjp(x):
     return _LIBRARY_MISH(x)
 
 
-def _mish_slope(x):
-    large = x > _LINEAR_ABOVE
-    safe = jnp.where(large, jnp.zeros_like(x), x)
-    e = jnp.exp(safe)
-    n = e * (e + 2)
-    d = n + 2
-    return jnp.where(large, jnp.ones_like(x), n / d + safe * (4 * e * (e + 1)) / (d * d))
-
-
-mish_vjp.defvjp(lambda x: (_LIBRARY_MISH(x), x), lambda x, ct: (_mish_slope(x) * ct,))
+mish_vjp.defvjp(
+    lambda x: (_LIBRARY_MISH(x), x), lambda x, ct: (networks.mish_and_slope(x)[1] * ct,)
+)
 
 
 VARIANTS = {
     "mish": None,  # the library as it is
     "mish_std": mish_std,
     "relu": relu,
-    "mish_jvp": mish_jvp,
+    "mish_autodiff": mish_autodiff,
     "mish_vjp": mish_vjp,
     "identity": identity,
 }
@@ -235,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--parts", default=",".join(parts(erdpqe.ERDPQEConfig()).keys()))
-    parser.add_argument("--variants", default="mish,mish_jvp,mish_std,relu,identity")
+    parser.add_argument("--variants", default="mish,mish_autodiff,mish_std,relu,identity")
     parser.add_argument(
         "--variant-parts",
         default="update,critic_grad,critic_fwd",

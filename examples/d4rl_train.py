@@ -22,6 +22,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task", default="pendulum-mixed", help="preset name (see --list-tasks)")
     p.add_argument("--algo", default="erdpqe", choices=["erdpqe", "diffusion-ql", "bc"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="trained together")
+    p.add_argument(
+        "--seed-strategy",
+        choices=["vmap", "sequential"],
+        default="vmap",
+        help="seeds batched into every matmul (vmap) or one after the other in each compiled "
+        "call (sequential: faster on a CPU at hidden 256, see benchmarks/README.md)",
+    )
     p.add_argument("--steps", type=int, help="gradient steps (default: the preset's epochs)")
     p.add_argument("--eval-every", type=int, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation and seed")
@@ -71,6 +78,7 @@ def main(argv=None) -> int:
             task=args.task,
             algo=args.algo,
             seeds=tuple(args.seeds),
+            seed_strategy=args.seed_strategy,
             steps=args.steps,
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
@@ -97,16 +105,24 @@ def _report(s: dict, spec) -> None:
     last, best, data = s["last_evaluation"], s["best_evaluation"], s["dataset"]
     out = spec.out or f"runs/{spec.task}-{spec.algo}"
     n = len(s["seeds"])
-    print(f"\n{s['task']} / {s['algo']}: {s['steps']} steps, {n} seed(s), "
-          f"{s['wall_time_s']:.0f} s, {s['update_steps_per_s'] or float('nan'):.0f} updates/s")
-    print(f"  dataset mean return        {data['mean_return']:9.1f}   "
-          f"(normalised {data['normalized']:.1f})")
-    print(f"  last evaluation  (step {last['step']}) {last['return']['mean']:9.1f} ± "
-          f"{last['return']['std']:.1f}   (normalised {last['normalized']['mean']:.1f} ± "
-          f"{last['normalized']['std']:.1f})")
-    print(f"  best evaluation  (per seed)  {best['return']['mean']:9.1f} ± "
-          f"{best['return']['std']:.1f}   (normalised {best['normalized']['mean']:.1f} ± "
-          f"{best['normalized']['std']:.1f})")
+    print(
+        f"\n{s['task']} / {s['algo']}: {s['steps']} steps, {n} seed(s), "
+        f"{s['wall_time_s']:.0f} s, {s['update_steps_per_s'] or float('nan'):.0f} updates/s"
+    )
+    print(
+        f"  dataset mean return        {data['mean_return']:9.1f}   "
+        f"(normalised {data['normalized']:.1f})"
+    )
+    print(
+        f"  last evaluation  (step {last['step']}) {last['return']['mean']:9.1f} ± "
+        f"{last['return']['std']:.1f}   (normalised {last['normalized']['mean']:.1f} ± "
+        f"{last['normalized']['std']:.1f})"
+    )
+    print(
+        f"  best evaluation  (per seed)  {best['return']['mean']:9.1f} ± "
+        f"{best['return']['std']:.1f}   (normalised {best['normalized']['mean']:.1f} ± "
+        f"{best['normalized']['std']:.1f})"
+    )
     print(f"  reference scores: {json.dumps(s['reference_scores'])}")
     print(f"  wrote {out}/metrics.csv, learning_curve.png, summary.json, checkpoint.eqx")
 

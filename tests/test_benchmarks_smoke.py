@@ -80,27 +80,41 @@ def _positive(x):
 def test_bench_update_quick(runs):
     data = _get(runs, "bench_update")
     assert _positive(data["matmul"]["square"]["flops_per_s"])
-    assert all(_positive(v["flops_per_s"]) for v in data["matmul"]["batched"].values())
-    (r,) = data["results"]
-    assert r["config"] == "erdpqe-M2-T5" and r["hidden"] == 16 and r["batch"] == 32
-    for key in ("steps_per_s", "s_per_step_median", "cpu_s_per_step", "first_call_s"):
-        assert _positive(r["fused"][key]), key
-    assert _positive(r["single"]["steps_per_s"])
-    for key in (
-        "compile_s",
-        "fusion_speedup",
-        "fusion_cpu_ratio",
-        "achieved_flops_per_s",
-        "achieved_flops_per_cpu_s",
-        "roofline_batched",
-        "roofline_batched_cpu",
-        "roofline_square_cpu",
-    ):
-        assert _positive(r[key]), key
+    for kind in ("batched", "grouped"):
+        assert all(_positive(v["flops_per_s"]) for v in data["matmul"][kind].values()), kind
+    # --quick: the optimised step and, for the before/after comparison, the straightforward one.
+    rows = {r["variant"]: r for r in data["results"]}
+    assert set(rows) == {"optimised", "straightforward"}
+    for r in rows.values():
+        assert r["config"] == "erdpqe-M2-T5" and r["hidden"] == 16 and r["batch"] == 32
+        for key in ("steps_per_s", "s_per_step_median", "cpu_s_per_step", "first_call_s"):
+            assert _positive(r["fused"][key]), key
+        assert _positive(r["single"]["steps_per_s"])
+        for key in (
+            "compile_s",
+            "fusion_speedup",
+            "fusion_cpu_ratio",
+            "achieved_flops_per_s",
+            "achieved_flops_per_cpu_s",
+            "roofline_batched",
+            "roofline_batched_cpu",
+            "roofline_square_cpu",
+            "roofline_grouped",
+            "roofline_best",
+            "roofline_best_cpu",
+        ):
+            assert _positive(r[key]), key
+        # The strict roofline divides by the fastest matmul measured.
+        assert r["roofline_best"] <= min(r["roofline_batched"], r["roofline_square"]) + 1e-12
+        flops = r["flops"]
+        for key in ("xla_cost_analysis", "jaxpr_matmul", "analytic_matmul", "analytic_critic"):
+            assert _positive(flops[key]), key
+    # Both variants' rates use the same FLOP count (the work the maths needs).
+    assert (
+        rows["optimised"]["flops"]["jaxpr_matmul"]
+        == rows["straightforward"]["flops"]["jaxpr_matmul"]
+    )
     assert _positive(data["matmul"]["square"]["flops_per_cpu_s"])
-    flops = r["flops"]
-    for key in ("xla_cost_analysis", "jaxpr_matmul", "analytic_matmul", "analytic_critic"):
-        assert _positive(flops[key]), key
 
 
 def test_bench_eval_quick(runs):
@@ -116,17 +130,20 @@ def test_bench_eval_quick(runs):
         assert _positive(x)
     assert _positive(v["env_only_steps_per_s"])
     assert all(_positive(s) for s in r["act_compile_s"].values())
+    assert _positive(r["act_matmul_flops_per_state"])
+    assert _positive(vec["policy_flops_per_s"])
 
 
 def test_bench_seeds_quick(runs):
     data = _get(runs, "bench_seeds")
-    (r,) = data["results"]
-    assert r["num_seeds"] == 2 and r["num_critics"] == 2
-    for part in ("one_seed", "many_seeds"):
-        for key in ("s_per_call_median", "seed_steps_per_s", "init_s", "first_call_s"):
-            assert _positive(r[part][key]), (part, key)
-    for key in ("time_ratio", "throughput_gain", "cpu_time_ratio", "throughput_gain_cpu"):
-        assert _positive(r[key]), key
+    assert [r["strategy"] for r in data["results"]] == ["vmap", "sequential"]
+    for r in data["results"]:
+        assert r["num_seeds"] == 2 and r["num_critics"] == 2
+        for part in ("one_seed", "many_seeds"):
+            for key in ("s_per_call_median", "seed_steps_per_s", "init_s", "first_call_s"):
+                assert _positive(r[part][key]), (part, key)
+        for key in ("time_ratio", "throughput_gain", "cpu_time_ratio", "throughput_gain_cpu"):
+            assert _positive(r[key]), key
 
 
 def test_matmul_flop_count_multiplies_scans():

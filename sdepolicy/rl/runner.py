@@ -45,6 +45,8 @@ class RunSpec:
     - `task`, `algo`: a preset name (`sdepolicy.rl.presets.list_presets()`) and
         `"erdpqe" | "diffusion-ql" | "bc"`.
     - `seeds`: trained together in one process (the agent state is vmapped over seeds).
+    - `seed_strategy`: `"vmap"` (default) or `"sequential"`: how the seeds share one compiled
+        call (see `make_seeds_train_fn`; the same results either way).
     - `steps`, `eval_every`, `eval_episodes`: gradient steps, evaluation period and episodes.
     - `steps_per_call`: updates fused in one compiled call (`lax.scan`).
     - `checkpoint_every`: steps between checkpoints (default: `eval_every`).
@@ -58,6 +60,7 @@ class RunSpec:
     task: str = "pendulum-mixed"
     algo: str = "erdpqe"
     seeds: tuple[int, ...] = (0,)
+    seed_strategy: str = "vmap"
     steps: int | None = None
     eval_every: int | None = None
     eval_episodes: int | None = None
@@ -154,7 +157,9 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     transitions = jax.device_put(transitions)
 
     update = _update_fn(spec.algo, config)
-    train = make_seeds_train_fn(update, transitions, config.batch_size, chunk)
+    train = make_seeds_train_fn(
+        update, transitions, config.batch_size, chunk, strategy=spec.seed_strategy
+    )
     act_all = _act_fn(spec.algo, config)
     num_seeds = len(spec.seeds)
 

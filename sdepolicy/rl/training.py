@@ -44,6 +44,23 @@ def _fused_seeds(update_fn, batch_size, num_steps, dataset, states, keys):
     return eqx.filter_vmap(run)(states, keys)
 
 
+@eqx.filter_jit
+def _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, keys):
+    dynamic, static = eqx.partition(states, eqx.is_array)
+
+    def one(args):
+        state, metrics = _fused_steps(
+            update_fn, batch_size, num_steps, dataset, eqx.combine(args[0], static), args[1]
+        )
+        return eqx.filter(state, eqx.is_array), metrics
+
+    dynamic, metrics = jax.lax.map(one, (dynamic, keys))
+    return eqx.combine(dynamic, static), metrics
+
+
+SEED_STRATEGIES = {"vmap": _fused_seeds, "sequential": _fused_seeds_sequential}
+
+
 def fused_steps(
     update_fn: UpdateFn,
     dataset: Transitions,
@@ -110,17 +127,34 @@ def init_seeds(init_fn: Callable[[PRNGKey], PyTree], keys: PRNGKeys) -> PyTree:
 
 
 def make_seeds_train_fn(
-    update_fn: UpdateFn, dataset: Transitions, batch_size: int, steps_per_call: int
+    update_fn: UpdateFn,
+    dataset: Transitions,
+    batch_size: int,
+    steps_per_call: int,
+    strategy: str = "vmap",
 ) -> Callable[[PyTree, PRNGKeys], tuple[PyTree, dict[str, Float[Array, "seeds steps"]]]]:
     r"""Like [`make_train_fn`][] for states stacked over seeds (see [`init_seeds`][]).
 
     The returned `(states, keys) -> (states, metrics)` takes one batch-sampling key per seed
     (`keys` has a leading seed axis) and returns metrics of shape `(seeds, steps_per_call)`. All
     seeds share the dataset; each draws its own batches.
+
+    `strategy` says how the seeds share one compiled call: `"vmap"` (default) batches them, so
+    every matmul carries a seed axis: the better choice on a GPU, and on a CPU for networks too
+    small to keep the cores busy alone; `"sequential"` runs them one after the other inside the
+    call (a `lax.map`): on a CPU whose cores one seed already saturates (hidden 256 and more),
+    this keeps each seed's working set in cache, where the batched version slows down
+    (`benchmarks/bench_seeds.py` measures both). Both give the same results.
     """
+    if strategy not in SEED_STRATEGIES:
+        raise ValueError(
+            f"make_seeds_train_fn: strategy must be one of {sorted(SEED_STRATEGIES)}, "
+            f"got {strategy!r}."
+        )
+    fused = SEED_STRATEGIES[strategy]
 
     def train(states: PyTree, keys: PRNGKeys):
-        return _fused_seeds(update_fn, batch_size, steps_per_call, dataset, states, keys)
+        return fused(update_fn, batch_size, steps_per_call, dataset, states, keys)
 
     return train
 

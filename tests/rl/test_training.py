@@ -77,12 +77,15 @@ def test_short_erdpqe_run_critic_loss_falls(run):
         assert np.all(np.isfinite(history[name])), name
 
 
-def test_seed_vmap_equals_seeds_alone(run):
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_seeds_together_equal_seeds_alone(run, strategy):
     train_one = run[0]
     keys = jax.random.split(jax.random.key(7), 3)
     states = init_seeds(init, keys)
     assert states.critic.weights[0].shape[0] == 3  # a leading seed axis
-    train_all = make_seeds_train_fn(counted_update, make_dataset(0), CONFIG.batch_size, K)
+    train_all = make_seeds_train_fn(
+        counted_update, make_dataset(0), CONFIG.batch_size, K, strategy=strategy
+    )
     batch_keys = jax.random.split(jax.random.key(8), 3)
     together, metrics = train_all(states, batch_keys)
     assert metrics["critic_loss"].shape == (3, K)
@@ -99,3 +102,5 @@ def test_seed_vmap_equals_seeds_alone(run):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # Seeds are different agents, not copies.
     assert not np.allclose(metrics["critic_loss"][0], metrics["critic_loss"][1])
+    with pytest.raises(ValueError, match="strategy"):
+        make_seeds_train_fn(counted_update, make_dataset(0), CONFIG.batch_size, K, "pmap")
