@@ -16,7 +16,11 @@ pinned to it by `tests/rl/test_critics.py`), arranged for speed on a CPU (SPEC Â
   kept, so the backward pass is one multiplication per layer;
 - on a CPU, the members are processed in groups (8 at a time for the paper's sizes) so that one
   group's activations stay in cache: a batched matmul of `8 x [256, 256]` runs at about 1.4x the
-  rate of `64 x [256, 256]` on the 2-core machine of `benchmarks/README.md`.
+  rate of `64 x [256, 256]` on the 2-core machine of `benchmarks/README.md`;
+- the critics' own regression loss, a squared error separable over members, has its value and
+  gradient computed group by group in one pass ([`QEnsemble.squared_error_and_grad`][]): each
+  group's forward pass is followed at once by its backward pass while its activations are still
+  in cache, instead of storing every group's activations for a later backward pass.
 """
 
 from __future__ import annotations
@@ -173,6 +177,33 @@ def _ensemble_mlp_bwd(groups, residuals, dq):
 ensemble_mlp.defvjp(_ensemble_mlp_fwd, _ensemble_mlp_bwd)
 
 
+def ensemble_squared_error_and_grad(
+    weights: tuple[Array, ...],
+    biases: tuple[Array, ...],
+    x: Float[Array, "batch in"],
+    targets: Float[Array, "members batch"],
+    scale: RealScalarLike,
+    groups: int,
+):
+    r"""$L = \text{scale}\sum_{m,i}(Q_m(x_i) - y_{mi})^2$, $Q$ and $\partial L/\partial$(weights,
+    biases), one group of members at a time: each group's forward pass is followed at once by
+    its backward pass (from $\partial L/\partial Q = 2\,\text{scale}\,(Q - y)$), so no group's
+    activations are stored for later. The same numbers as differentiating
+    `scale * sum((ensemble_mlp_reference(...) - targets) ** 2)`.
+
+    **Returns:** `(loss, q, (weight_grads, bias_grads))`.
+    """
+
+    def group(params, y):
+        q, saved = _group_forward(params, x, keep=True)
+        r = q - y
+        dws, dbs, _ = _group_backward(params, saved, x, (2 * scale) * r)
+        return jnp.sum(r * r)[None], q, dws, dbs
+
+    sq, q, dws, dbs = _grouped(group, groups, (weights, biases), targets)
+    return scale * jnp.sum(sq), q, (dws, dbs)
+
+
 def member_groups(num_members: int, hidden: int, batch: int) -> int:
     """How many groups [`QEnsemble`][] splits its members into on this backend: on a CPU, the
     fewest groups whose per-layer activations fit about 2 MiB; elsewhere (GPUs), one group."""
@@ -256,6 +287,47 @@ class QEnsemble(eqx.Module):
         hidden = max(w.shape[-2] for w in weights)
         groups = member_groups(self.num_members, hidden, x.shape[0])
         return ensemble_mlp(weights, biases, x, groups)
+
+    def squared_error_and_grad(
+        self,
+        states: Float[Array, "batch obs"],
+        actions: Float[Array, "batch act"],
+        targets: Float[Array, "*members batch"],
+        scale: RealScalarLike,
+    ) -> tuple[Float[Array, ""], Float[Array, "members batch"], "QEnsemble"]:
+        r"""The critics' regression loss $L = \text{scale}\sum_{m,i}(Q_m(s_i, a_i) - y_{mi})^2$, the
+        values $Q$ and $\nabla L$ with respect to the parameters, in one call: what
+        `eqx.filter_value_and_grad` of that loss returns (with $Q$ as its auxiliary output), and
+        with `backward="fused"` computed one group of members at a time
+        ([`ensemble_squared_error_and_grad`][]).
+
+        **Arguments:**
+
+        - `states`, `actions`: the batch.
+        - `targets`: $y$, per member `(members, batch)` or shared `(batch,)` (broadcast); treated
+            as constants.
+        - `scale`: e.g. `1 / (members * batch)` for the mean over members and rows.
+
+        **Returns:** `(loss, q, grads)`, `grads` a `QEnsemble` holding the gradients.
+        """
+        x = jnp.concatenate([states, actions], axis=-1)
+        y = jax.lax.stop_gradient(
+            jnp.broadcast_to(targets, (self.num_members, x.shape[0])).astype(x.dtype)
+        )
+        if self.backward == "autodiff":
+
+            def loss(ens):
+                q = ens(states, actions)
+                return scale * jnp.sum((q - y) ** 2), q
+
+            (value, q), grads = eqx.filter_value_and_grad(loss, has_aux=True)(self)
+            return value, q, grads
+        weights, biases = tuple(self.weights), tuple(self.biases)
+        hidden = max(w.shape[-2] for w in weights)
+        groups = member_groups(self.num_members, hidden, x.shape[0])
+        value, q, (dws, dbs) = ensemble_squared_error_and_grad(weights, biases, x, y, scale, groups)
+        grads = eqx.tree_at(lambda e: (e.weights, e.biases), self, (dws, dbs))
+        return value, q, grads
 
 
 def lcb(q: Float[Array, "members batch"], beta: RealScalarLike) -> Float[Array, " batch"]:

@@ -218,3 +218,36 @@ def test_grouped_members_on_cpu_and_forward_mode(batch, monkeypatch):
         jax.jvp(lambda a: ens(states, a), (actions,), (direction,))
     with pytest.raises(ValueError, match="backward"):
         QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="manual")
+
+
+@pytest.mark.parametrize("shared_targets", [False, True])
+def test_squared_error_and_grad_fused_equals_autodiff(monkeypatch, shared_targets):
+    """The critics' regression loss computed group by group (forward then backward per group)
+    gives the loss, Q and gradients of `eqx.filter_value_and_grad` on the plain code, float64,
+    with several groups; per-member and shared (Diffusion-QL's) targets."""
+    monkeypatch.setattr(critics, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)  # one member per group
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        states = jnp.asarray(rng.normal(size=(16, OBS)))
+        actions = jnp.asarray(rng.uniform(-1, 1, (16, ACT)))
+        targets = jnp.asarray(rng.normal(size=(16,) if shared_targets else (M, 16)))
+        to64 = lambda e: jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_array(a) else a, e)
+        fused = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7)))
+        plain = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7), backward="autodiff"))
+        assert member_groups(M, HIDDEN, 16) == M
+        scale = 1.0 / (M * 16)
+
+        def by_hand(ens):
+            q = ens(states, actions)
+            return scale * jnp.sum((q - jnp.broadcast_to(targets, q.shape)) ** 2), q
+
+        (want_loss, want_q), want_grads = eqx.filter_value_and_grad(by_hand, has_aux=True)(plain)
+        for ens in (fused, plain):
+            loss, q, grads = jax.jit(
+                lambda e: e.squared_error_and_grad(states, actions, targets, scale)
+            )(ens)
+            assert isinstance(grads, QEnsemble) and grads.backward == ens.backward
+            np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+            np.testing.assert_allclose(q, want_q, rtol=1e-12, atol=1e-14)
+            for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+                np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14)

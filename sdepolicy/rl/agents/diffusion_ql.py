@@ -170,12 +170,11 @@ def update(
     # Clipped double Q: one target shared by both critics.
     targets = td_targets(batch.rewards, batch.terminals, jnp.min(next_values, axis=0), config.gamma)
 
-    def critic_loss(critic):
-        q = critic(batch.observations, batch.actions)
-        # F.mse_loss(q1, y) + F.mse_loss(q2, y) in the reference code: a sum over critics.
-        return jnp.sum(jnp.mean((q - targets) ** 2, axis=1)), q
-
-    (c_loss, q_data), c_grads = eqx.filter_value_and_grad(critic_loss, has_aux=True)(state.critic)
+    # F.mse_loss(q1, y) + F.mse_loss(q2, y) in the reference code: a sum over the two critics of
+    # the mean over the batch, both regressing to the same target.
+    c_loss, q_data, c_grads = state.critic.squared_error_and_grad(
+        batch.observations, batch.actions, targets, 1.0 / batch.rewards.shape[0]
+    )
     critic, critic_opt_state, c_norm = apply_gradients(
         make_optimizer(config.critic_lr, config.grad_norm),
         state.critic,

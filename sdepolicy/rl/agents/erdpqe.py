@@ -212,9 +212,10 @@ def update(
         config.max_q_samples,
     )
     targets = td_targets(batch.rewards, batch.terminals, next_values, config.gamma)
-    (c_loss, q_data), c_grads = eqx.filter_value_and_grad(
-        lambda c: critic_loss(c, batch, targets), has_aux=True
-    )(state.critic)
+    # The value and gradient of `critic_loss` (the fused path: one group of critics at a time).
+    c_loss, q_data, c_grads = state.critic.squared_error_and_grad(
+        batch.observations, batch.actions, targets, 1.0 / targets.size
+    )
     critic, critic_opt_state, c_norm = apply_gradients(
         make_optimizer(config.critic_lr, config.grad_norm),
         state.critic,
