@@ -306,24 +306,37 @@ def square_matmul(n: int, min_time: float):
 # --- the straightforward step (the "before" of the optimisation) ------------------------------
 
 
+def mish_autodiff(x):
+    """Mish's one-exponential formula differentiated by JAX through its expression (no
+    closed-form derivative rule): the library's activation before its speed work."""
+    import sdepolicy.policy.networks as networks
+
+    return networks.mish_and_slope(x)[0]
+
+
 @contextlib.contextmanager
-def straightforward_networks():
-    """Make this process's networks use Mish differentiated by autodiff through its formula (no
-    closed-form derivative rule), as the library did before its speed work; with
-    `critic_backward="autodiff"` in the agent's config this is the straightforward update step
-    that `tests/rl/test_fast_step.py` pins the optimised one to."""
+def swap_activation(fn):
+    """Make the library's critics and denoiser call `fn` instead of `mish`, in this process only
+    (both modules look `mish` up in their globals at trace time); `None` changes nothing."""
     import sdepolicy.policy.networks as networks
     import sdepolicy.rl.critics as critics
 
-    def mish_autodiff(x):
-        return networks.mish_and_slope(x)[0]  # the value's expression, differentiated by JAX
-
-    saved = networks.mish, critics.mish
-    networks.mish = critics.mish = mish_autodiff
+    if fn is None:
+        yield
+        return
+    saved = critics.mish, networks.mish
+    critics.mish = networks.mish = fn
     try:
         yield
     finally:
-        networks.mish, critics.mish = saved
+        critics.mish, networks.mish = saved
+
+
+def straightforward_networks():
+    """The networks with Mish differentiated by autodiff through its formula, as the library did
+    before its speed work; with `critic_backward="autodiff"` in the agent's config this is the
+    straightforward update step that `tests/rl/test_fast_step.py` pins the optimised one to."""
+    return swap_activation(mish_autodiff)
 
 
 # --- machine and output ------------------------------------------------------------------------
@@ -400,6 +413,19 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
 def pct(wall: float, cpu: float) -> str:
     """`"45% (70%)"`: a wall-clock ratio and its CPU-time counterpart."""
     return f"{100 * wall:.0f}% ({100 * cpu:.0f}%)"
+
+
+def machine_line(meta: dict[str, Any]) -> str:
+    """`AMD EPYC, 2 cores, jax 0.10.2; load average ...`: the machine a table was measured on."""
+    return f"{meta['cpu']}, {meta['cpu_count']} cores, jax {meta['jax']}; {load_note(meta)}"
+
+
+def publish(payload: dict[str, Any], out: str | os.PathLike, report: Callable[[dict], None]):
+    """Write `payload` to `out` as JSON, print its table with `report`, say where it went."""
+    path = write_json(out, payload)
+    report(payload)
+    print(f"wrote {path}")
+    return payload
 
 
 def load_note(meta: dict[str, Any]) -> str:

@@ -230,15 +230,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[bench_eval] skipped {env_id}: {err}")
             results.append({"env": env_id, "skipped": str(err)})
     payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
-    path = bc.write_json(args.out, payload)
-    report(payload)
-    print(f"wrote {path}")
-    return payload
+    return bc.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta = payload["meta"]
-    print(f"\n{meta['cpu']}, {meta['cpu_count']} cores, jax {meta['jax']}; {bc.load_note(meta)}\n")
+    print(f"\n{bc.machine_line(meta)}\n")
     rows = []
     for r in payload["results"]:
         if "skipped" in r:

@@ -126,15 +126,12 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             )
     payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
-    path = bc.write_json(args.out, payload)
-    report(payload)
-    print(f"wrote {path}")
-    return payload
+    return bc.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta = payload["meta"]
-    print(f"\n{meta['cpu']}, {meta['cpu_count']} cores, jax {meta['jax']}; {bc.load_note(meta)}\n")
+    print(f"\n{bc.machine_line(meta)}\n")
     rows = []
     for r in payload["results"]:
         one, many, S = r["one_seed"], r["many_seeds"], r["num_seeds"]

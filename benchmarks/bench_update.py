@@ -66,7 +66,7 @@ def activation_variant(name: str):
         return contextlib.nullcontext()
     import profile_update
 
-    return profile_update.activation(profile_update.VARIANTS[name])
+    return bc.swap_activation(profile_update.VARIANTS[name])
 
 
 def step_variant(name: str):
@@ -297,15 +297,12 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(r)
 
     payload = {"meta": bc.finish_meta(meta, t_start), "matmul": matmul, "results": results}
-    path = bc.write_json(args.out, payload)
-    report(payload)
-    print(f"wrote {path}")
-    return payload
+    return bc.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta, matmul = payload["meta"], payload["matmul"]
-    print(f"\n{meta['cpu']}, {meta['cpu_count']} cores, jax {meta['jax']}; {bc.load_note(meta)}")
+    print(f"\n{bc.machine_line(meta)}")
     if meta.get("activation", "mish") != "mish":
         print(f"WHAT-IF: networks run with activation {meta['activation']!r}, not the library's")
     print("float32 matmul throughput, wall-clock (per CPU-second):")

@@ -43,7 +43,6 @@ JSON to `--out` (default runs/bench/profile.json).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import pathlib
 import sys
 import time
@@ -56,7 +55,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import sdepolicy.policy.networks as networks  # noqa: E402
-import sdepolicy.rl.critics as critics  # noqa: E402
 from sdepolicy.rl.agents import common, erdpqe  # noqa: E402
 
 # --- activation variants ------------------------------------------------------------------------
@@ -76,11 +74,6 @@ def identity(x):
     return x
 
 
-def mish_autodiff(x):
-    """The library's one-exponential formula, differentiated by JAX through its expression."""
-    return networks.mish_and_slope(x)[0]
-
-
 @jax.custom_vjp
 def mish_vjp(x):
     """The library's Mish with a reverse-mode rule that keeps only the input `x` (already in
@@ -97,25 +90,10 @@ VARIANTS = {
     "mish": None,  # the library as it is
     "mish_std": mish_std,
     "relu": relu,
-    "mish_autodiff": mish_autodiff,
+    "mish_autodiff": bc.mish_autodiff,
     "mish_vjp": mish_vjp,
     "identity": identity,
 }
-
-
-@contextlib.contextmanager
-def activation(fn):
-    """Make the library's critics and denoiser call `fn` instead of `mish` (this process)."""
-    if fn is None:
-        yield
-        return
-    # Both modules look `mish` up in their globals at call (trace) time.
-    saved = critics.mish, networks.mish
-    critics.mish = networks.mish = fn
-    try:
-        yield
-    finally:
-        critics.mish, networks.mish = saved
 
 
 # --- the parts of one update --------------------------------------------------------------------
@@ -142,13 +120,14 @@ def parts(config):
         return jnp.broadcast_to(batch.rewards, (config.num_critics, batch.rewards.shape[0]))
 
     def critic_grad(state, batch, key):
+        # The call erdpqe.update makes: loss, Q and gradients of the per-member MSE.
         y = fake_targets(state, batch)
-        return eqx.filter_value_and_grad(lambda c: erdpqe.critic_loss(c, batch, y), has_aux=True)(
-            state.critic
+        return state.critic.squared_error_and_grad(
+            batch.observations, batch.actions, y, 1.0 / y.size
         )
 
     def critic_step(state, batch, key):
-        (loss, _), grads = critic_grad(state, batch, key)
+        _, _, grads = critic_grad(state, batch, key)
         return common.apply_gradients(critic_opt, state.critic, grads, state.critic_opt_state)
 
     def critic_adam(state, batch, key):
@@ -244,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     for i, variant in enumerate(variants):
         names = args.parts.split(",") if i == 0 else args.variant_parts.split(",")
         results[variant] = {}
-        with activation(VARIANTS[variant]):
+        with bc.swap_activation(VARIANTS[variant]):
             fns = parts(config)
             for name in names:
                 print(f"[profile] {variant} {name} ...", flush=True)
@@ -259,16 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul": {"batched": mm, "square": sq},
         "results": results,
     }
-    path = bc.write_json(args.out, payload)
-    report(payload)
-    print(f"wrote {path}")
-    return payload
+    return bc.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta = payload["meta"]
     mm = payload["matmul"]["batched"]
-    print(f"\n{payload['config']}: {meta['cpu']}, {meta['cpu_count']} cores; {bc.load_note(meta)}")
+    print(f"\n{payload['config']}: {bc.machine_line(meta)}")
     print(
         f"batched matmul {mm['a']}x{mm['b']}: {bc.fmt_si(mm['flops_per_s'], 'FLOP/s')} "
         f"({bc.fmt_si(mm['flops_per_cpu_s'], 'FLOP/CPU-s')}); square 2048: "

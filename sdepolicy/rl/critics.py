@@ -280,13 +280,17 @@ class QEnsemble(eqx.Module):
 
         **Returns:** an array of shape `(num_members, batch)`.
         """
-        x = jnp.concatenate([states, actions], axis=-1)
-        weights, biases = tuple(self.weights), tuple(self.biases)
+        x, weights, biases, groups = self._inputs(states, actions)
         if self.backward == "autodiff":
             return ensemble_mlp_reference(weights, biases, x)
-        hidden = max(w.shape[-2] for w in weights)
-        groups = member_groups(self.num_members, hidden, x.shape[0])
         return ensemble_mlp(weights, biases, x, groups)
+
+    def _inputs(self, states, actions):
+        """`[s, a]`, the parameters as tuples, and the member group count for this batch."""
+        x = jnp.concatenate([states, actions], axis=-1)
+        hidden = max(w.shape[-2] for w in self.weights)
+        groups = member_groups(self.num_members, hidden, x.shape[0])
+        return x, tuple(self.weights), tuple(self.biases), groups
 
     def squared_error_and_grad(
         self,
@@ -310,7 +314,7 @@ class QEnsemble(eqx.Module):
 
         **Returns:** `(loss, q, grads)`, `grads` a `QEnsemble` holding the gradients.
         """
-        x = jnp.concatenate([states, actions], axis=-1)
+        x, weights, biases, groups = self._inputs(states, actions)
         y = jax.lax.stop_gradient(
             jnp.broadcast_to(targets, (self.num_members, x.shape[0])).astype(x.dtype)
         )
@@ -322,9 +326,6 @@ class QEnsemble(eqx.Module):
 
             (value, q), grads = eqx.filter_value_and_grad(loss, has_aux=True)(self)
             return value, q, grads
-        weights, biases = tuple(self.weights), tuple(self.biases)
-        hidden = max(w.shape[-2] for w in weights)
-        groups = member_groups(self.num_members, hidden, x.shape[0])
         value, q, (dws, dbs) = ensemble_squared_error_and_grad(weights, biases, x, y, scale, groups)
         grads = eqx.tree_at(lambda e: (e.weights, e.biases), self, (dws, dbs))
         return value, q, grads

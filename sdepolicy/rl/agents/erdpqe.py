@@ -156,14 +156,6 @@ def init(
     )
 
 
-def critic_loss(
-    critic: QEnsemble, batch: Transitions, targets: Float[Array, "m batch"]
-) -> tuple[Float[Array, ""], Float[Array, "m batch"]]:
-    """MSE over batch x members between $Q_m(s, a)$ and the per-member targets."""
-    q = critic(batch.observations, batch.actions)
-    return jnp.mean((q - targets) ** 2), q
-
-
 def actor_loss(
     config: ERDPQEConfig,
     denoiser: PyTree,
@@ -212,7 +204,8 @@ def update(
         config.max_q_samples,
     )
     targets = td_targets(batch.rewards, batch.terminals, next_values, config.gamma)
-    # The value and gradient of `critic_loss` (the fused path: one group of critics at a time).
+    # The critics' loss, MSE over batch x members to the per-member targets, with its gradient
+    # (with critic_backward="fused": one group of critics at a time).
     c_loss, q_data, c_grads = state.critic.squared_error_and_grad(
         batch.observations, batch.actions, targets, 1.0 / targets.size
     )
