@@ -184,7 +184,7 @@ def ensemble_squared_error_and_grad(
     targets: Float[Array, "members batch"],
     scale: RealScalarLike,
     groups: int,
-):
+) -> tuple[Float[Array, ""], Float[Array, "members batch"], Params]:
     r"""$L = \text{scale}\sum_{m,i}(Q_m(x_i) - y_{mi})^2$, $Q$ and $\partial L/\partial$(weights,
     biases), one group of members at a time: each group's forward pass is followed at once by
     its backward pass (from $\partial L/\partial Q = 2\,\text{scale}\,(Q - y)$), so no group's
