@@ -42,8 +42,18 @@ class BCConfig:
     ema_every: int = 5
 
     def __post_init__(self):
+        # Imported here so that this method stays the only part of the module that knows about
+        # the user-facing checks (ConfigError is also a ValueError).
+        from ...policy.diffusion_policy import SCHEDULES
+        from ..errors import ConfigError, check_config_fields
+
         if self.loss not in ("mll", "nml"):
-            raise ValueError(f"BCConfig: loss must be 'mll' or 'nml', got {self.loss!r}.")
+            raise ConfigError(f"BCConfig: loss must be 'mll' or 'nml', got {self.loss!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"BCConfig: schedule must be one of {tuple(SCHEDULES)}, got {self.schedule!r}."
+            )
+        check_config_fields(self)
 
 
 class BCState(eqx.Module):

@@ -82,6 +82,23 @@ class DiffusionQLConfig:
     eval_candidates: int = 50
     critic_backward: str = "fused"
 
+    def __post_init__(self):
+        # Imported here so that this method stays the only part of the module that knows about
+        # the user-facing checks (ConfigError is also a ValueError).
+        from ..errors import ConfigError, check_config_fields
+
+        if self.critic_backward not in ("fused", "autodiff"):
+            raise ConfigError(
+                "DiffusionQLConfig: critic_backward must be one of ('fused', 'autodiff'), got "
+                f"{self.critic_backward!r}."
+            )
+        check_config_fields(self)
+        if self.beta_min >= self.beta_max:
+            raise ConfigError(
+                f"DiffusionQLConfig: beta_min ({self.beta_min}) must be below beta_max "
+                f"({self.beta_max})."
+            )
+
 
 def init(
     config: DiffusionQLConfig,

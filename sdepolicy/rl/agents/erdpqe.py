@@ -97,18 +97,35 @@ class ERDPQEConfig:
     critic_backward: str = "fused"
 
     def __post_init__(self):
+        # Imported here so that this method stays the only part of the module that knows about
+        # the user-facing checks (ConfigError is also a ValueError).
+        from ...policy.diffusion_policy import SCHEDULES
+        from ..errors import ConfigError, check_config_fields
+
         for name, allowed in (
             ("q_aggregate", ("lcb", "min")),
             ("entropy", ("reference", "paper")),
             ("loss", ("mll", "nml")),
             ("critic_backward", ("fused", "autodiff")),
+            ("schedule", tuple(SCHEDULES)),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(
+                raise ConfigError(
                     f"ERDPQEConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}."
                 )
+        check_config_fields(self)
         if self.q_aggregate == "lcb" and self.num_critics < 2:
-            raise ValueError("ERDPQEConfig: the LCB needs num_critics >= 2.")
+            raise ConfigError(
+                "ERDPQEConfig: the LCB needs num_critics >= 2 (its std over one critic is "
+                f"undefined), got {self.num_critics}; use q_aggregate=min for one critic."
+            )
+        # The reference entropy estimator needs T >= 3 steps, the paper's T >= 2.
+        least = 3 if self.entropy == "reference" else 2
+        if self.diffusion_steps < least:
+            raise ConfigError(
+                f"ERDPQEConfig: entropy={self.entropy!r} needs diffusion_steps >= {least}, "
+                f"got {self.diffusion_steps}."
+            )
 
 
 def init(
