@@ -1,10 +1,12 @@
 """Atomic checkpoints of any pytree (agent states of all seeds), with a header that refuses an
 incompatible restore with one clear line instead of a stack trace.
 
-File layout: one JSON line (the header), then equinox's serialised leaves. The header records the
-format version, a fingerprint of the run's configuration, the step, and every leaf's shape and
-dtype, so a checkpoint from another configuration, another task or another package version is
-caught before a single array is read.
+File layout: one JSON line (the header), then equinox's serialised leaves (the payload). The
+header records the format version, a fingerprint of the run's configuration (and, optionally, the
+description it hashes, so a refusal can name the setting that differs), the step, every leaf's
+shape and dtype, and the payload's length and SHA-256, so a checkpoint from another configuration,
+another task or another package version is caught before a single array is read, and a truncated
+or altered one is caught before it is used.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 import os
 import pathlib
+import tempfile
 from typing import Any
 
 import equinox as eqx
@@ -22,7 +25,9 @@ import numpy as np
 
 from .errors import CheckpointMismatchError
 
-FORMAT_VERSION = 1
+#: 2 added the payload checksum; version 1 files (no checksum) are still read.
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 
 
 def config_fingerprint(config: Any) -> str:
@@ -36,27 +41,76 @@ def _leaf_signature(tree) -> list[str]:
     return [f"{np.dtype(x.dtype).name}{list(x.shape)}" for x in leaves]
 
 
-def save_checkpoint(path: str | os.PathLike, tree, *, step: int, fingerprint: str, extra=None):
-    """Write `tree` to `path` atomically (a temporary file in the same folder, then a rename), so
-    a run killed mid-write leaves the previous checkpoint intact."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: a temporary file with a unique name in the same folder,
+    flushed to disk, then renamed over `path`. A kill or a full disk at any moment leaves either
+    the old file or the new one, never a mix; the temporary file is removed on any error, and its
+    unique name keeps two writers from writing into one temporary file."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # BaseException: a Ctrl-C mid-write must not leave the temporary file behind either.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    tree,
+    *,
+    step: int,
+    fingerprint: str,
+    extra=None,
+    description: Any = None,
+):
+    """Write `tree` to `path` atomically ([`atomic_write_bytes`][]), so a run killed mid-write
+    leaves the previous checkpoint intact. `description` (JSON-able) is stored beside the
+    fingerprint so that a mismatch on load can name the differing settings."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, tree)
+    payload = buf.getvalue()
     header = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
+        "description": description,
         "step": int(step),
         "leaves": _leaf_signature(tree),
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "extra": extra or {},
     }
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, tree)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write((json.dumps(header) + "\n").encode())
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(header, allow_nan=False) + "\n").encode() + payload)
+
+
+def describe_differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """The settings where two run descriptions (nested dicts) differ, as `"name: A there, B
+    here"` strings, in key order."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(stored) | set(current), key=str):
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if k not in stored or k not in current:
+                where = "here" if k in current else "there"
+                out.append(f"{name}: only set {where}")
+            else:
+                out.extend(describe_differences(stored[k], current[k], name))
+        return out
+    # Compare through JSON so that tuples and lists (a round trip of the header) agree.
+    dump = lambda x: json.dumps(x, sort_keys=True, default=str)
+    if dump(stored) != dump(current):
+        return [f"{prefix or 'value'}: {dump(stored)} there, {dump(current)} here"]
+    return []
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -69,24 +123,31 @@ def read_header(path: str | os.PathLike) -> dict:
         raise CheckpointMismatchError(f"{path} is not an sdepolicy checkpoint.") from e
 
 
-def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str):
+def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, description: Any = None):
     """Restore a pytree shaped like `like` from `path`; returns `(tree, header)`.
 
     Raises `CheckpointMismatchError` when the checkpoint was written by another configuration
-    (fingerprint), another format, or holds arrays of other shapes.
+    (fingerprint; with `description`, the message names the settings that differ), another
+    format, holds arrays of other shapes, or is corrupt (its payload's length or checksum differs
+    from the header's: a truncated or altered file).
     """
     path = pathlib.Path(path)
     header = read_header(path)
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in _READABLE:
         raise CheckpointMismatchError(
-            f"{path}: checkpoint format {header.get('format_version')} is not the supported "
-            f"format {FORMAT_VERSION}."
+            f"{path}: checkpoint format {header.get('format_version')} is not a supported "
+            f"format {_READABLE}."
         )
     if header.get("fingerprint") != fingerprint:
+        diffs = []
+        if description is not None and header.get("description") is not None:
+            diffs = describe_differences(header["description"], description)
+        what = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "") if diffs else (
+            f"fingerprint {header.get('fingerprint')} there, {fingerprint} here"
+        )
         raise CheckpointMismatchError(
-            f"{path} was written by a different configuration (fingerprint "
-            f"{header.get('fingerprint')}, this run {fingerprint}); use another --out or drop "
-            "--resume."
+            f"{path} was written by a different configuration ({what}). To continue it, resume "
+            "with its settings; to train with these, choose another --out."
         )
     if header.get("leaves") != _leaf_signature(like):
         raise CheckpointMismatchError(
@@ -94,5 +155,17 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str):
         )
     with open(path, "rb") as f:
         f.readline()
-        tree = eqx.tree_deserialise_leaves(f, like)
+        payload = f.read()
+    if header["format_version"] >= 2:
+        size, digest = header.get("payload_bytes"), header.get("payload_sha256")
+        if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
+            raise CheckpointMismatchError(
+                f"{path} is corrupt: its arrays ({len(payload)} bytes) do not match the checksum "
+                f"in its header ({size} bytes), so the file was truncated or altered on disk. "
+                "Restore it from a copy, or start a new run in another --out."
+            )
+    try:
+        tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+    except Exception as e:  # a version-1 file (no checksum) that is damaged
+        raise CheckpointMismatchError(f"{path} is corrupt: {type(e).__name__}.") from e
     return tree, header
