@@ -56,8 +56,12 @@ def _init_params(
     weights, biases, offset = [], [], 0
     last = len(shapes) - 1
     for j, ((fan_out, fan_in), _) in enumerate(shapes):
-        # PyTorch's default Linear init: weight and bias ~ U(±1/sqrt(fan_in)).
-        bound = 1.0 / math.sqrt(fan_in)
+        # "default" is nn.Linear's init: weight and bias ~ U(±1/sqrt(fan_in)). The reference
+        # code's ensemble stores each weight as (in, out) and calls kaiming_uniform_(a=sqrt(5)),
+        # for which PyTorch takes the fan-in from the tensor's second axis: the *output* width.
+        # So under "edac" every weight layer, the first included, is U(±1/sqrt(fan_out))
+        # (docs/method.md §6.1); its biases are all overwritten below.
+        bound = 1.0 / math.sqrt(fan_out if init == "edac" else fan_in)
         if init == "edac" and j == last:
             bound = 3e-3  # EDAC: output layer ~ U(±3e-3), members start near Q = 0
         n_w = fan_out * fan_in
@@ -225,10 +229,13 @@ class QEnsemble(eqx.Module):
     - `obs_dim`, `action_dim`: sizes of $s$ and $a$.
     - `num_members`: $M$ (the paper: 64; Diffusion-QL's two critics: 2).
     - `hidden`, `depth`: width and number of hidden layers (the paper: 256, 3).
-    - `init`: `"edac"` (PyTorch's default per member, weight and bias
-        $\sim U(\pm 1/\sqrt{\text{fan\_in}})$, then every hidden bias $0.1$ and the output
-        layer's weight and bias $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$: ER-DP-QE, SPEC §6) or
-        `"default"` (PyTorch's default only: Diffusion-QL's critics).
+    - `init`: `"edac"` (the ER-DP-QE reference code's: every weight layer, the first
+        included, $\sim U(\pm 1/\sqrt{\text{fan\_out}})$, because it stores weights as
+        `(in, out)` and PyTorch's `kaiming_uniform_` reads the fan-in from the second axis; then
+        every hidden bias $0.1$ and the output layer's weight and bias
+        $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$; `docs/method.md §6.1`) or `"default"`
+        (`nn.Linear`'s default, weight and bias $\sim U(\pm 1/\sqrt{\text{fan\_in}})$:
+        Diffusion-QL's critics).
     - `key`: PRNG key; members are independent draws.
     - `backward`: `"fused"` (default: [`ensemble_mlp`][], the hand-written backward pass, grouped
         members on a CPU) or `"autodiff"` ([`ensemble_mlp_reference`][]: slower, but supports

@@ -66,10 +66,13 @@ def test_edac_init_statistics():
     for arr in (ens.weights[-1], ens.biases[-1]):
         assert float(jnp.max(jnp.abs(arr))) <= 3e-3
         assert float(jnp.std(arr)) > 1e-4  # actually random, not zero
-    # Hidden weights keep PyTorch's default U(±1/sqrt(fan_in)): bounded, filling the interval
-    # (mean ~0, variance bound^2/3), and drawn independently per member.
+    # The reference code's (in, out) storage under kaiming_uniform_(a=sqrt(5)): every weight
+    # layer, the first included, is U(±1/sqrt(out)) = U(±1/sqrt(HIDDEN)): bounded, filling the
+    # interval (mean ~0, variance bound^2/3), drawn independently per member
+    # (docs/method.md §6.1). With OBS + ACT = 6 < HIDDEN = 32 the first layer's nn.Linear bound
+    # 1/sqrt(6) would be 2.3x wider and fail the variance check.
     for w in ens.weights[:-1]:
-        bound = 1 / np.sqrt(w.shape[-1])
+        bound = 1 / np.sqrt(HIDDEN)
         assert float(jnp.max(jnp.abs(w))) <= bound
         assert float(jnp.max(jnp.abs(w))) > 0.95 * bound
         assert abs(float(jnp.mean(w))) < 0.05 * bound
@@ -77,6 +80,11 @@ def test_edac_init_statistics():
         assert not np.allclose(w[0], w[1])
     default = QEnsemble(OBS, ACT, M, HIDDEN, init="default", key=jax.random.key(2))
     assert float(jnp.max(jnp.abs(default.weights[-1]))) > 3e-3
+    # Diffusion-QL's critics keep nn.Linear's default: U(±1/sqrt(in)) for weights and biases.
+    for w in default.weights[:-1]:  # (the output layer has too few entries for a variance)
+        in_bound = 1 / np.sqrt(w.shape[-1])
+        assert float(jnp.max(jnp.abs(w))) <= in_bound
+        np.testing.assert_allclose(float(jnp.var(w)), in_bound**2 / 3, rtol=0.15)
     bound = 1 / np.sqrt(OBS + ACT)
     assert float(jnp.max(jnp.abs(default.biases[0]))) <= bound
     assert float(jnp.std(default.biases[0])) > 0.3 * bound
