@@ -72,12 +72,12 @@ def _rows(arrays: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _episode(obs, act, rew, term_last: bool, trunc_last: bool) -> dict[str, np.ndarray]:
+def _episode(obs, act, rew, term_last, trunc_last) -> dict[str, np.ndarray]:
     steps = rew.shape[0]
     term = np.zeros(steps, dtype=bool)
     trunc = np.zeros(steps, dtype=bool)
     if steps:
-        term[-1], trunc[-1] = term_last, trunc_last and not term_last
+        term[-1], trunc[-1] = bool(term_last), bool(trunc_last) and not bool(term_last)
     return {
         "observations": obs,
         "actions": act,

@@ -1,10 +1,10 @@
-"""Replaying stored transitions in their environment, to catch data paired with the wrong one.
+r"""Replaying stored transitions in their environment, to catch data paired with the wrong one.
 
 For a transition $(o_t, a_t, r_t, o_{t+1})$ the environment is put in the state that $o_t$
 describes, steps $a_t$, and its observation and reward are compared with $o_{t+1}$ and $r_t$.
 Setting a state from an observation is environment-specific; supported:
 
-- `Pendulum-v1`: $\\theta = \\operatorname{atan2}(\\sin\\theta, \\cos\\theta)$, $\\dot\\theta$.
+- `Pendulum-v1`: $\theta = \operatorname{atan2}(\sin\theta, \cos\theta)$, $\dot\theta$.
 - Gymnasium's MuJoCo Hopper, HalfCheetah, Walker2d, Ant (v4 and v5 without contact forces),
   Swimmer: the observation is `qpos` without its first one (two for Ant and Swimmer)
   coordinates, then `qvel`; the unobserved x (and y) position is set to 0, which leaves the
