@@ -26,6 +26,9 @@ from .errors import SdepolicyError as SdepolicyError
 from .errors import SpaceMismatchError as SpaceMismatchError
 from .errors import UnknownTaskError as UnknownTaskError
 from .evaluation import run_episodes as run_episodes
+from .importers import check_replay as check_replay
+from .importers import import_dataset as import_dataset
+from .importers import read_episodes as read_episodes
 from .presets import TaskPreset as TaskPreset
 from .presets import apply_overrides as apply_overrides
 from .presets import get_preset as get_preset
