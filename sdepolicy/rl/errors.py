@@ -100,6 +100,8 @@ _FIELD_RULES: dict[str, tuple[str, Any]] = {
     "max_q_samples": ("an integer >= 1", lambda v: v >= 1),
     "ema_every": ("an integer >= 1", lambda v: v >= 1),
     "ema_start": ("an integer >= 0", lambda v: v >= 0),
+    "lr_decay_every": ("an integer >= 1", lambda v: v >= 1),
+    "lr_decay_t_max": ("an integer >= 1", lambda v: v >= 1),
     "gamma": ("a discount in [0, 1)", lambda v: _FINITE(v) and 0.0 <= v < 1.0),
     "tau": ("a Polyak rate in (0, 1]", lambda v: _FINITE(v) and 0.0 < v <= 1.0),
     "ema_decay": ("in [0, 1]", lambda v: _FINITE(v) and 0.0 <= v <= 1.0),

@@ -47,6 +47,20 @@ class TaskPreset:
     - `agent_overrides`: per algorithm (`"erdpqe"`, `"diffusion-ql"`, `"bc"`), config field →
       value, applied with [`apply_overrides`][].
     - `note`: caveats about the dataset, shown to users.
+    - `top_k`: Diffusion-QL's per-task `top_k` for its offline model selection
+      (`sdepolicy.rl.model_selection`), None where it has none.
+    - `observation_keys`: for dictionary observations, the keys kept, in this order (None: all,
+      sorted); AntMaze keeps D4RL's 29-d `("achieved_goal", "observation")`.
+    - `terminal_rule`: `"dataset"` (Minari's terminations) or `"reward"` (terminal where the raw
+      reward is >= 1, as D4RL's AntMaze data); see `sdepolicy.rl.data.relabel_terminals`.
+    - `eval_env_kwargs`: passed to the evaluation environment's `gym.make` (D4RL's episodic
+      AntMaze and Kitchen, pen's 100-step episodes).
+    - `score`: `"return"` (D4RL-normalised mean return) or `"success"` (AntMaze: the percentage
+      of episodes that reached the goal).
+    - `ref_scores`: `"dataset"` (the dataset's metadata, else D4RL's by family) or `"d4rl"`
+      (always D4RL's: where Minari's stored references are not D4RL's).
+
+    Where these come from and why: `docs/method.md §12`.
     """
 
     name: str
@@ -61,6 +75,22 @@ class TaskPreset:
     algo_epochs: dict[str, int] = field(default_factory=dict)
     extra_minari_ids: tuple[str, ...] = ()
     note: str = ""
+    top_k: int | None = None
+    observation_keys: tuple[str, ...] | None = None
+    terminal_rule: str = "dataset"
+    eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    score: str = "return"
+    ref_scores: str = "dataset"
+
+    def __post_init__(self):
+        if self.terminal_rule not in ("dataset", "reward"):
+            raise ConfigError(
+                f"TaskPreset {self.name}: unknown terminal_rule {self.terminal_rule!r}."
+            )
+        if self.score not in ("return", "success"):
+            raise ConfigError(f"TaskPreset {self.name}: unknown score {self.score!r}.")
+        if self.ref_scores not in ("dataset", "d4rl"):
+            raise ConfigError(f"TaskPreset {self.name}: unknown ref_scores {self.ref_scores!r}.")
 
     @property
     def minari_ids(self) -> tuple[str, ...]:
@@ -94,10 +124,20 @@ def _dql(actor_lr, eta, max_q_backup, grad_norm) -> dict[str, Any]:
     return dict(actor_lr=actor_lr, eta=eta, max_q_backup=max_q_backup, grad_norm=grad_norm)
 
 
-def _agents(erdpqe: dict[str, Any], dql: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    # The reference code's BC agent takes the task's lr, loss type and x̂0 clipping.
+def _agents(
+    erdpqe: dict[str, Any], dql: dict[str, Any], epochs: int, dql_epochs: int | None = None
+) -> dict[str, dict[str, Any]]:
+    # The reference code's BC agent takes the task's lr, loss type and x̂0 clipping (and has no
+    # clipping, EMA or lr decay: BCConfig's defaults, docs/method.md §8.3).
     bc = {"lr": erdpqe["actor_lr"], "loss": erdpqe["loss"], "x0_clip": erdpqe["x0_clip"]}
-    return {"erdpqe": erdpqe, "diffusion-ql": dql, "bc": bc}
+    # Both codes run with --lr_decay: CosineAnnealingLR(T_max=epochs) stepped once per
+    # evaluation period of 50 epochs x 1000 steps (docs/method.md §6.7).
+    decay = lambda n: {"lr_decay": True, "lr_decay_every": 50 * 1000, "lr_decay_t_max": n}
+    return {
+        "erdpqe": erdpqe | decay(epochs),
+        "diffusion-ql": dql | decay(dql_epochs or epochs),
+        "bc": bc,
+    }
 
 
 # Locomotion. ER-DP-QE: SPEC §8 row 1. Diffusion-QL: its table, grad-norm per task.
@@ -106,6 +146,13 @@ _DQL_LOCO_GN = {
     ("halfcheetah", "medium-replay"): 2.0, ("hopper", "medium-replay"): 4.0,
     ("walker2d", "medium-replay"): 4.0, ("halfcheetah", "medium-expert"): 7.0,
     ("hopper", "medium-expert"): 5.0, ("walker2d", "medium-expert"): 5.0,
+}  # fmt: skip
+# Diffusion-QL's per-task top_k (its offline model selection, docs/method.md §7.2).
+_DQL_LOCO_TOP_K = {
+    ("halfcheetah", "medium"): 1, ("hopper", "medium"): 2, ("walker2d", "medium"): 1,
+    ("halfcheetah", "medium-replay"): 0, ("hopper", "medium-replay"): 2,
+    ("walker2d", "medium-replay"): 1, ("halfcheetah", "medium-expert"): 0,
+    ("hopper", "medium-expert"): 2, ("walker2d", "medium-expert"): 1,
 }  # fmt: skip
 for (_env, _quality), _gn in _DQL_LOCO_GN.items():
     _id, _extra = f"mujoco/{_env}/{_quality}-v0", ()
@@ -125,9 +172,10 @@ for (_env, _quality), _gn in _DQL_LOCO_GN.items():
             epochs=2000,
             eval_episodes=10,
             agent_overrides=_agents(
-                _erdpqe(3e-4, 1.0, False, 4.0, "mll", False), _dql(3e-4, 1.0, False, _gn)
+                _erdpqe(3e-4, 1.0, False, 4.0, "mll", False), _dql(3e-4, 1.0, False, _gn), 2000
             ),
             note=_note,
+            top_k=_DQL_LOCO_TOP_K[(_env, _quality)],
         )
     )
 
@@ -140,6 +188,12 @@ _DQL_ANTMAZE = {
     "large-play": _dql(3e-4, 4.5, True, 10.0),
     "large-diverse": _dql(3e-4, 3.5, True, 7.0),
 }
+_DQL_ANTMAZE_TOP_K = {"umaze": 2, "umaze-diverse": 2, "medium-play": 1, "medium-diverse": 1,
+                      "large-play": 2, "large-diverse": 1}  # fmt: skip
+# D4RL's AntMaze task on Minari's data (docs/method.md §12.3): D4RL's 29-d observation (torso
+# x, y then the rest of qpos/qvel; no goal), goal steps relabelled as terminals (Minari's data
+# never terminate), evaluation that ends at the goal, scored as a success rate against D4RL's
+# 0/1 references (Minari's metadata hold the waypoint controller's returns).
 for _maze, _dql_row in _DQL_ANTMAZE.items():
     _add(
         TaskPreset(
@@ -150,9 +204,19 @@ for _maze, _dql_row in _DQL_ANTMAZE.items():
             epochs=1000,
             eval_episodes=100,
             agent_overrides=_agents(
-                _erdpqe(3e-4, 2.0, _maze != "umaze", 4.0, "nml", True), _dql_row
+                _erdpqe(3e-4, 2.0, _maze != "umaze", 4.0, "nml", True), _dql_row, 1000
             ),
-            note="Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra.",
+            note=(
+                "Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra. Made D4RL's "
+                "task: 29-d observation without the goal, terminals where reward = 1, episodes end "
+                "at the goal, score = success rate (docs/method.md §12.3)."
+            ),
+            top_k=_DQL_ANTMAZE_TOP_K[_maze],
+            observation_keys=("achieved_goal", "observation"),
+            terminal_rule="reward",
+            eval_env_kwargs={"continuing_task": False},
+            score="success",
+            ref_scores="d4rl",
         )
     )
 
@@ -169,8 +233,14 @@ for _data, _dql_row in {
             reward_transform="normalize",
             epochs=1000,
             eval_episodes=100,
-            agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), _dql_row),
-            note="Minari's port of D4RL Adroit pen; needs the `robotics` extra.",
+            agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), _dql_row, 1000),
+            note=(
+                "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on D4RL's "
+                "100-step episodes (Minari's data and environment have 200; docs/method.md §12.5)."
+            ),
+            top_k=2,
+            eval_env_kwargs={"max_episode_steps": 100},
+            ref_scores="d4rl",
         )
     )
 
@@ -186,12 +256,25 @@ for _data, _gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
             eval_episodes=100,
             algo_epochs={"diffusion-ql": 250} if _data == "complete" else {},
             agent_overrides=_agents(
-                _erdpqe(3e-4, 0.005, False, 10.0, "mll", False), _dql(3e-4, 0.005, False, _gn)
+                _erdpqe(3e-4, 0.005, False, 10.0, "mll", False),
+                _dql(3e-4, 0.005, False, _gn),
+                1000,
+                250 if _data == "complete" else None,
             ),
             note=(
                 "Minari's port of D4RL Kitchen; needs the `robotics` extra, and FrankaKitchen-v1 "
-                "needs mujoco 3.3 (SPEC §11). Dict observations are flattened with sorted keys."
+                "needs mujoco 3.3 (docs/method.md §11). Dict observations are flattened with "
+                "sorted keys. Evaluated as D4RL's task (each task rewarded once, the episode ends "
+                "when all four are done, 280 steps); the training data keep Minari's per-step "
+                "task counts and have no terminals (docs/method.md §12.4)."
             ),
+            top_k={"complete": 2, "partial": 2, "mixed": 0}[_data],
+            eval_env_kwargs={
+                "remove_task_when_completed": True,
+                "terminate_on_tasks_completed": True,
+                "max_episode_steps": 280,
+            },
+            ref_scores="d4rl",
         )
     )
 

@@ -23,12 +23,13 @@ CONFIG_FIELDS = {
     "erdpqe": set(
         "diffusion_steps schedule num_critics lcb_beta q_aggregate alpha eta entropy loss x0_clip "
         "max_q_backup max_q_samples actor_lr critic_lr grad_norm gamma tau ema_decay ema_start "
-        "ema_every batch_size hidden eval_candidates critic_backward".split()
+        "ema_every batch_size hidden eval_candidates critic_backward lr_decay lr_decay_every "
+        "lr_decay_t_max".split()
     ),
     "diffusion-ql": set(
         "diffusion_steps beta_min beta_max eta actor_lr critic_lr grad_norm gamma tau ema_decay "
         "ema_start ema_every max_q_backup max_q_samples batch_size hidden eval_candidates "
-        "critic_backward".split()
+        "critic_backward lr_decay lr_decay_every lr_decay_t_max".split()
     ),
     "bc": set(
         "diffusion_steps schedule loss x0_clip lr grad_norm batch_size hidden ema_decay ema_start "
@@ -63,8 +64,9 @@ def test_locomotion_presets():
     assert p.minari_id == "mujoco/hopper/medium-v0" and p.minari_ids == (p.minari_id,)
     assert (p.epochs, p.eval_episodes, p.reward_transform) == (2000, 10, "none")
     assert p.overrides_for("erdpqe") == dict(
-        actor_lr=3e-4, eta=1.0, max_q_backup=False, grad_norm=4.0, loss="mll", x0_clip=False
-    )
+        actor_lr=3e-4, eta=1.0, max_q_backup=False, grad_norm=4.0, loss="mll", x0_clip=False,
+        lr_decay=True, lr_decay_every=50_000, lr_decay_t_max=2000,
+    )  # fmt: skip
     assert "v5" in p.note
     # Diffusion-QL's own grad-norm: 9 / 9 / 1 on the medium tasks (SPEC §8).
     gns = [get_preset(f"{e}-medium-v2").overrides_for("diffusion-ql")["grad_norm"]
@@ -209,3 +211,47 @@ def test_every_preset_applies_to_the_agent_configs():
         assert {f.name for f in dataclasses.fields(config_cls)} == CONFIG_FIELDS[algo]
     c = apply_overrides(agents.ERDPQEConfig(), {"num_critics": "8", "actor_lr": "3e-5"})
     assert (c.num_critics, c.actor_lr) == (8, 3e-5)
+
+
+def test_reference_lr_decay_is_on_in_the_d4rl_presets_only():
+    """Both official codes run with --lr_decay: CosineAnnealingLR(T_max = the task's epochs),
+    stepped once per 50-epoch evaluation period (docs/method.md §6.7). BC has none."""
+    for name in D4RL_TASKS:
+        p = get_preset(name)
+        for algo in ("erdpqe", "diffusion-ql"):
+            o = p.overrides_for(algo)
+            assert o["lr_decay"] is True, (name, algo)
+            assert o["lr_decay_every"] == p.eval_every_epochs * p.steps_per_epoch == 50_000
+            assert o["lr_decay_t_max"] == p.epochs_for(algo)
+        assert "lr_decay" not in p.overrides_for("bc")
+    assert get_preset("kitchen-complete-v0").overrides_for("diffusion-ql")["lr_decay_t_max"] == 250
+    pendulum = get_preset("pendulum-mixed")
+    for algo in ("erdpqe", "diffusion-ql", "bc"):
+        assert not pendulum.overrides_for(algo).get("lr_decay", False)
+
+
+def test_dql_top_k_and_minari_task_options():
+    """Diffusion-QL's per-task top_k, and the options that make D4RL's AntMaze, Kitchen and pen
+    tasks out of Minari's data (docs/method.md §12)."""
+    top_k = {"halfcheetah-medium-v2": 1, "hopper-medium-v2": 2, "halfcheetah-medium-replay-v2": 0,
+             "walker2d-medium-expert-v2": 1, "antmaze-umaze-v0": 2, "antmaze-medium-play-v0": 1,
+             "antmaze-large-play-v0": 2, "pen-human-v1": 2, "kitchen-mixed-v0": 0}  # fmt: skip
+    for name, k in top_k.items():
+        assert get_preset(name).top_k == k, name
+    assert all(get_preset(n).top_k is not None for n in D4RL_TASKS)
+    for name in [n for n in D4RL_TASKS if n.startswith("antmaze")]:
+        p = get_preset(name)
+        assert p.observation_keys == ("achieved_goal", "observation")
+        assert (p.terminal_rule, p.score, p.ref_scores) == ("reward", "success", "d4rl")
+        assert p.eval_env_kwargs == {"continuing_task": False}
+    pen = get_preset("pen-cloned-v1")
+    assert pen.eval_env_kwargs == {"max_episode_steps": 100} and pen.ref_scores == "d4rl"
+    kitchen = get_preset("kitchen-partial-v0")
+    assert kitchen.eval_env_kwargs["terminate_on_tasks_completed"] is True
+    assert kitchen.eval_env_kwargs["remove_task_when_completed"] is True
+    assert kitchen.eval_env_kwargs["max_episode_steps"] == 280
+    hopper = get_preset("hopper-medium-v2")
+    assert hopper.observation_keys is None
+    assert (hopper.terminal_rule, hopper.score) == ("dataset", "return")
+    with pytest.raises(ConfigError):
+        dataclasses.replace(hopper, terminal_rule="goal")

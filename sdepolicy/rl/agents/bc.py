@@ -1,6 +1,6 @@
-r"""Behaviour cloning with a diffusion policy: the diffusion loss alone (SPEC §4), with the same
-EMA actor and optimiser as the actor-critic agents. The baseline that every Q term is measured
-against, and the policy the toy tasks compare to.
+r"""Behaviour cloning with a diffusion policy: the diffusion loss alone (`docs/method.md §4`),
+with an EMA copy of the actor like the actor-critic agents. The baseline that every Q term is
+measured against, and the policy the toy tasks compare to.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from .common import apply_gradients, ema_update, make_optimizer, raw_key, traina
 
 @dataclasses.dataclass(frozen=True)
 class BCConfig:
-    """Hyper-parameters of diffusion behaviour cloning.
+    """Hyper-parameters of diffusion behaviour cloning; the defaults are the official codes'
+    `Diffusion_BC` (plain Adam: no gradient clipping, no learning-rate decay; it acts with the
+    online actor, so the EMA copy kept here never changes what is reported;
+    `docs/method.md §8.3`).
 
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
     - `loss`: `"nml"` or `"mll"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
-    - `lr`, `grad_norm`: Adam learning rate and the global-norm clip.
+    - `lr`, `grad_norm`: Adam learning rate and the global-norm clip (0: none, the default).
     - `batch_size`, `hidden`: batch size and width of the denoiser.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
     """
@@ -34,7 +37,7 @@ class BCConfig:
     loss: str = "nml"
     x0_clip: bool = False
     lr: float = 3e-4
-    grad_norm: float = 4.0
+    grad_norm: float = 0.0
     batch_size: int = 256
     hidden: int = 256
     ema_decay: float = 0.995

@@ -49,11 +49,58 @@ def raw_key(key: PRNGKey) -> UInt32[Array, "2"]:
     return key
 
 
-def make_optimizer(lr: float, grad_norm: float) -> optax.GradientTransformation:
+def cosine_every_schedule(lr: float, every: int, t_max: int) -> optax.Schedule:
+    r"""The reference codes' learning-rate decay as a function of the update count $n$:
+
+    $$\text{lr}(n) = \text{lr}_0\,\tfrac12\bigl(1 + \cos(\pi \lfloor n / P \rfloor / T_\max)
+    \bigr),$$
+
+    PyTorch's `CosineAnnealingLR(T_max, eta_min=0)` stepped once every $P$ = `every` updates
+    (both codes step it once per `train()` call, i.e. once per evaluation period;
+    `docs/method.md §6.7`).
+
+    **Arguments:**
+
+    - `lr`: the initial learning rate $\text{lr}_0$.
+    - `every`: updates per scheduler step $P$ (`eval_every_epochs * steps_per_epoch`).
+    - `t_max`: the scheduler's `T_max` in scheduler steps (the reference: the task's epochs).
+
+    **Returns:**
+
+    An optax schedule `count -> lr`.
+    """
+    if every < 1 or t_max < 1:
+        raise ValueError(
+            f"cosine_every_schedule: every ({every}) and t_max ({t_max}) must be >= 1."
+        )
+
+    def schedule(count):
+        k = (count // every).astype(jnp.float32)
+        return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * k / t_max))
+
+    return schedule
+
+
+def make_optimizer(
+    lr: float, grad_norm: float, decay: tuple[int, int] | None = None
+) -> optax.GradientTransformation:
     r"""Adam after global-norm clipping to `grad_norm` (no clipping when `grad_norm <= 0`, as
-    the reference code's `if grad_norm > 0`)."""
-    adam = optax.adam(lr)
+    the reference code's `if grad_norm > 0`).
+
+    With `decay = (every, t_max)` the learning rate follows [`cosine_every_schedule`][]. The
+    schedule reads the update count kept in the optimiser state, so a run resumed from a
+    checkpoint continues the same schedule.
+    """
+    adam = optax.adam(lr if decay is None else cosine_every_schedule(lr, *decay))
     return optax.chain(optax.clip_by_global_norm(grad_norm), adam) if grad_norm > 0 else adam
+
+
+def lr_decay_of(config) -> tuple[int, int] | None:
+    """`(lr_decay_every, lr_decay_t_max)` of an agent config when its `lr_decay` is on, else
+    None: the `decay` argument of [`make_optimizer`][]."""
+    if not getattr(config, "lr_decay", False):
+        return None
+    return (int(config.lr_decay_every), int(config.lr_decay_t_max))
 
 
 def trainable(tree: PyTree) -> PyTree:

@@ -36,6 +36,7 @@ from .common import (
     ActorCriticState,
     apply_gradients,
     finish_step,
+    lr_decay_of,
     make_optimizer,
     next_state_values,
     raw_key,
@@ -58,6 +59,9 @@ class DiffusionQLConfig:
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
     - `batch_size`, `hidden`: batch size and width of every network.
     - `eval_candidates`: candidates sampled per state at evaluation.
+    - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
+        decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
+        `lr_decay_t_max` (`sdepolicy.rl.agents.common.cosine_every_schedule`).
     - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
         backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
         `sdepolicy.rl.critics`).
@@ -81,6 +85,11 @@ class DiffusionQLConfig:
     hidden: int = 256
     eval_candidates: int = 50
     critic_backward: str = "fused"
+    # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
+    # default; the D4RL presets switch it on: docs/method.md §6.7).
+    lr_decay: bool = False
+    lr_decay_every: int = 50_000
+    lr_decay_t_max: int = 2000
 
     def __post_init__(self):
         # Imported here so that this method stays the only part of the module that knows about
@@ -130,8 +139,8 @@ def init(
         key=k_critic,
         backward=config.critic_backward,
     )
-    actor_opt = make_optimizer(config.actor_lr, config.grad_norm)
-    critic_opt = make_optimizer(config.critic_lr, config.grad_norm)
+    actor_opt = make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config))
+    critic_opt = make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config))
     return ActorCriticState(
         actor=actor,
         ema_actor=actor,
@@ -193,7 +202,7 @@ def update(
         batch.observations, batch.actions, targets, 1.0 / batch.rewards.shape[0]
     )
     critic, critic_opt_state, c_norm = apply_gradients(
-        make_optimizer(config.critic_lr, config.grad_norm),
+        make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config)),
         state.critic,
         c_grads,
         state.critic_opt_state,
@@ -203,7 +212,7 @@ def update(
         lambda d: actor_loss(config, d, state.actor, critic, batch, k_actor), has_aux=True
     )(state.actor.denoiser)
     denoiser, actor_opt_state, a_norm = apply_gradients(
-        make_optimizer(config.actor_lr, config.grad_norm),
+        make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config)),
         state.actor.denoiser,
         a_grads,
         state.actor_opt_state,
