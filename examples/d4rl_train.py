@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="gradient steps (default: the preset's epochs)")
     p.add_argument("--eval-every", type=int, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation and seed")
-    p.add_argument("--steps-per-call", type=int, default=250, help="updates fused per call")
+    p.add_argument("--steps-per-call", type=int, help="updates fused per call (default 250)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--out", help="output folder (default runs/<task>-<algo>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
@@ -43,6 +43,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--reward-transform",
         choices=["none", "antmaze", "normalize"],
         help="reward transform instead of the preset's",
+    )
+    p.add_argument(
+        "--clip-actions",
+        action="store_true",
+        help="clip dataset actions into the environment's action box (otherwise a warning)",
+    )
+    p.add_argument(
+        "--ms-offline",
+        action="store_true",
+        help="also report Diffusion-QL's offline model selection (top-k by BC loss with early "
+        "stopping, docs/method.md §7.2) beside the last and best evaluations",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -92,39 +103,62 @@ def main(argv=None) -> int:
             dataset=tuple(args.dataset) if args.dataset else None,
             env=args.env,
             reward_transform=args.reward_transform,
+            clip_actions=args.clip_actions,
+            offline_selection=args.ms_offline,
         )
         summary = run(spec)
     except SdepolicyError as e:
+        # 2: a bad input or setting; 3: training diverged; 130: interrupted (Ctrl-C).
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    _report(summary, spec)
+        return e.exit_code
+    except KeyboardInterrupt:  # before the run started (imports, argument checks)
+        print("error: interrupted before the run started; nothing was written.", file=sys.stderr)
+        return 130
+    _report(summary)
     return 0
 
 
-def _report(s: dict, spec) -> None:
+def _report(s: dict) -> None:
     last, best, data = s["last_evaluation"], s["best_evaluation"], s["dataset"]
-    out = spec.out or f"runs/{spec.task}-{spec.algo}"
     n = len(s["seeds"])
+    # No rate when this process timed no chunk (a resumed run that was already complete).
+    rate = s["update_steps_per_s"]
+    rate = f"{rate:.0f} updates/s" if rate else "no updates timed in this process"
     print(
-        f"\n{s['task']} / {s['algo']}: {s['steps']} steps, {n} seed(s), "
-        f"{s['wall_time_s']:.0f} s, {s['update_steps_per_s'] or float('nan'):.0f} updates/s"
+        f"\n{s['name']} / {s['algo']}: {s['steps']} steps, {n} seed(s), "
+        f"{s['wall_time_s']:.0f} s, {rate}"
+    )
+    f = lambda x: "    n/a" if x is None else f"{x:9.1f}"
+    g = lambda x: "n/a" if x is None else f"{x:.1f}"
+    print(
+        f"  dataset mean return        {f(data['mean_return'])}   "
+        f"(normalised {g(data['normalized'])})"
     )
     print(
-        f"  dataset mean return        {data['mean_return']:9.1f}   "
-        f"(normalised {data['normalized']:.1f})"
+        f"  last evaluation  (step {last['step']}) {f(last['return']['mean'])} ± "
+        f"{g(last['return']['std'])}   (normalised {g(last['normalized']['mean'])} ± "
+        f"{g(last['normalized']['std'])})"
     )
     print(
-        f"  last evaluation  (step {last['step']}) {last['return']['mean']:9.1f} ± "
-        f"{last['return']['std']:.1f}   (normalised {last['normalized']['mean']:.1f} ± "
-        f"{last['normalized']['std']:.1f})"
+        f"  best evaluation  (per seed)  {f(best['return']['mean'])} ± "
+        f"{g(best['return']['std'])}   (normalised {g(best['normalized']['mean'])} ± "
+        f"{g(best['normalized']['std'])})"
     )
-    print(
-        f"  best evaluation  (per seed)  {best['return']['mean']:9.1f} ± "
-        f"{best['return']['std']:.1f}   (normalised {best['normalized']['mean']:.1f} ± "
-        f"{best['normalized']['std']:.1f})"
-    )
+    if s.get("offline_selection"):
+        off = s["offline_selection"]
+        print(
+            f"  offline selection (top_k {off['top_k']}) {f(off['return']['mean'])} ± "
+            f"{g(off['return']['std'])}   (normalised {g(off['normalized']['mean'])} ± "
+            f"{g(off['normalized']['std'])}; steps {off['steps']})"
+        )
+    if s.get("non_finite_values"):
+        print(f"  non-finite (null in summary.json): {', '.join(s['non_finite_values'])}")
+    div = s["critic_divergence"]
+    if div["diverged"]:
+        first = ", ".join(f"seed {k} at update {v}" for k, v in div["first_step"].items())
+        print(f"  critic divergence (|Q| beyond {div['bound']:.3g}): {first}")
     print(f"  reference scores: {json.dumps(s['reference_scores'])}")
-    print(f"  wrote {out}/metrics.csv, learning_curve.png, summary.json, checkpoint.eqx")
+    print(f"  wrote {s['out']}/metrics.csv, learning_curve.png, summary.json, checkpoint.eqx")
 
 
 if __name__ == "__main__":

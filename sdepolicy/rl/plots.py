@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 from typing import Any
 
 import numpy as np
+
+from .checkpoint import atomic_write_bytes
 
 
 def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[str, Any]) -> None:
@@ -35,9 +38,15 @@ def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[s
     ax.axhline(refs["min"], color="tab:red", ls=":", label="reference min (score 0)")
     ax.set_xlabel("gradient steps")
     ax.set_ylabel("evaluation return")
-    ax.set_title(f"{summary['task']}: {summary['algo']}")
+    name = summary.get("name", summary["task"])
+    # A --dataset run is named after its dataset; the preset only lends its hyper-parameters.
+    preset = f" ({summary['task']} settings)" if name != summary["task"] else ""
+    ax.set_title(f"{name}: {summary['algo']}{preset}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    # Rendered in memory and written atomically, like every output of a run.
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

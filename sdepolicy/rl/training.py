@@ -7,13 +7,14 @@ with `jax.random` inside the `lax.scan`, so no Python loop touches a step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Key, PyTree, UInt32
+from jaxtyping import Array, Bool, Float, Key, PyTree, UInt32
 
 from .._typing import PRNGKey
 from .transitions import Transitions
@@ -155,6 +156,90 @@ def make_seeds_train_fn(
 
     def train(states: PyTree, keys: PRNGKeys):
         return fused(update_fn, batch_size, steps_per_call, dataset, states, keys)
+
+    return train
+
+
+def _finite_groups(states: PyTree) -> dict[str, Bool[Array, " seeds"]]:
+    """Per top-level part of the state (`actor`, `critic`, ... of an `eqx.Module`), whether every
+    floating number of each seed is finite."""
+    if dataclasses.is_dataclass(states):
+        parts = {f.name: getattr(states, f.name) for f in dataclasses.fields(states)}
+    else:
+        parts = {"state": states}
+    out = {}
+    for name, part in parts.items():
+        leaves = [
+            x
+            for x in jax.tree.leaves(eqx.filter(part, eqx.is_inexact_array))
+            if x.ndim >= 1  # the seed axis
+        ]
+        if leaves:
+            per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
+            out[name] = jnp.all(jnp.stack(per_leaf), axis=0)
+    return out
+
+
+def finite_report(
+    states: PyTree, metrics: dict[str, Float[Array, "seeds steps"]]
+) -> dict[str, Any]:
+    r"""Where a chunk of training went non-finite, per seed, from its metrics and its final
+    state: one reduction over the metrics and one over the parameters, cheap next to the chunk.
+
+    **Arguments:**
+
+    - `states`: the states stacked over seeds, at the end of the chunk.
+    - `metrics`: the chunk's metrics, each of shape `(seeds, steps)`.
+
+    **Returns:** a dict with `first_bad` (int32 `[seeds]`: the index within the chunk of the
+    first step with a NaN or infinite metric, $-1$ if none), `metrics` (metric name → bool
+    `[seeds]`, non-finite somewhere in the chunk) and `params` (state part → bool `[seeds]`,
+    every floating number finite at the chunk's end).
+    """
+    ok_steps = jnp.all(jnp.stack([jnp.isfinite(m) for m in metrics.values()]), axis=0)
+    first_bad = jnp.where(
+        jnp.all(ok_steps, axis=1), -1, jnp.argmin(ok_steps, axis=1).astype(jnp.int32)
+    )
+    return {
+        "first_bad": first_bad.astype(jnp.int32),
+        "metrics": {k: ~jnp.all(jnp.isfinite(m), axis=1) for k, m in metrics.items()},
+        "params": _finite_groups(states),
+    }
+
+
+@eqx.filter_jit
+def _fused_seeds_checked(strategy, update_fn, batch_size, num_steps, dataset, states, keys):
+    # The report is computed inside the same compiled call, so it costs no extra dispatch and
+    # no transfer of the parameters to the host.
+    states, metrics = SEED_STRATEGIES[strategy](
+        update_fn, batch_size, num_steps, dataset, states, keys
+    )
+    return states, metrics, finite_report(states, metrics)
+
+
+def make_checked_seeds_train_fn(
+    update_fn: UpdateFn,
+    dataset: Transitions,
+    batch_size: int,
+    steps_per_call: int,
+    strategy: str = "vmap",
+) -> Callable[[PyTree, PRNGKeys], tuple[PyTree, dict[str, Float[Array, "seeds steps"]], dict]]:
+    r"""[`make_seeds_train_fn`][] whose compiled call also returns the chunk's
+    [`finite_report`][]: `(states, keys) -> (states, metrics, report)`.
+
+    The training run uses it to stop at the first chunk in which a loss, a Q value or a
+    parameter became NaN or infinite, before that state is saved or evaluated.
+    """
+    if strategy not in SEED_STRATEGIES:
+        raise ValueError(
+            f"make_checked_seeds_train_fn: strategy must be one of {sorted(SEED_STRATEGIES)}, "
+            f"got {strategy!r}."
+        )
+
+    def train(states: PyTree, keys: PRNGKeys):
+        return _fused_seeds_checked(
+            strategy, update_fn, batch_size, steps_per_call, dataset, states, keys
+        )
 
     return train
 
