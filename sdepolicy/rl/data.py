@@ -32,7 +32,9 @@ REWARD_TRANSFORMS = ("none", "antmaze", "normalize")
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 
-def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*batch obs"]:
+def flatten_observation(
+    obs: Any, batch_ndim: int = 0, keys: Sequence[str] | None = None
+) -> Float[np.ndarray, "*batch obs"]:
     r"""Flattens an observation (an array or a nested dict/tuple of arrays) to one float32 vector.
 
     Dictionaries are visited in sorted key order, recursively; tuples in their order; each leaf
@@ -46,6 +48,9 @@ def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*ba
       dict of arrays with the time axis first).
     - `batch_ndim`: how many leading axes are batch axes and are kept (0 for an environment
       observation, 1 for an episode).
+    - `keys`: for a dictionary observation, the top-level keys to keep, in this order, instead
+      of all of them sorted (AntMaze's D4RL layout is `("achieved_goal", "observation")`:
+      `docs/method.md §12.3`). Ignored for array observations.
 
     **Returns:**
 
@@ -66,18 +71,29 @@ def flatten_observation(obs: Any, batch_ndim: int = 0) -> Float[np.ndarray, "*ba
             size = int(np.prod(a.shape[batch_ndim:]))
             leaves.append(a.reshape(a.shape[:batch_ndim] + (size,)))
 
-    visit(obs)
+    if keys is not None and isinstance(obs, Mapping):
+        missing = [k for k in keys if k not in obs]
+        if missing:
+            raise DataValidationError(
+                f"Observation keys {missing} not in the observation (it has {sorted(obs)})."
+            )
+        for key in keys:
+            visit(obs[key])
+    else:
+        visit(obs)
     if not leaves:
         raise DataValidationError("An observation with no array in it cannot be flattened.")
     return np.concatenate(leaves, axis=-1)
 
 
-def space_dim(space: Any) -> int:
-    """The length of [`flatten_observation`][] of an element of a Gymnasium `space`."""
+def space_dim(space: Any, keys: Sequence[str] | None = None) -> int:
+    """The length of [`flatten_observation`][] (with the same `keys`) of an element of a
+    Gymnasium `space`."""
     import gymnasium as gym
 
     if isinstance(space, gym.spaces.Dict):
-        return sum(space_dim(space[key]) for key in sorted(space.keys()))
+        chosen = sorted(space.keys()) if keys is None else list(keys)
+        return sum(space_dim(space[key]) for key in chosen)
     if isinstance(space, gym.spaces.Tuple):
         return sum(space_dim(s) for s in space.spaces)
     if space.shape is None:
@@ -89,7 +105,43 @@ def _field(episode: Any, name: str) -> Any:
     return episode[name] if isinstance(episode, Mapping) else getattr(episode, name)
 
 
-def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> Transitions:
+#: Names accepted by [`relabel_terminals`][].
+TERMINAL_RULES = ("dataset", "reward")
+
+
+def relabel_terminals(
+    rewards: Float[np.ndarray, " steps"], terminations: Float[np.ndarray, " steps"], rule: str
+) -> Float[np.ndarray, " steps"]:
+    r"""The terminal flags of an episode's transitions under a rule.
+
+    - `"dataset"`: the stored terminations.
+    - `"reward"`: terminal wherever the raw reward is $\ge 1$ (or the data terminated): D4RL's
+      AntMaze data mark every goal step (reward 1) as terminal, while Minari's AntMaze data
+      were collected as a continuing task and never terminate (`docs/method.md §12.3`).
+
+    **Returns:**
+
+    A float32 array of 0/1 flags.
+
+    **Raises:**
+
+    [`ConfigError`][] for an unknown rule.
+    """
+    term = np.asarray(terminations).astype(np.float32)
+    if rule == "dataset":
+        return term
+    if rule == "reward":
+        return np.maximum(term, (np.asarray(rewards) >= 1.0).astype(np.float32))
+    raise ConfigError(f"Unknown terminal rule '{rule}'; choose one of {', '.join(TERMINAL_RULES)}.")
+
+
+def episodes_to_transitions(
+    episodes: Iterable[Any],
+    name: str = "dataset",
+    *,
+    observation_keys: Sequence[str] | None = None,
+    terminal_rule: str = "dataset",
+) -> Transitions:
     r"""Builds $(s, a, r, s', \text{terminal})$ from whole episodes, validating them on the way.
 
     An episode of $T$ steps has $T + 1$ observations (the last is the state after the last
@@ -101,6 +153,9 @@ def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> T
 
     - `episodes`: Minari `EpisodeData` (or mappings with the same fields).
     - `name`: the dataset's name in error messages.
+    - `observation_keys`: see [`flatten_observation`][].
+    - `terminal_rule`: see [`relabel_terminals`][] (applied to the raw rewards, before any
+      reward transform).
 
     **Returns:**
 
@@ -115,7 +170,7 @@ def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> T
     bad = {"observations": 0, "actions": 0, "rewards": 0}
     for i, ep in enumerate(episodes):
         ep_id = getattr(ep, "id", i)
-        obs = flatten_observation(_field(ep, "observations"), batch_ndim=1)
+        obs = flatten_observation(_field(ep, "observations"), batch_ndim=1, keys=observation_keys)
         act = flatten_observation(_field(ep, "actions"), batch_ndim=1)
         rew = np.asarray(_field(ep, "rewards"), dtype=np.float32).reshape(-1)
         term = np.asarray(_field(ep, "terminations")).reshape(-1)
@@ -143,7 +198,7 @@ def episodes_to_transitions(episodes: Iterable[Any], name: str = "dataset") -> T
         parts["next_observations"].append(obs[1:])
         parts["actions"].append(act)
         parts["rewards"].append(rew)
-        parts["terminals"].append(term.astype(np.float32))
+        parts["terminals"].append(relabel_terminals(rew, term, terminal_rule))
     if any(bad.values()):
         counts = ", ".join(f"{n} in `{k}`" for k, n in bad.items() if n)
         raise DataValidationError(f"{name} has non-finite values (NaN or inf): {counts}.")
@@ -199,7 +254,11 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
 
 
 def load_transitions(
-    dataset_id: str | Sequence[str], *, download: bool = False
+    dataset_id: str | Sequence[str],
+    *,
+    download: bool = False,
+    observation_keys: Sequence[str] | None = None,
+    terminal_rule: str = "dataset",
 ) -> tuple[Transitions, Any]:
     """Loads a Minari dataset (or several, concatenated) as [`Transitions`][].
 
@@ -211,6 +270,8 @@ def load_transitions(
     - `dataset_id`: a Minari id such as `"mujoco/hopper/medium-v0"`, or a sequence of ids whose
       transitions are concatenated (D4RL's medium-expert is medium followed by expert).
     - `download`: try `minari.download_dataset` when a dataset is not local.
+    - `observation_keys`, `terminal_rule`: see [`episodes_to_transitions`][] (a task preset's
+      fields of the same names).
 
     **Returns:**
 
@@ -227,7 +288,12 @@ def load_transitions(
         raise DataValidationError("No dataset id given.")
     datasets = [load_dataset(i, download=download) for i in ids]
     parts = [
-        episodes_to_transitions(d.iterate_episodes(), name=i)
+        episodes_to_transitions(
+            d.iterate_episodes(),
+            name=i,
+            observation_keys=observation_keys,
+            terminal_rule=terminal_rule,
+        )
         for d, i in zip(datasets, ids, strict=True)
     ]
     for i, part in zip(ids[1:], parts[1:], strict=True):
@@ -243,7 +309,7 @@ def load_transitions(
     return Transitions(**merged), datasets[0]
 
 
-def check_spaces(data: Any, env: Any) -> None:
+def check_spaces(data: Any, env: Any, observation_keys: Sequence[str] | None = None) -> None:
     """Checks that the data's observation/action dimensions match the environment's.
 
     **Arguments:**
@@ -251,6 +317,7 @@ def check_spaces(data: Any, env: Any) -> None:
     - `data`: [`Transitions`][], or anything with `observation_space` and `action_space` (a
       `minari.MinariDataset`).
     - `env`: a Gymnasium environment; dictionary observations count after flattening.
+    - `observation_keys`: the keys the flattening keeps (see [`flatten_observation`][]).
 
     **Raises:**
 
@@ -259,8 +326,8 @@ def check_spaces(data: Any, env: Any) -> None:
     if isinstance(data, Transitions):
         got = (data.obs_dim, data.action_dim)
     else:
-        got = (space_dim(data.observation_space), space_dim(data.action_space))
-    want = (space_dim(env.observation_space), space_dim(env.action_space))
+        got = (space_dim(data.observation_space, observation_keys), space_dim(data.action_space))
+    want = (space_dim(env.observation_space, observation_keys), space_dim(env.action_space))
     if got != want:
         env_id = getattr(getattr(env, "spec", None), "id", type(env).__name__)
         raise SpaceMismatchError(
@@ -325,7 +392,7 @@ def recover_env(dataset: Any, task_env_id: str | None = None, **kwargs: Any) -> 
     except Exception as e:
         if "kitchen" not in what.lower():
             raise
-        # SPEC §11: FrankaKitchen-v1 fails under mujoco 4 and works with mujoco 3.3.0.
+        # docs/method.md §11: FrankaKitchen-v1 fails under mujoco 4 and works with mujoco 3.3.0.
         raise SdepolicyError(
             f"Could not make '{what}' ({type(e).__name__}: {_first_line(e)}); FrankaKitchen-v1 "
             f'is known to need mujoco 3.3: try `pip install "mujoco==3.3.0"`.'
@@ -333,7 +400,7 @@ def recover_env(dataset: Any, task_env_id: str | None = None, **kwargs: Any) -> 
 
 
 def transform_rewards(transitions: Transitions, name: str) -> Transitions:
-    r"""Applies a reward transform of SPEC §8 by name.
+    r"""Applies a reward transform of `docs/method.md §8` by name.
 
     - `"none"`: $r$.
     - `"antmaze"`: $4(r - 0.5)$ (the reference codes' `cql_antmaze`).

@@ -4,7 +4,9 @@ $$\text{score} = 100 \cdot \frac{R - R_\text{random}}{R_\text{expert} - R_\text{
 
 on the mean return $R$. The references come, in this order, from the dataset itself (Minari
 stores `ref_min_score`/`ref_max_score` in its metadata, `dataset.storage.metadata`, when the
-dataset was created with them), else from the D4RL values of SPEC §8 by environment family.
+dataset was created with them), else from the D4RL values of `docs/method.md §8.4` by
+environment family; a task preset can ask for D4RL's values outright (`prefer="d4rl"`: AntMaze,
+whose Minari metadata hold a waypoint controller's returns, not D4RL's 0/1).
 Minari's `mujoco/*` datasets are re-collections on the v5 environments and carry their own
 references, which are not D4RL's: the provenance string says which one was used.
 """
@@ -16,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from jaxtyping import ArrayLike, Float
+from jaxtyping import ArrayLike, Float, Shaped
 
 from .._typing import RealScalarLike
 from .errors import UnknownTaskError
 
-#: D4RL reference returns (random, expert) per environment family, SPEC §8.
+#: D4RL reference returns (random, expert) per environment family, `docs/method.md §8.4`.
 D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "hopper": (-20.272305, 3234.3),
     "halfcheetah": (-280.178953, 12135.0),
@@ -35,7 +37,7 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 }
 
 PROVENANCE_DATASET = "minari dataset metadata"
-PROVENANCE_D4RL = "D4RL reference (SPEC §8)"
+PROVENANCE_D4RL = "D4RL reference (docs/method.md §8.4)"
 
 
 def env_family(name: str) -> str | None:
@@ -57,7 +59,9 @@ def _metadata(dataset: Any) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def reference_scores(dataset: Any = None, task: str | None = None) -> tuple[float, float, str]:
+def reference_scores(
+    dataset: Any = None, task: str | None = None, prefer: str = "dataset"
+) -> tuple[float, float, str]:
     """The (random, expert) reference returns for normalising, with their provenance.
 
     **Arguments:**
@@ -66,17 +70,21 @@ def reference_scores(dataset: Any = None, task: str | None = None) -> tuple[floa
       when both are present.
     - `task`: a D4RL task name or Minari id used to find the environment family otherwise (the
       dataset's id is tried too).
+    - `prefer`: `"dataset"` (metadata first) or `"d4rl"` (D4RL's values by family, ignoring the
+      metadata).
 
     **Returns:**
 
     `(ref_min, ref_max, provenance)` with provenance `"minari dataset metadata"` or
-    `"D4RL reference (SPEC §8)"`.
+    `"D4RL reference (docs/method.md §8.4)"`.
 
     **Raises:**
 
     [`UnknownTaskError`][] when neither source has references.
     """
-    meta = _metadata(dataset)
+    if prefer not in ("dataset", "d4rl"):
+        raise ValueError(f"reference_scores: prefer must be 'dataset' or 'd4rl', got {prefer!r}.")
+    meta = _metadata(dataset) if prefer == "dataset" else {}
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
     if lo is not None and hi is not None:
         return float(lo), float(hi), PROVENANCE_DATASET
@@ -110,3 +118,17 @@ def normalized_score(
     r = np.asarray(returns, dtype=np.float64)
     score = 100.0 * (r - float(ref_min)) / (float(ref_max) - float(ref_min))
     return float(score) if score.ndim == 0 else score
+
+
+def success_rate(
+    successes: Shaped[ArrayLike, "*batch episodes"],
+) -> float | Float[np.ndarray, "*batch"]:
+    r"""D4RL's AntMaze score: $100 \cdot$ the fraction of episodes that reached the goal
+    (each episode scores 0 or 1), over the last axis (`docs/method.md §12.3`).
+
+    **Returns:**
+
+    A float for one set of episodes, else a float64 array over the leading axes.
+    """
+    rate = 100.0 * np.mean(np.asarray(successes, dtype=np.float64), axis=-1)
+    return float(rate) if np.ndim(rate) == 0 else rate
