@@ -15,7 +15,7 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 
 from .errors import (
     ConfigError,
@@ -110,7 +110,7 @@ TERMINAL_RULES = ("dataset", "reward")
 
 
 def relabel_terminals(
-    rewards: Float[np.ndarray, " steps"], terminations: Float[np.ndarray, " steps"], rule: str
+    rewards: Shaped[np.ndarray, " steps"], terminations: Shaped[np.ndarray, " steps"], rule: str
 ) -> Float[np.ndarray, " steps"]:
     r"""The terminal flags of an episode's transitions under a rule.
 
