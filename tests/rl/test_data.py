@@ -203,16 +203,15 @@ def test_check_spaces():
     assert "(11,)" in msg and "(3,)" in msg and "Pendulum-v1" in msg
 
 
-def test_recover_env_asks_for_the_robotics_extra():
+def test_recover_env_asks_for_the_robotics_extra(monkeypatch):
     pytest.importorskip("gymnasium", minversion="1.0")
-    try:
-        import gymnasium_robotics  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("gymnasium-robotics is installed")
+    # The dev extra installs gymnasium-robotics: pretend it is missing, with an id it would
+    # have registered.
+    import sdepolicy.rl.data as data_module
+
+    monkeypatch.setattr(data_module, "_robotics_installed", lambda: False)
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[robotics\]"'):
-        recover_env(None, task_env_id="AntMaze_UMaze-v4")
+        recover_env(None, task_env_id="AntMaze_NotRegistered-v4")
 
     class FakeDataset:  # what a Minari AntMaze dataset does without gymnasium-robotics
         id = "D4RL/antmaze/umaze-v1"
