@@ -1,8 +1,13 @@
 """The SDE floor: schedules, the mean-reverting SDE and its closed forms, samplers (diffrax)."""
 
+from .errors import SDEInputError as SDEInputError
 from .gaussian import DiagonalGaussian as DiagonalGaussian
+from .likelihood import LogLikelihood as LogLikelihood
+from .likelihood import log_likelihood as log_likelihood
 from .mean_reverting import MeanRevertingSDE as MeanRevertingSDE
 from .mean_reverting import ScoreFn as ScoreFn
+from .samplers import NoiseToScore as NoiseToScore
+from .samplers import NoiseToX0 as NoiseToX0
 from .samplers import PosteriorSampler as PosteriorSampler
 from .samplers import ProbabilityFlowSampler as ProbabilityFlowSampler
 from .samplers import ReverseSDESampler as ReverseSDESampler

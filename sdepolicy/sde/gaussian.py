@@ -7,9 +7,10 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
-from .._typing import PRNGKey
+from .._typing import PRNGKey, RealScalarLike
 
 
 class DiagonalGaussian(eqx.Module):
@@ -27,6 +28,23 @@ class DiagonalGaussian(eqx.Module):
 
     mean: Float[Array, "*shape"]
     variance: Float[Array, "*vshape"]
+
+    def __init__(
+        self,
+        mean: Float[ArrayLike, "*shape"],
+        variance: Float[ArrayLike, "*vshape"] | RealScalarLike,
+    ):
+        mean = jnp.asarray(mean)
+        if not jnp.issubdtype(mean.dtype, jnp.floating):
+            mean = mean.astype(float)
+        # A Python or numpy scalar variance takes the mean's dtype (under strict promotion a
+        # float64 default scalar could not meet a float32 mean).
+        if isinstance(variance, jax.Array):
+            var = variance
+        else:
+            var = jnp.asarray(np.asarray(variance), dtype=mean.dtype)
+        self.mean = mean
+        self.variance = var
 
     @property
     def std(self) -> Float[Array, "*vshape"]:

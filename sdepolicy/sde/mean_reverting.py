@@ -7,15 +7,17 @@ Derivations: `proofs/transition.md`, `proofs/posterior.md`, `proofs/score_and_no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
+from .errors import SDEInputError, check_times
 from .gaussian import DiagonalGaussian
 from .schedules import AbstractSchedule
 
@@ -60,13 +62,13 @@ class MeanRevertingSDE(eqx.Module):
     def __check_init__(self):
         std = self.stationary_std
         if jnp.ndim(std) != 0:
-            raise ValueError("MeanRevertingSDE: `stationary_std` must be a scalar.")
+            raise SDEInputError("MeanRevertingSDE: `stationary_std` must be a scalar.")
         try:
             ok = float(std) > 0
         except Exception:  # traced: cannot check
             ok = True
         if not ok:
-            raise ValueError("MeanRevertingSDE: `stationary_std` must be positive.")
+            raise SDEInputError("MeanRevertingSDE: `stationary_std` must be positive.")
 
     @property
     def horizon(self) -> float:
@@ -98,8 +100,9 @@ class MeanRevertingSDE(eqx.Module):
         $c_t = (1 - e^{-2\Theta_s}) e^{-\Theta(s,t)} / (1 - e^{-2\Theta_t})$,
         $c_0 = (1 - e^{-2\Theta(s,t)}) e^{-\Theta_s} / (1 - e^{-2\Theta_t})$,
         $\tilde\beta = \lambda^2 (1 - e^{-2\Theta_s})(1 - e^{-2\Theta(s,t)})
-        / (1 - e^{-2\Theta_t})$.
+        / (1 - e^{-2\Theta_t})$. Needs $0 \le s < t$ (checked when the times are concrete).
         """
+        check_times("posterior_coefficients", s=s, t=t, strict=True)
         th_s = self.schedule.cumulative(s)
         th_t = self.schedule.cumulative(t)
         th_st = th_t - th_s
@@ -122,37 +125,49 @@ class MeanRevertingSDE(eqx.Module):
     # --- closed-form laws --------------------------------------------------------------------
 
     def transition(
-        self, x_s: Float[Array, "*shape"], s: RealScalarLike, t: RealScalarLike
+        self, x_s: Float[ArrayLike, "*shape"], s: RealScalarLike, t: RealScalarLike
     ) -> DiagonalGaussian:
         r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
-        e^{-2\Theta(s,t)}) I)$ for $s < t$."""
+        e^{-2\Theta(s,t)}) I)$ for $0 \le s \le t$ ($s = t$ is the point mass at $x_s$).
+
+        Raises [`SDEInputError`][] when concrete times have $s < 0$ or $t < s$ (the formula
+        would return a negative variance); traced times are not checked.
+        """
+        check_times("transition", s=s, t=t, strict=False)
+        x_s = _as_float_array(x_s)
         dt = x_s.dtype
         mean = self.mean + (x_s - self.mean) * self.decay(s, t).astype(dt)
         return DiagonalGaussian(mean, self.transition_variance(s, t).astype(dt))
 
-    def marginal(self, x_0: Float[Array, "*shape"], t: RealScalarLike) -> DiagonalGaussian:
+    def marginal(self, x_0: Float[ArrayLike, "*shape"], t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_0)$: the transition from time 0."""
         return self.transition(x_0, 0.0, t)
 
-    def prior(self, shape: tuple[int, ...], dtype=None) -> DiagonalGaussian:
-        r"""The stationary law $\mathcal N(\mu, \lambda^2 I)$ with the given shape, where the
-        reverse samplers start."""
+    def prior(self, shape: int | Sequence[int] = (), dtype=None) -> DiagonalGaussian:
+        r"""The stationary law $\mathcal N(\mu, \lambda^2 I)$ with the given shape (an int or a
+        sequence of ints), where the reverse samplers start."""
+        shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(map(int, shape))
         dtype = dtype or jnp.result_type(self.mean)
         mean = jnp.broadcast_to(self.mean, shape).astype(dtype)
         return DiagonalGaussian(mean, (self.stationary_std**2).astype(dtype))
 
     def posterior(
         self,
-        x_t: Float[Array, "*shape"],
-        x_0: Float[Array, "*shape"],
+        x_t: Float[ArrayLike, "*shape"],
+        x_0: Float[ArrayLike, "*shape"],
         s: RealScalarLike,
         t: RealScalarLike,
     ) -> DiagonalGaussian:
         r"""$p(x_s \mid x_t, x_0) = \mathcal N(\tilde\mu, \tilde\beta I)$ for $0 \le s < t$.
 
         See [`posterior_coefficients`][]; the mean is also the optimal reverse path
-        $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`).
+        $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`). Raises
+        [`SDEInputError`][] when concrete times break $0 \le s < t$ (the formula divides by
+        $1 - e^{-2\Theta_t}$ and its variance turns negative for $s > t$); traced times are
+        not checked.
         """
+        check_times("posterior", s=s, t=t, strict=True)
+        x_t, x_0 = _as_float_array(x_t), _as_float_array(x_0)
         dt = x_t.dtype
         coef_t, coef_0, var = self.posterior_coefficients(s, t)
         mean = (
@@ -165,32 +180,41 @@ class MeanRevertingSDE(eqx.Module):
     # --- score and noise parametrisations ----------------------------------------------------
 
     def score(
-        self, x_t: Float[Array, "*shape"], x_0: Float[Array, "*shape"], t: RealScalarLike
+        self, x_t: Float[ArrayLike, "*shape"], x_0: Float[ArrayLike, "*shape"], t: RealScalarLike
     ) -> Float[Array, "*shape"]:
-        r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$."""
+        r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$ for $t > 0$."""
+        check_times("score", t=t)
+        x_t = _as_float_array(x_t)
         law = self.marginal(x_0, t)
         return -(x_t - law.mean) / law.variance
 
     def noise_from_x0(
-        self, x_t: Float[Array, "*shape"], x_0: Float[Array, "*shape"], t: RealScalarLike
+        self, x_t: Float[ArrayLike, "*shape"], x_0: Float[ArrayLike, "*shape"], t: RealScalarLike
     ) -> Float[Array, "*shape"]:
-        r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$."""
+        r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$
+        ($t > 0$)."""
+        check_times("noise_from_x0", t=t)
+        x_t = _as_float_array(x_t)
         law = self.marginal(x_0, t)
         return (x_t - law.mean) / jnp.sqrt(law.variance)
 
     def x0_from_noise(
-        self, x_t: Float[Array, "*shape"], noise: Float[Array, "*shape"], t: RealScalarLike
+        self, x_t: Float[ArrayLike, "*shape"], noise: Float[ArrayLike, "*shape"], t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$."""
+        check_times("x0_from_noise", t=t, strict=False)
+        x_t, noise = _as_float_array(x_t), _as_float_array(noise)
         dt = x_t.dtype
         th = self.schedule.cumulative(t)
         std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
         return self.mean + (x_t - self.mean - std * noise) * jnp.exp(th).astype(dt)
 
     def score_from_noise(
-        self, noise: Float[Array, "*shape"], t: RealScalarLike
+        self, noise: Float[ArrayLike, "*shape"], t: RealScalarLike
     ) -> Float[Array, "*shape"]:
-        r"""$-\hat\varepsilon / \sqrt{v_t}$."""
+        r"""$-\hat\varepsilon / \sqrt{v_t}$ for $t > 0$ (at $t = 0$ it divides by zero)."""
+        check_times("score_from_noise", t=t)
+        noise = _as_float_array(noise)
         return -noise / jnp.sqrt(self.marginal_variance(t)).astype(noise.dtype)
 
     # --- diffrax terms -----------------------------------------------------------------------

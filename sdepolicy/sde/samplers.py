@@ -15,7 +15,7 @@ fresh closure per call, to hit the compilation cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax
 import equinox as eqx
@@ -25,29 +25,95 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import PRNGKey, RealScalarLike
+from .errors import SDEInputError, concrete
 from .mean_reverting import MeanRevertingSDE, ScoreFn
+from .schedules import PiecewiseConstantSchedule
 
 #: Predicts $\hat x_0$ from diffusion time and state: ``f(t, x_t) -> x0_hat``.
 X0Predictor = Callable[[Float[Array, ""], Float[Array, "*shape"]], Float[Array, "*shape"]]
 
 
-def noise_to_x0_predictor(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> X0Predictor:
-    r"""Turn a noise predictor $\hat\varepsilon(t, x)$ into an $\hat x_0$ predictor."""
-    return lambda t, x: sde.x0_from_noise(x, predict_noise(t, x), t)
+class NoiseToX0(eqx.Module):
+    r"""An $\hat x_0$ predictor made from a noise predictor:
+    $\hat x_0 = \mu + (x - \mu - \sqrt{v_t}\,\hat\varepsilon(t, x))\,e^{\Theta_t}$.
+
+    A module (a pytree), not a closure: its arrays are dynamic leaves, so the samplers'
+    `filter_jit` reuses one compilation across calls and across parameter values of an
+    `eqx.Module` noise predictor. Built by [`noise_to_x0_predictor`][].
+    """
+
+    sde: MeanRevertingSDE
+    predict_noise: ScoreFn
+
+    def __call__(self, t: RealScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        return self.sde.x0_from_noise(x, self.predict_noise(t, x), t)
 
 
-def noise_to_score(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> ScoreFn:
-    r"""Turn a noise predictor into a score: $-\hat\varepsilon/\sqrt{v_t}$."""
-    return lambda t, x: sde.score_from_noise(predict_noise(t, x), t)
+class NoiseToScore(eqx.Module):
+    r"""A score made from a noise predictor: $-\hat\varepsilon(t, x)/\sqrt{v_t}$ (undefined at
+    $t = 0$, where $v_0 = 0$: the ODE/SDE samplers refuse `t_end = 0` with one). Built by
+    [`noise_to_score`][]."""
+
+    sde: MeanRevertingSDE
+    predict_noise: ScoreFn
+
+    def __call__(self, t: RealScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        return self.sde.score_from_noise(self.predict_noise(t, x), t)
+
+
+def noise_to_x0_predictor(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToX0:
+    r"""Turn a noise predictor $\hat\varepsilon(t, x)$ into an $\hat x_0$ predictor (a
+    [`NoiseToX0`][] module, so repeated sampler calls hit the compilation cache)."""
+    return NoiseToX0(sde, predict_noise)
+
+
+def noise_to_score(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToScore:
+    r"""Turn a noise predictor into a score $-\hat\varepsilon/\sqrt{v_t}$ (a
+    [`NoiseToScore`][] module)."""
+    return NoiseToScore(sde, predict_noise)
+
+
+def static_horizon(sde: MeanRevertingSDE) -> float:
+    """The schedule's horizon as a Python float (see [`AbstractSchedule`][] on why it is
+    static)."""
+    horizon = sde.schedule.horizon
+    if isinstance(horizon, jax.core.Tracer):
+        raise SDEInputError(
+            f"{type(sde.schedule).__name__}: the horizon is traced; declare it "
+            "`horizon: float = eqx.field(static=True)`."
+        )
+    return float(horizon)
 
 
 def _default_grid(sde: MeanRevertingSDE) -> Array:
-    horizon = sde.horizon
-    if float(horizon) != int(horizon):
-        raise ValueError(
-            "PosteriorSampler: this schedule has no integer horizon; pass `times` explicitly."
+    if not isinstance(sde.schedule, PiecewiseConstantSchedule):
+        raise SDEInputError(
+            f"PosteriorSampler: a {type(sde.schedule).__name__} is a continuous schedule with "
+            "no grid of its own; pass `times`, e.g. jnp.linspace(0.0, sde.horizon, 101)."
         )
-    return jnp.arange(int(horizon) + 1, dtype=float)
+    return jnp.arange(int(sde.schedule.num_steps) + 1, dtype=float)
+
+
+def _check_grid(times, horizon: float) -> None:
+    """A sampler grid is 1-D, increasing, starts at 0 and ends at the horizon."""
+    if times.ndim != 1 or times.shape[0] < 2:
+        raise SDEInputError("PosteriorSampler: `times` must be 1-D with at least two entries.")
+    t_np = concrete(times)
+    if t_np is None:
+        return
+    if not np.all(np.isfinite(t_np)) or np.any(np.diff(t_np) <= 0):
+        raise SDEInputError("PosteriorSampler: `times` must be finite and strictly increasing.")
+    if t_np[0] != 0:
+        raise SDEInputError(
+            f"PosteriorSampler: `times` must start at 0 (the chain ends on the data), got "
+            f"{t_np[0]}."
+        )
+    # float32 grids (e.g. linspace) may miss the horizon by rounding.
+    if abs(t_np[-1] - horizon) > 1e-6 * max(1.0, horizon):
+        raise SDEInputError(
+            f"PosteriorSampler: `times` must end at the horizon T = {horizon} (where the prior "
+            f"is the stationary law), got {t_np[-1]}."
+        )
 
 
 class PosteriorSampler(eqx.Module):
@@ -66,8 +132,10 @@ class PosteriorSampler(eqx.Module):
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
-    - `times`: the increasing grid $t_0 = 0 < t_1 < \dots < t_N$. Default: the integers
-        $0..T$ of a piecewise-constant schedule (the reference code's discrete chain).
+    - `times`: the increasing grid $0 = t_0 < t_1 < \dots < t_N = T$ (an array, a list or a
+        numpy array; it must start at 0 and end at the horizon). Default: the integers $0..T$
+        of a [`PiecewiseConstantSchedule`][] (the reference code's discrete chain); a
+        continuous schedule has no default and raises [`SDEInputError`][] without `times`.
     - `x0_bounds`: `(low, high)` to clip $\hat x_0$ at every step, or `None`.
     - `output_bounds`: `(low, high)` to clip the returned sample, or `None`.
     """
@@ -80,17 +148,18 @@ class PosteriorSampler(eqx.Module):
     def __init__(
         self,
         sde: MeanRevertingSDE,
-        times: Float[ArrayLike, " n"] | None = None,
+        times: Float[ArrayLike, " n"] | Sequence[float] | None = None,
         x0_bounds: tuple[float, float] | None = None,
         output_bounds: tuple[float, float] | None = None,
     ):
         self.sde = sde
-        times = _default_grid(sde) if times is None else jnp.asarray(times)
-        if times.ndim != 1 or times.shape[0] < 2:
-            raise ValueError("PosteriorSampler: `times` must be 1-D with at least two entries.")
-        t_np = np.asarray(times) if not isinstance(times, jax.core.Tracer) else None
-        if t_np is not None and (np.any(np.diff(t_np) <= 0) or t_np[0] < 0):
-            raise ValueError("PosteriorSampler: `times` must be increasing and start at >= 0.")
+        if times is None:
+            times = _default_grid(sde)
+        else:
+            times = jnp.asarray(times)
+            if not jnp.issubdtype(times.dtype, jnp.floating):
+                times = times.astype(float)
+        _check_grid(times, static_horizon(sde))
         self.times = times
         self.x0_bounds = None if x0_bounds is None else (float(x0_bounds[0]), float(x0_bounds[1]))
         self.output_bounds = (
@@ -156,6 +225,21 @@ class PosteriorSampler(eqx.Module):
         if return_path:
             return x, jnp.concatenate([x_T[None], path], axis=0)
         return x
+
+
+def _check_t_end(name: str, t_end: float, horizon: float) -> None:
+    if not 0 <= t_end < horizon:
+        raise SDEInputError(f"{name}: needs 0 <= t_end < T = {horizon}, got t_end = {t_end}.")
+
+
+def _check_score_at_t_end(name: str, score_fn, t_end: float) -> None:
+    # A score made from a noise predictor divides by sqrt(v_t) = 0 at t = 0, and the solvers
+    # evaluate the vector field at the end of their last step: all NaN, silently.
+    if isinstance(score_fn, NoiseToScore) and t_end <= 0:
+        raise SDEInputError(
+            f"{name}: a score from `noise_to_score` is -eps/sqrt(v_t), infinite at t = 0; set "
+            "t_end > 0 (e.g. 1e-3 * T) and use the sample at t_end."
+        )
 
 
 def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | None:
@@ -242,16 +326,18 @@ class ReverseSDESampler(eqx.Module):
 
     def __check_init__(self):
         if self.num_steps < 1:
-            raise ValueError("ReverseSDESampler: num_steps must be positive.")
+            raise SDEInputError("ReverseSDESampler: num_steps must be positive.")
         if self.brownian not in ("virtual", "unsafe"):
-            raise ValueError("ReverseSDESampler: brownian must be 'virtual' or 'unsafe'.")
+            raise SDEInputError("ReverseSDESampler: brownian must be 'virtual' or 'unsafe'.")
+        _check_t_end("ReverseSDESampler", self.t_end, static_horizon(self.sde))
 
     @eqx.filter_jit
     def __call__(
         self, score_fn: ScoreFn, x_T: Float[Array, "*shape"], key: PRNGKey
     ) -> Float[Array, "*shape"]:
         """Sample at `t_end` starting from `x_T` at the horizon."""
-        T = float(self.sde.horizon)
+        _check_score_at_t_end("ReverseSDESampler", score_fn, self.t_end)
+        T = static_horizon(self.sde)
         shape = jax.ShapeDtypeStruct(x_T.shape, x_T.dtype)
         if self.brownian == "virtual":
             tol = (T - self.t_end) / (4 * self.num_steps)
@@ -298,16 +384,18 @@ class ProbabilityFlowSampler(eqx.Module):
 
     def __check_init__(self):
         if self.num_steps < 1:
-            raise ValueError("ProbabilityFlowSampler: num_steps must be positive.")
+            raise SDEInputError("ProbabilityFlowSampler: num_steps must be positive.")
+        _check_t_end("ProbabilityFlowSampler", self.t_end, static_horizon(self.sde))
 
     @eqx.filter_jit
     def __call__(self, score_fn: ScoreFn, x_T: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """Transport `x_T` at the horizon to `t_end` (deterministic)."""
+        _check_score_at_t_end("ProbabilityFlowSampler", score_fn, self.t_end)
         term = self.sde.probability_flow_term(score_fn)
         return _fixed_step_solve(
             term,
             self.solver,
-            float(self.sde.horizon),
+            static_horizon(self.sde),
             self.t_end,
             self.num_steps,
             x_T,

@@ -8,7 +8,9 @@ $0, 1, \dots, T$: the discrete grid is a *view* of the same object, never a seco
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -17,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
+from .errors import SDEInputError
 
 
 class AbstractSchedule(eqx.Module):
@@ -27,10 +30,54 @@ class AbstractSchedule(eqx.Module):
 
     **Attributes:**
 
-    - `horizon`: the terminal diffusion time $T$.
+    - `horizon`: the terminal diffusion time $T$, a Python float in a **static** field. The
+        samplers build their step grids from it in Python, so under `jax.jit` (which traces
+        every non-static leaf) an array-valued horizon cannot work. A subclass declares it as
+
+        ```python
+        class MySchedule(AbstractSchedule):
+            rate_scale: Float[Array, ""]
+            horizon: float = eqx.field(static=True)
+
+            def rate(self, t): ...
+            def cumulative(self, t): ...
+        ```
+
+        Fields keep the order the subclass declares them in, so the generated `__init__`
+        takes `(rate_scale, horizon)` here, and a defaulted horizon
+        (`eqx.field(static=True, default=1.0)`) may come last. A `@property` returning a
+        number works too. Construction raises a clear error when `horizon` is missing, is a
+        non-static field, or is not a positive finite number.
     """
 
-    horizon: eqx.AbstractVar[float]
+    # `horizon` is deliberately not declared here (not even as an `eqx.AbstractVar`): a field
+    # declared on the base class comes first in every subclass's generated `__init__`, which
+    # silently swapped the arguments of `MySchedule(rate, horizon)`. __check_init__ enforces it.
+    if TYPE_CHECKING:
+        horizon: float
+
+    def __check_init__(self):
+        name = type(self).__name__
+        if not hasattr(self, "horizon"):
+            raise SDEInputError(
+                f"{name}: a schedule needs `horizon: float = eqx.field(static=True)`."
+            )
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        if "horizon" in fields and not fields["horizon"].metadata.get("static", False):
+            raise SDEInputError(
+                f"{name}: declare `horizon: float = eqx.field(static=True)` (a static field); "
+                "a non-static horizon becomes a tracer under jax.jit and the samplers cannot "
+                "build their grids from it."
+            )
+        horizon = self.horizon
+        if isinstance(horizon, jax.core.Tracer) or not isinstance(
+            horizon, int | float | np.integer | np.floating
+        ):
+            raise SDEInputError(
+                f"{name}: `horizon` must be a Python number, got {type(horizon).__name__}."
+            )
+        if not (math.isfinite(float(horizon)) and float(horizon) > 0):
+            raise SDEInputError(f"{name}: the horizon must be positive and finite, got {horizon}.")
 
     @abc.abstractmethod
     def rate(self, t: RealScalarLike) -> Float[Array, ""]:
@@ -68,9 +115,7 @@ class ConstantSchedule(AbstractSchedule):
 
     def __check_init__(self):
         if not _nonnegative(self.value):
-            raise ValueError("ConstantSchedule: the rate must be non-negative.")
-        if not self.horizon > 0:
-            raise ValueError("ConstantSchedule: the horizon must be positive.")
+            raise SDEInputError("ConstantSchedule: the rate must be non-negative.")
 
     def rate(self, t: RealScalarLike) -> Float[Array, ""]:
         return self.value
@@ -93,9 +138,7 @@ class LinearSchedule(AbstractSchedule):
 
     def __check_init__(self):
         if not (_nonnegative(self.start) and _nonnegative(self.end)):
-            raise ValueError("LinearSchedule: the rates at both ends must be non-negative.")
-        if not self.horizon > 0:
-            raise ValueError("LinearSchedule: the horizon must be positive.")
+            raise SDEInputError("LinearSchedule: the rates at both ends must be non-negative.")
 
     def rate(self, t: RealScalarLike) -> Float[Array, ""]:
         t = jnp.asarray(t, dtype=self.start.dtype)
@@ -123,11 +166,11 @@ class PiecewiseConstantSchedule(AbstractSchedule):
         if not jnp.issubdtype(increments.dtype, jnp.floating):
             increments = increments.astype(float)
         if increments.ndim != 1 or increments.shape[0] < 1:
-            raise ValueError(
+            raise SDEInputError(
                 "PiecewiseConstantSchedule: `increments` must be a non-empty 1-D array."
             )
         if not _nonnegative(increments):
-            raise ValueError("PiecewiseConstantSchedule: increments must be non-negative.")
+            raise SDEInputError("PiecewiseConstantSchedule: increments must be non-negative.")
         self.increments = increments
         self.horizon = float(increments.shape[0])
 
@@ -167,14 +210,14 @@ def normalised_schedule(
     """
     thetas = np.asarray(thetas, dtype=np.float64)
     if not 0 < terminal_decay < 1:
-        raise ValueError("terminal_decay must lie in (0, 1).")
+        raise SDEInputError("terminal_decay must lie in (0, 1).")
     if np.any(thetas < 0) or thetas.sum() <= 0:
-        raise ValueError("thetas must be non-negative with a positive sum.")
+        raise SDEInputError("thetas must be non-negative with a positive sum.")
     with np.errstate(over="ignore"):
         dt = -math.log(terminal_decay) / thetas.sum()
     # A (sub)normal-tiny sum overflows dt to inf and the increments to inf/nan.
     if not (np.isfinite(dt) and np.all(np.isfinite(thetas * dt))):
-        raise ValueError("thetas are too small to normalise (the step size overflows).")
+        raise SDEInputError("thetas are too small to normalise (the step size overflows).")
     return PiecewiseConstantSchedule(jnp.asarray(thetas * dt))
 
 
@@ -222,7 +265,7 @@ def ddpm_schedule(betas: Float[ArrayLike, " T"]) -> PiecewiseConstantSchedule:
     $\Theta(i-1, i) = -\tfrac12 \ln(1 - \beta_i)$ (see `proofs/vp_ddpm.md`)."""
     betas = np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or np.any(betas <= 0) or np.any(betas >= 1):
-        raise ValueError("ddpm_schedule: betas must be a 1-D array with entries in (0, 1).")
+        raise SDEInputError("ddpm_schedule: betas must be a 1-D array with entries in (0, 1).")
     return PiecewiseConstantSchedule(jnp.asarray(-0.5 * np.log1p(-betas)))
 
 
@@ -251,4 +294,4 @@ def _nonnegative(x) -> bool:
 
 def _check_steps(num_steps: int) -> None:
     if int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+        raise SDEInputError(f"num_steps must be a positive integer, got {num_steps!r}.")

@@ -124,7 +124,7 @@ def test_posterior_chain_law_converges_to_the_data_law():
 def test_true_x0_predictor_lands_on_x0(data):
     schedule = data.draw(schedules())
     grid = data.draw(times(schedule, data.draw(st.integers(2, 6)), min_gap_frac=0.05))
-    grid[0] = 0.0  # the gaps keep grid[1] > 0
+    grid[0], grid[-1] = 0.0, float(schedule.horizon)  # the gaps keep the grid increasing
     shape = data.draw(st.sampled_from([(3,), (2, 3)]))
     mu = data.draw(means(shape))
     seed = data.draw(st.integers(0, 2**31 - 1))
