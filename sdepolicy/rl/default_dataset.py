@@ -24,12 +24,14 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import shutil
 import warnings
 from typing import Any
 
 import numpy as np
 
 from .data import datasets_root
+from .errors import ConfigError
 
 DEFAULT_DATASET_ID = "sdepolicy/pendulum-mixed-v0"
 ENV_ID = "Pendulum-v1"
@@ -92,6 +94,7 @@ def _build(
     max_noise_std: float,
     num_ref_episodes: int,
     seed: int,
+    marker: str | None = None,
 ) -> None:
     import gymnasium as gym
     import minari
@@ -104,6 +107,11 @@ def _build(
     ref_min, ref_max = measure_reference_scores(num_ref_episodes, seed)
 
     env = minari.DataCollector(gym.make(ENV_ID, disable_env_checker=True), record_infos=False)
+    if marker is not None:
+        # Where the collector buffers episodes, so that a killed build can be cleaned up.
+        tmp = getattr(getattr(env, "_tmp_dir", None), "name", None)
+        with open(marker, "w") as f:
+            f.write(f"{os.path.basename(tmp)}\n" if tmp else "")
     for i in range(num_episodes):
         _run_episode(env, seed + i, str(kinds[i]), float(noise[i]), rng)
     with warnings.catch_warnings():
@@ -141,7 +149,9 @@ def ensure_default_dataset(
     """Creates the embedded Pendulum dataset under `MINARI_DATASETS_PATH` unless it is there.
 
     Offline and deterministic; a few seconds on 2 CPU cores for the default 200 episodes (40,000
-    transitions). A file lock in the datasets folder makes concurrent callers build it once.
+    transitions). A file lock in the datasets folder makes concurrent callers build it once; a
+    dataset already built is used without the lock (a read-only store works), and what a killed
+    build left behind (Minari's temporary folder, a partial dataset) is removed before the next.
 
     **Arguments:**
 
@@ -159,19 +169,68 @@ def ensure_default_dataset(
     if not 0.0 <= random_fraction <= 1.0:
         raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}.")
     root = datasets_root()
-    os.makedirs(root, exist_ok=True)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ConfigError(
+            f"the Minari datasets folder {root} (MINARI_DATASETS_PATH) is a file, not a folder."
+        )
     data_path = os.path.join(root, dataset_id, "data")
-    lock_path = os.path.join(root, "." + dataset_id.replace("/", "__") + ".lock")
-    with open(lock_path, "w") as lock:
+    name = "." + dataset_id.replace("/", "__")
+    marker = os.path.join(root, name + ".building")
+    # A built dataset is used as it is, without the lock: a read-only store must work.
+    if _complete(data_path) and not os.path.exists(marker):
+        return dataset_id
+    try:
+        os.makedirs(root, exist_ok=True)
+        lock = open(os.path.join(root, name + ".lock"), "w")
+    except OSError as e:
+        raise ConfigError(
+            f"cannot build {dataset_id} in {root}: {e.strerror or e}. Point MINARI_DATASETS_PATH "
+            "at a writable folder."
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not os.path.exists(data_path):
+            _clean_killed_build(root, dataset_id, marker)
+            if not _complete(data_path):
                 stale = os.path.dirname(data_path)
                 if os.path.isdir(stale) and not os.listdir(stale):
                     os.rmdir(stale)  # left empty by a build that was killed
                 _build(
-                    dataset_id, num_episodes, random_fraction, max_noise_std, num_ref_episodes, seed
+                    dataset_id,
+                    num_episodes,
+                    random_fraction,
+                    max_noise_std,
+                    num_ref_episodes,
+                    seed,
+                    marker,
                 )
+                os.unlink(marker)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return dataset_id
+
+
+def _complete(data_path: str) -> bool:
+    """A finished build has both of Minari's files."""
+    return all(
+        os.path.isfile(os.path.join(data_path, f)) for f in ("main_data.hdf5", "metadata.json")
+    )
+
+
+def _clean_killed_build(root: str, dataset_id: str, marker: str) -> None:
+    """Undo a build that was killed: its marker names the temporary folder Minari's
+    `DataCollector` made in the datasets root (left behind by a kill, and listed by
+    `minari.list_local_datasets` as a dataset), and the dataset folder is incomplete."""
+    if not os.path.exists(marker):
+        return
+    with open(marker) as f:
+        names = [line.strip() for line in f if line.strip()]
+    for tmp in names:
+        path = os.path.join(root, tmp)
+        # Only a folder directly in the root, named as tempfile names them.
+        if os.path.basename(tmp) == tmp and tmp.startswith("tmp") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+    partial = os.path.join(root, dataset_id)
+    if os.path.isdir(partial):
+        shutil.rmtree(partial, ignore_errors=True)
+    os.unlink(marker)

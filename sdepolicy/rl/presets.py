@@ -322,7 +322,8 @@ def get_preset(name: str) -> TaskPreset:
         return _PRESETS[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_PRESETS), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else "see list_presets()."
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint += "All tasks: `python examples/d4rl_train.py --list-tasks` (or list_presets())."
         raise UnknownTaskError(f"Unknown task '{name}': {hint}") from None
 
 

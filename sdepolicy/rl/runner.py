@@ -509,7 +509,12 @@ def _run(spec: RunSpec, out: pathlib.Path, on_checkpoint, preset, config) -> dic
     obs_dim, act_dim = transitions.obs_dim, transitions.action_dim
     init = lambda k: agent.init(config, obs_dim, act_dim, low, high, k)
     seed_keys = jnp.stack([jax.random.key(s) for s in spec.seeds])
-    states = init_seeds(init, seed_keys)
+    # Deserialised leaves are never weakly typed: strong types from the start let a resumed run
+    # reuse the compilation of a fresh one in the same process (same values either way).
+    states = jax.tree.map(
+        lambda x: jnp.array(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x,
+        init_seeds(init, seed_keys),
+    )
     data_desc = [dataset_ids, len(transitions), spec.env, reward_transform]
     if spec.clip_actions:  # only when set, so that earlier checkpoints keep their fingerprint
         data_desc.append("clip_actions")
