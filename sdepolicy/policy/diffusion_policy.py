@@ -164,7 +164,10 @@ class DiffusionPolicy(eqx.Module):
         r"""The posterior sampler on the grid $0..T$: $\hat x_0$ clipped when `x0_clip`, output
         clipped to $[-1, 1]$."""
         return PosteriorSampler(
-            self.sde, x0_bounds=_UNIT if self.x0_clip else None, output_bounds=_UNIT
+            self.sde,
+            times=jnp.arange(self.num_steps + 1, dtype=float),
+            x0_bounds=_UNIT if self.x0_clip else None,
+            output_bounds=_UNIT,
         )
 
     def sample_unit(
@@ -185,13 +188,9 @@ class DiffusionPolicy(eqx.Module):
         init_key, chain_key = jax.random.split(key)
         shape = (states.shape[0], self.action_dim)
         x_T = self.sde.prior(shape, states.dtype).sample(init_key)
-        # The sampler clips x0 itself when asked, so hand it the unclipped prediction.
-        batched = jax.vmap(self._predict_x0_unclipped, in_axes=(0, None, 0))
-
-        def predict_x0(t, x):
-            return batched(x, t, states)
-
-        return self.sampler()(predict_x0, x_T, chain_key)
+        # The sampler clips x0 itself when asked, so hand it the unclipped prediction; a module
+        # (not a fresh closure) so that eager calls hit the sampler's compilation cache.
+        return self.sampler()(_BatchedX0(self, states), x_T, chain_key)
 
     def sample(
         self, states: Float[Array, "batch state"], key: PRNGKey
@@ -266,3 +265,14 @@ class DiffusionPolicy(eqx.Module):
 
     def _predict_x0_unclipped(self, x_t, t, state):
         return self.sde.x0_from_noise(x_t, self.predict_noise(x_t, t, state), t)
+
+
+class _BatchedX0(eqx.Module):
+    r"""The unclipped $\hat x_0$ of a batch of states, as a pytree the sampler can cache on."""
+
+    policy: DiffusionPolicy
+    states: Float[Array, "batch state"]
+
+    def __call__(self, t, x):
+        batched = jax.vmap(self.policy._predict_x0_unclipped, in_axes=(0, None, 0))
+        return batched(x, t, self.states)

@@ -3,6 +3,8 @@ r"""A diagonal Gaussian: what the closed forms of the SDE return."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -31,8 +33,8 @@ class DiagonalGaussian(eqx.Module):
 
     def __init__(
         self,
-        mean: Float[ArrayLike, "*shape"],
-        variance: Float[ArrayLike, "*vshape"] | RealScalarLike,
+        mean: Float[ArrayLike, "*shape"] | Sequence[Any],
+        variance: Float[ArrayLike, "*vshape"] | RealScalarLike | Sequence[Any],
     ):
         mean = jnp.asarray(mean)
         if not jnp.issubdtype(mean.dtype, jnp.floating):
@@ -55,12 +57,15 @@ class DiagonalGaussian(eqx.Module):
         z = jax.random.normal(key, jnp.shape(self.mean), jnp.result_type(self.mean))
         return self.mean + jnp.sqrt(self.variance) * z
 
-    def log_prob_elementwise(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    def log_prob_elementwise(
+        self, x: Float[ArrayLike, "*shape"] | Sequence[Any]
+    ) -> Float[Array, "*shape"]:
         """Per-element log densities (their sum is `log_prob`)."""
+        x = jnp.asarray(x, dtype=jnp.result_type(self.mean))
         var = jnp.broadcast_to(self.variance, jnp.shape(self.mean))
         return -0.5 * ((x - self.mean) ** 2 / var + jnp.log(2 * math.pi * var))
 
-    def log_prob(self, x: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def log_prob(self, x: Float[ArrayLike, "*shape"] | Sequence[Any]) -> Float[Array, ""]:
         r"""$\log \mathcal N(x; m, \operatorname{diag} v)$, summed over all elements."""
         return jnp.sum(self.log_prob_elementwise(x))
 

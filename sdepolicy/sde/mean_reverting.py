@@ -8,6 +8,7 @@ Derivations: `proofs/transition.md`, `proofs/posterior.md`, `proofs/score_and_no
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -20,6 +21,10 @@ from .._typing import RealScalarLike
 from .errors import SDEInputError, check_times
 from .gaussian import DiagonalGaussian
 from .schedules import AbstractSchedule
+
+#: A state at a public edge: a jax or numpy array, a Python number, or a (nested) list; it is
+#: converted with `jnp.asarray` (integers to the default float).
+StateLike = Float[ArrayLike, "*shape"] | Sequence[Any]
 
 #: A score (or any vector field) as a function of diffusion time and state: ``f(t, x) -> array``.
 ScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"]], Float[Array, "*shape"]]
@@ -124,9 +129,7 @@ class MeanRevertingSDE(eqx.Module):
 
     # --- closed-form laws --------------------------------------------------------------------
 
-    def transition(
-        self, x_s: Float[ArrayLike, "*shape"], s: RealScalarLike, t: RealScalarLike
-    ) -> DiagonalGaussian:
+    def transition(self, x_s: StateLike, s: RealScalarLike, t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
         e^{-2\Theta(s,t)}) I)$ for $0 \le s \le t$ ($s = t$ is the point mass at $x_s$).
 
@@ -139,7 +142,7 @@ class MeanRevertingSDE(eqx.Module):
         mean = self.mean + (x_s - self.mean) * self.decay(s, t).astype(dt)
         return DiagonalGaussian(mean, self.transition_variance(s, t).astype(dt))
 
-    def marginal(self, x_0: Float[ArrayLike, "*shape"], t: RealScalarLike) -> DiagonalGaussian:
+    def marginal(self, x_0: StateLike, t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_0)$: the transition from time 0."""
         return self.transition(x_0, 0.0, t)
 
@@ -153,8 +156,8 @@ class MeanRevertingSDE(eqx.Module):
 
     def posterior(
         self,
-        x_t: Float[ArrayLike, "*shape"],
-        x_0: Float[ArrayLike, "*shape"],
+        x_t: StateLike,
+        x_0: StateLike,
         s: RealScalarLike,
         t: RealScalarLike,
     ) -> DiagonalGaussian:
@@ -179,9 +182,7 @@ class MeanRevertingSDE(eqx.Module):
 
     # --- score and noise parametrisations ----------------------------------------------------
 
-    def score(
-        self, x_t: Float[ArrayLike, "*shape"], x_0: Float[ArrayLike, "*shape"], t: RealScalarLike
-    ) -> Float[Array, "*shape"]:
+    def score(self, x_t: StateLike, x_0: StateLike, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$ for $t > 0$."""
         check_times("score", t=t)
         x_t = _as_float_array(x_t)
@@ -189,7 +190,7 @@ class MeanRevertingSDE(eqx.Module):
         return -(x_t - law.mean) / law.variance
 
     def noise_from_x0(
-        self, x_t: Float[ArrayLike, "*shape"], x_0: Float[ArrayLike, "*shape"], t: RealScalarLike
+        self, x_t: StateLike, x_0: StateLike, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$
         ($t > 0$)."""
@@ -199,7 +200,7 @@ class MeanRevertingSDE(eqx.Module):
         return (x_t - law.mean) / jnp.sqrt(law.variance)
 
     def x0_from_noise(
-        self, x_t: Float[ArrayLike, "*shape"], noise: Float[ArrayLike, "*shape"], t: RealScalarLike
+        self, x_t: StateLike, noise: StateLike, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$."""
         check_times("x0_from_noise", t=t, strict=False)
@@ -209,9 +210,7 @@ class MeanRevertingSDE(eqx.Module):
         std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
         return self.mean + (x_t - self.mean - std * noise) * jnp.exp(th).astype(dt)
 
-    def score_from_noise(
-        self, noise: Float[ArrayLike, "*shape"], t: RealScalarLike
-    ) -> Float[Array, "*shape"]:
+    def score_from_noise(self, noise: StateLike, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$-\hat\varepsilon / \sqrt{v_t}$ for $t > 0$ (at $t = 0$ it divides by zero)."""
         check_times("score_from_noise", t=t)
         noise = _as_float_array(noise)

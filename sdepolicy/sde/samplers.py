@@ -22,7 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._typing import PRNGKey, RealScalarLike
 from .errors import SDEInputError, concrete
@@ -148,7 +148,7 @@ class PosteriorSampler(eqx.Module):
     def __init__(
         self,
         sde: MeanRevertingSDE,
-        times: Float[ArrayLike, " n"] | Sequence[float] | None = None,
+        times: Float[ArrayLike, " n"] | Int[ArrayLike, " n"] | Sequence[float | int] | None = None,
         x0_bounds: tuple[float, float] | None = None,
         output_bounds: tuple[float, float] | None = None,
     ):
@@ -319,7 +319,7 @@ class ReverseSDESampler(eqx.Module):
     """
 
     sde: MeanRevertingSDE
-    num_steps: int = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True, converter=int)
     solver: diffrax.AbstractSolver = diffrax.Euler()
     t_end: float = eqx.field(static=True, default=0.0)
     brownian: str = eqx.field(static=True, default="virtual")
@@ -377,7 +377,7 @@ class ProbabilityFlowSampler(eqx.Module):
     """
 
     sde: MeanRevertingSDE
-    num_steps: int = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True, converter=int)
     solver: diffrax.AbstractSolver = diffrax.Heun()
     t_end: float = eqx.field(static=True, default=0.0)
     stepsize_controller: diffrax.AbstractStepSizeController | None = None

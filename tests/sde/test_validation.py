@@ -154,3 +154,28 @@ def test_user_schedule_horizon_must_be_static():
         sampler, x_T, jax.random.key(0)
     )
     np.testing.assert_allclose(out, 0.0, atol=1e-12)
+
+
+def test_public_edges_take_numpy_arrays_scalars_and_lists():
+    """Under the suite's beartype hook these calls were rejected before (issue 11)."""
+    sde = sp.MeanRevertingSDE(sp.cosine_schedule(5), mean=0.0, stationary_std=1.0)
+    x0 = [0.5, -0.25]
+    want = sde.marginal(jnp.asarray(x0), 3.0)
+    for x in (np.asarray(x0), x0):
+        np.testing.assert_allclose(sde.marginal(x, np.float64(3.0)).mean, want.mean)
+    post = sde.posterior(np.asarray([0.1]), [0.2], 2, 3)
+    np.testing.assert_allclose(
+        post.mean, sde.posterior(jnp.asarray([0.1]), jnp.asarray([0.2]), 2.0, 3.0).mean
+    )
+    law = sp.DiagonalGaussian(np.asarray([0.0, 1.0]), 1.0)
+    np.testing.assert_allclose(law.log_prob([0.0, 1.0]), -np.log(2 * np.pi), rtol=1e-12)
+    assert law.variance.dtype == law.mean.dtype
+    assert sde.prior([2]).mean.shape == (2,) and sde.prior(3).mean.shape == (3,)
+    np.testing.assert_array_equal(
+        sp.PosteriorSampler(sde, times=[0, 1, 2, 3, 4, 5]).times, np.arange(6.0)
+    )
+    assert sp.ReverseSDESampler(sde, np.int64(4)).num_steps == 4
+    assert type(sp.ProbabilityFlowSampler(sde, np.int64(4)).num_steps) is int
+    np.testing.assert_allclose(
+        sde.score(0.3, 0.1, 1), sde.score(jnp.asarray(0.3), jnp.asarray(0.1), 1.0)
+    )
