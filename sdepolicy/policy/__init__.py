@@ -5,12 +5,15 @@ from .diffusion_policy import SCHEDULES as SCHEDULES
 from .diffusion_policy import DiffusionPolicy as DiffusionPolicy
 from .diffusion_policy import make_schedule as make_schedule
 from .entropy import ENTROPY_ESTIMATORS as ENTROPY_ESTIMATORS
+from .entropy import POLICY_ENTROPY_ESTIMATORS as POLICY_ENTROPY_ESTIMATORS
 from .entropy import TERMINALS as TERMINALS
 from .entropy import EntropyEstimator as EntropyEstimator
+from .entropy import chain_entropy as chain_entropy
 from .entropy import get_entropy_estimator as get_entropy_estimator
 from .entropy import paper_entropy as paper_entropy
 from .entropy import paper_entropy_coefficients as paper_entropy_coefficients
 from .entropy import paper_entropy_residual_coefficient as paper_entropy_residual_coefficient
+from .entropy import policy_entropy as policy_entropy
 from .entropy import reference_entropy as reference_entropy
 from .entropy import reference_entropy_coefficients as reference_entropy_coefficients
 from .losses import LOSS_KINDS as LOSS_KINDS

@@ -310,11 +310,12 @@ def chain_entropy(
     x_T: Float[Array, " action"],
     key: PRNGKey,
     times: Float[ArrayLike, " n"] | None = None,
+    x0_bounds: tuple[float, float] | None = None,
 ) -> Float[Array, ""]:
     r"""A one-path estimate of a lower bound on the entropy of the posterior sampler's output.
 
-    The chain is that of [`PosteriorSampler`][] on the grid $0 = t_0 < \dots < t_N = T$
-    (without its clipping): $x_{t_N} = $ `x_T` $\sim \mathcal N(\mu, \lambda^2 I)$,
+    The chain is that of [`PosteriorSampler`][] on the grid $0 = t_0 < \dots < t_N = T$,
+    before its output clipping: $x_{t_N} = $ `x_T` $\sim \mathcal N(\mu, \lambda^2 I)$,
     $x_{t_{i-1}} = \tilde\mu_i(x_{t_i}) + \sqrt{\tilde\beta_i}\,\xi_i$ for $i = N..2$, and the
     noise-free last step $a^0 = g(y) = \tilde\mu_1(y, \hat x_0(t_1, y))$ with $y = x_{t_1}$.
     With $q$ the forward transitions of the SDE, the returned value is
@@ -337,12 +338,15 @@ def chain_entropy(
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
-    - `predict_x0`: $\hat x_0$ as `f(t, x)` for ONE sample (no clipping: a clipped
-        prediction has a singular Jacobian).
+    - `predict_x0`: $\hat x_0$ as `f(t, x)` for ONE sample, unclipped.
     - `x_T`: the chain's start, a draw from `sde.prior` (its log-density enters the
         estimate).
     - `key`: PRNG key for the chain's noise.
     - `times`: the grid (default: the integers $0..T$ of a piecewise-constant schedule).
+    - `x0_bounds`: `(low, high)` to clip $\hat x_0$ in the steps $i = N..2$, as the sampler's
+        `x0_bounds` (the bound holds for any kernel means). The last step stays unclipped: a
+        clipped map has a singular Jacobian, and when the sampler's output is clipped to the
+        same box, clipping $\hat x_0$ there changes nothing in what it returns.
 
     **Returns:** the scalar estimate, in nats, summed over the action dimensions.
     """
@@ -359,7 +363,10 @@ def chain_entropy(
         def body(carry, inputs):
             x, acc = carry
             s, t, k = inputs
-            law = sde.posterior(x, predict_x0(t, x), s, t)
+            x0_hat = predict_x0(t, x)
+            if x0_bounds is not None:
+                x0_hat = jnp.clip(x0_hat, *x0_bounds)
+            law = sde.posterior(x, x0_hat, s, t)
             xi = jax.random.normal(k, x.shape, dt)
             x_new = law.mean + jnp.sqrt(law.variance) * xi
             var = jnp.broadcast_to(law.variance, x.shape)
@@ -385,11 +392,12 @@ def policy_entropy(
     r"""`entropy="likelihood"`: an estimate of $H(\pi(\cdot \mid s))$ per state, by
     [`chain_entropy`][] on the policy's own posterior sampler.
 
-    $\pi(\cdot \mid s)$ is the law of the policy's unit-box sample *before* its clipping
-    ($\hat x_0$ and the output are not clipped here, whatever `policy.x0_clip`: the clipped law
-    has atoms on the box's faces and no density). In the environment's box the entropy is this
-    plus the constant $\sum_j \log(\text{half-width}_j)$. One path per state: $a^T$ from the
-    first half of `split(key)`, the chain's noise from the second (as
+    $\pi(\cdot \mid s)$ is the law of the policy's unit-box sample *before* its output
+    clipping (the clipped law has atoms on the box's faces and no density); $\hat x_0$ is
+    clipped in the chain's steps when `policy.x0_clip`, as in [`DiffusionPolicy.sample`][],
+    except in the last, whose clipping the output clip repeats. In the environment's box the
+    entropy is this plus the constant $\sum_j \log(\text{half-width}_j)$. One path per state:
+    $a^T$ from the first half of `split(key)`, the chain's noise from the second (as
     [`DiffusionPolicy.sample_unit`][]). Differentiable in the denoiser's parameters.
 
     **Arguments:**
@@ -406,13 +414,13 @@ def policy_entropy(
     shape = (states.shape[0], policy.action_dim)
     x_T = policy.sde.prior(shape, states.dtype).sample(init_key)
     keys = jax.random.split(chain_key, states.shape[0])
-    times = policy.sampler().times
+    sampler = policy.sampler()
     sde = policy.sde
 
     def one(state, x, k):
         def predict_x0(t, z):
             return sde.x0_from_noise(z, policy.predict_noise(z, t, state), t)
 
-        return chain_entropy(sde, predict_x0, x, k, times)
+        return chain_entropy(sde, predict_x0, x, k, sampler.times, sampler.x0_bounds)
 
     return jax.vmap(one)(states, x_T, keys)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ..._typing import PRNGKey
-from ...policy import DiffusionPolicy, get_entropy_estimator
+from ...policy import DiffusionPolicy, get_entropy_estimator, policy_entropy
 from ..critics import QEnsemble, aggregate_q
 from ..selection import select_actions
 from ..transitions import Transitions
@@ -59,7 +59,8 @@ class ERDPQEConfig:
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
     - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\\beta$ and the actor's pessimism
         (`"lcb"` or `"min"`).
-    - `alpha`, `eta`: weights of the entropy and Q terms; `entropy`: `"reference"` or `"paper"`.
+    - `alpha`, `eta`: weights of the entropy and Q terms; `entropy`: `"reference"`, `"paper"`
+        or `"likelihood"` (the policy's own entropy, `sdepolicy.policy.policy_entropy`).
     - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
@@ -113,7 +114,7 @@ class ERDPQEConfig:
 
         for name, allowed in (
             ("q_aggregate", ("lcb", "min")),
-            ("entropy", ("reference", "paper")),
+            ("entropy", ("reference", "paper", "likelihood")),
             ("loss", ("mll", "nml")),
             ("critic_backward", ("fused", "autodiff")),
             ("schedule", tuple(SCHEDULES)),
@@ -129,7 +130,7 @@ class ERDPQEConfig:
                 f"undefined), got {self.num_critics}; use q_aggregate=min for one critic."
             )
         # The reference entropy estimator needs T >= 3 steps, the paper's T >= 2.
-        least = 3 if self.entropy == "reference" else 2
+        least = {"reference": 3, "paper": 2}.get(self.entropy, 1)
         if self.diffusion_steps < least:
             raise ConfigError(
                 f"ERDPQEConfig: entropy={self.entropy!r} needs diffusion_steps >= {least}, "
@@ -200,10 +201,18 @@ def actor_loss(
     q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
     q_loss = -jnp.mean(q_pess) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
     # The entropy estimate sees the unclipped prediction, as the reference code does.
-    estimator = get_entropy_estimator(config.entropy)
-    keys = jax.random.split(k_ent, x0_hat.shape[0])
-    h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
-    ent_loss = -jnp.mean(h) / jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
+    if config.entropy == "likelihood":
+        # The policy's own entropy: its posterior chain from fresh noise, not x0_hat. A
+        # differential entropy may be ~0 or negative, so it is scaled per action dimension
+        # instead of by mean|H| (proofs/entropy_likelihood.md §4).
+        h = policy_entropy(actor, batch.observations, k_ent)
+        scale = actor.action_dim
+    else:
+        estimator = get_entropy_estimator(config.entropy)
+        keys = jax.random.split(k_ent, x0_hat.shape[0])
+        h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
+        scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
+    ent_loss = -jnp.mean(h) / scale
     loss = bc_loss + config.eta * q_loss + config.alpha * ent_loss
     aux = {"bc_loss": bc_loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
     return loss, aux
