@@ -2,10 +2,12 @@
 
 from . import sde as sde
 from .sde import DiagonalGaussian as DiagonalGaussian
+from .sde import LogLikelihood as LogLikelihood
 from .sde import MeanRevertingSDE as MeanRevertingSDE
 from .sde import PosteriorSampler as PosteriorSampler
 from .sde import ProbabilityFlowSampler as ProbabilityFlowSampler
 from .sde import ReverseSDESampler as ReverseSDESampler
+from .sde import SDEInputError as SDEInputError
 from .sde import cosine_schedule as cosine_schedule
 from .sde import vp_schedule as vp_schedule
 
