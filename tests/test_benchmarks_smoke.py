@@ -27,6 +27,9 @@ SCRIPTS = {
     "bench_update": ["--quick", *TINY, "--batch", "32"],
     "bench_eval": ["--quick", *TINY, "--critics", "4", "--candidates", "5"],
     "bench_seeds": ["--quick", *TINY, "--batch", "32"],
+    # Imports the committed slices of real files (tests/data) and trains two algorithms a few
+    # steps through the same runner as examples/d4rl_train.py.
+    "real_data": ["--quick", "--algos", "bc", "erdpqe", "--work", "real_data_work"],
 }
 FAST_COMPILE = (
     "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE --xla_backend_optimization_level=0 "
@@ -144,6 +147,22 @@ def test_bench_seeds_quick(runs):
                 assert _positive(r[part][key]), (part, key)
         for key in ("time_ratio", "throughput_gain", "cpu_time_ratio", "throughput_gain_cpu"):
             assert _positive(r[key]), key
+
+
+def test_real_data_quick(runs):
+    code, stdout, data = runs["real_data"]
+    assert code == 0 and data is not None, f"real_data failed:\n{stdout[-4000:]}"
+    (ds,) = data["datasets"].values()
+    # The expert slice: three 200-step episodes, the last step of each without a successor.
+    assert ds["episodes"] == 3 and ds["transitions"] == 597
+    assert ds["ref"] == [-1229.0, -150.0] and ds["env_id"] == "Pendulum-v1"
+    rows = {r["algo"]: r for r in data["results"]}
+    assert set(rows) == {"bc", "erdpqe"}
+    for r in rows.values():
+        assert r["steps"] == 10 and math.isfinite(r["last"]["mean"])
+        assert r["best"]["mean"] >= r["last"]["mean"]
+    assert data["table"][0].startswith("| dataset") and "pendulum-expert" in data["table"][2]
+    assert "CPU cores" in stdout
 
 
 def test_matmul_flop_count_multiplies_scans():
