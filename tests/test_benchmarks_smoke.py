@@ -30,6 +30,7 @@ SCRIPTS = {
     # Imports the committed slices of real files (tests/data) and trains two algorithms a few
     # steps through the same runner as examples/d4rl_train.py.
     "real_data": ["--quick", "--algos", "bc", "erdpqe", "--work", "real_data_work"],
+    "bench_entropy": ["--quick"],
 }
 FAST_COMPILE = (
     "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE --xla_backend_optimization_level=0 "
@@ -163,6 +164,15 @@ def test_real_data_quick(runs):
         assert r["best"]["mean"] >= r["last"]["mean"]
     assert data["table"][0].startswith("| dataset") and "pendulum-expert" in data["table"][2]
     assert "CPU cores" in stdout
+
+
+def test_bench_entropy_quick(runs):
+    data = _get(runs, "bench_entropy")
+    (r,) = data["results"]
+    assert set(r["rows"]) == {"reference", "likelihood"}
+    for row in r["rows"].values():
+        assert _positive(row["s_per_step_median"]) and _positive(row["cpu_s_per_step"])
+    assert _positive(r["time_ratio"]) and _positive(r["cpu_ratio"])
 
 
 def test_matmul_flop_count_multiplies_scans():
