@@ -142,8 +142,10 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
         diffs = []
         if description is not None and header.get("description") is not None:
             diffs = describe_differences(header["description"], description)
-        what = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "") if diffs else (
-            f"fingerprint {header.get('fingerprint')} there, {fingerprint} here"
+        what = (
+            "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+            if diffs
+            else (f"fingerprint {header.get('fingerprint')} there, {fingerprint} here")
         )
         raise CheckpointMismatchError(
             f"{path} was written by a different configuration ({what}). To continue it, resume "
@@ -158,11 +160,16 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
         payload = f.read()
     if header["format_version"] >= 2:
         size, digest = header.get("payload_bytes"), header.get("payload_sha256")
-        if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
+        if len(payload) != size:
+            why = f"its arrays hold {len(payload)} bytes where its header says {size} (truncated)"
+        elif hashlib.sha256(payload).hexdigest() != digest:
+            why = "its arrays do not match the SHA-256 in its header (altered on disk)"
+        else:
+            why = None
+        if why is not None:
             raise CheckpointMismatchError(
-                f"{path} is corrupt: its arrays ({len(payload)} bytes) do not match the checksum "
-                f"in its header ({size} bytes), so the file was truncated or altered on disk. "
-                "Restore it from a copy, or start a new run in another --out."
+                f"{path} is corrupt: {why}. Restore it from a copy, or start a new run in "
+                "another --out."
             )
     try:
         tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)

@@ -319,7 +319,8 @@ def _check_action_box(transitions, low, high, clip: bool):
         return transitions
     excess = float(np.max(np.maximum(low - acts, acts - high)))
     share = f"{n} of {len(acts)} dataset actions ({100.0 * n / len(acts):.1f} %)"
-    box = f"[{np.array2string(low, precision=3)}, {np.array2string(high, precision=3)}]"
+    dims = [f"[{lo:g}, {hi:g}]" for lo, hi in zip(low.tolist(), high.tolist(), strict=True)]
+    box = " x ".join(dims[:4]) + (" x ..." if len(dims) > 4 else "")
     if clip:
         _warn(f"{share} lie outside the action box {box} (by up to {excess:.3g}); clipped.")
         clipped = jnp.asarray(np.clip(acts, low, high), dtype=acts.dtype)
