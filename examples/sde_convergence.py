@@ -42,6 +42,7 @@ import math
 import time
 from pathlib import Path
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -414,6 +415,72 @@ def gaussian_chain_moments(
             lin = 1 + h * a1
             m, V = lin * m + h * b1, lin**2 * V + 2 * lam2 * theta_ts[i] * abs(h)
     return float(m), float(V)
+
+
+class _ArrayBrownianPath(diffrax.AbstractBrownianPath):
+    r"""A Brownian path whose increments over the steps of a known grid are explicit standard
+    normals: $W = \sqrt{h}\,z_i$ and space-time Lévy area $H = \sqrt{h/12}\,\eta_i$ (independent
+    of $W$, as for Brownian motion). A solver that reads one increment per step then computes
+    an affine function of $(x_T, z, \eta)$ on Gaussian data, whose exact law forward-mode
+    autodiff gives (see [`srk_chain_moments`][])."""
+
+    ts: Float[Array, " n1"]
+    z: Float[Array, "n *shape"]
+    eta: Float[Array, "n *shape"]
+    levy_area: type = eqx.field(static=True, default=diffrax.SpaceTimeLevyArea)
+
+    @property
+    def t0(self):
+        return self.ts[0]
+
+    @property
+    def t1(self):
+        return self.ts[-1]
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        i = jnp.clip(jnp.searchsorted(self.ts, 0.5 * (t0 + t1)) - 1, 0, self.z.shape[0] - 1)
+        h = t1 - t0
+        w = jnp.sqrt(h) * self.z[i]
+        if not use_levy:
+            return w
+        return diffrax.SpaceTimeLevyArea(dt=h, W=w, H=jnp.sqrt(h / 12) * self.eta[i])
+
+
+def srk_chain_moments(
+    solver, num_steps: int, sde: sp.MeanRevertingSDE, law: DiagonalMixture, m_T: float, v_T: float
+) -> tuple[float, float]:
+    r"""The exact mean and variance of `sp.ReverseSDESampler(sde, num_steps, solver)`'s output
+    for 1-D Gaussian data (exact score) from $x_T \sim \mathcal N(m_T, v_T)$.
+
+    The score is affine in $x$ and the noise additive, so each step of any Runge–Kutta SDE
+    solver is affine in the state and in the step's $(W, H)$. The chain is run on the
+    sampler's own grid (`_reverse_step_grid`, split at the rate's jumps) with
+    [`_ArrayBrownianPath`][]; its output is affine in $(x_T, z, \eta)$, so the mean is the
+    output at $(m_T, 0, 0)$ and the variance is $\sum_k (\partial\,\text{out}/\partial
+    \xi_k)^2 \operatorname{Var}\xi_k$ (one reverse-mode gradient, float64).
+    """
+    from sdepolicy.sde.samplers import _reverse_step_grid, _solve
+
+    T = float(sde.horizon)
+    grid = _reverse_step_grid(T, 0.0, num_steps, sde.schedule.jump_times)
+    if grid is None:
+        grid = np.linspace(0.0, T, num_steps + 1)
+    ts = jnp.asarray(grid, jnp.float64)
+    n = ts.shape[0] - 1
+    score = exact_score(sde, law)
+
+    def out(x_T, z, eta):
+        path = _ArrayBrownianPath(ts, z, eta)
+        terms = sde.reverse_terms(score, path)
+        sol = _solve(terms, solver, 0.0, T, num_steps, x_T, grid=grid)
+        return sol.ys[-1, 0, 0]
+
+    x0 = jnp.full((1, 1), m_T)
+    zeros = jnp.zeros((n, 1, 1))
+    mean = float(out(x0, zeros, zeros))
+    jx, jz, jh = jax.grad(out, argnums=(0, 1, 2))(x0, zeros, zeros)
+    var = float(jnp.sum(jx**2) * v_T + jnp.sum(jz**2) + jnp.sum(jh**2))
+    return mean, var
 
 
 def gaussian_w1(m1: float, v1: float, m2: float, v2: float) -> float:

@@ -245,17 +245,52 @@ class MeanRevertingSDE(eqx.Module):
     def reverse_terms(
         self, score_fn: ScoreFn, brownian: diffrax.AbstractBrownianPath
     ) -> diffrax.MultiTerm:
-        r"""The reverse-time SDE $dx = [f - \sigma^2\nabla\log p_t]\,dt + \sigma\,d\bar W$, to be
-        integrated from $T$ down to 0 (a diffrax solve with $t_0 > t_1$ and negative `dt0`)."""
+        r"""The reverse-time SDE $dx = [f - \sigma^2\nabla\log p_t]\,dt + \sigma\,d\bar W$ in
+        forward time $\tau = T - t$: for $y(\tau) = x(T - \tau)$,
+        $dy = [\sigma^2 \nabla\log p_t - f](T - \tau)\,d\tau + \sigma(T - \tau)\,dW_\tau$.
+
+        Integrate $\tau$ from 0 to $T - t_{end}$ with `brownian` defined on that interval
+        (what [`ReverseSDESampler`][] does). diffrax's SDE solvers assume increasing time; a
+        solve of the reverse SDE in $t$ from $T$ down to 0 is right only for Euler–Maruyama.
+        """
+        horizon = float(self.schedule.horizon)
         return diffrax.MultiTerm(
-            diffrax.ODETerm(self.reverse_drift(score_fn)),
-            diffrax.ControlTerm(self.diffusion, brownian),
+            diffrax.ODETerm(_ReverseTimeDrift(self, score_fn, horizon)),
+            diffrax.ControlTerm(_ReverseTimeDiffusion(self, horizon), brownian),
         )
 
     def probability_flow_term(self, score_fn: ScoreFn) -> diffrax.ODETerm:
         r"""The probability-flow ODE $dx/dt = f - \tfrac12\sigma^2\nabla\log p_t$."""
+        return diffrax.ODETerm(_ProbabilityFlowField(self, score_fn))
 
-        def vector_field(t, x, args):
-            return self.drift(t, x) - 0.5 * self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x)
 
-        return diffrax.ODETerm(vector_field)
+class _ReverseTimeDrift(eqx.Module):
+    # A module, not a closure: the arrays of the SDE and of an `eqx.Module` score stay visible
+    # to `filter_jit` and to adjoints that differentiate through the terms.
+    sde: MeanRevertingSDE
+    score_fn: ScoreFn
+    horizon: float = eqx.field(static=True)
+
+    def __call__(self, tau, y, args):
+        t = self.horizon - tau
+        sigma2 = self.sde.sigma(t).astype(y.dtype) ** 2
+        return sigma2 * self.score_fn(t, y) - self.sde.drift(t, y)
+
+
+class _ReverseTimeDiffusion(eqx.Module):
+    sde: MeanRevertingSDE
+    horizon: float = eqx.field(static=True)
+
+    def __call__(self, tau, y, args):
+        return self.sde.diffusion(self.horizon - tau, y)
+
+
+class _ProbabilityFlowField(eqx.Module):
+    # A module for the same reason as `_ReverseTimeDrift` (`BacksolveAdjoint` cannot close
+    # over traced arrays).
+    sde: MeanRevertingSDE
+    score_fn: ScoreFn
+
+    def __call__(self, t, x, args):
+        half_sigma2 = 0.5 * self.sde.sigma(t).astype(x.dtype) ** 2
+        return self.sde.drift(t, x) - half_sigma2 * self.score_fn(t, x)

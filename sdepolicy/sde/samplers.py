@@ -22,7 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
 from .errors import SDEInputError, concrete
@@ -271,14 +271,53 @@ def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | No
     return np.array(sorted(points, reverse=t0 > t1), dtype=dtype)
 
 
-def _fixed_step_solve(
-    terms, solver, t0, t1, num_steps, x, controller=None, jump_ts=(), adjoint=None
-):
+def _reverse_step_grid(horizon: float, t_end: float, num_steps: int, jump_ts):
+    r"""[`_step_grid`][] for the reverse SDE solved in $\tau = T - t$ from 0 to $T - t_{end}$.
+
+    The vector field reads the rate at $t = T - \tau$, computed in the dtype of the solve's
+    times, and one ulp of $\tau$ near $T - k$ can round back onto the jump $k$ itself. So the
+    two points around each jump are moved away ulp by ulp until $T - \tau$ lands strictly on
+    their own side of $k$. Returns `None` when there is no interior jump.
+    """
+    jumps = [float(j) for j in np.asarray(jump_ts).reshape(-1) if t_end < float(j) < horizon]
+    if not jumps:
+        return None
+    dtype = np.dtype(jnp.result_type(float))
+    T, end = dtype.type(horizon), dtype.type(horizon - t_end)
+    grid = np.linspace(0.0, horizon - t_end, num_steps + 1).astype(dtype)
+    points = {dtype.type(0.0), end}
+    for g in grid[1:-1]:
+        if all(abs(float(g) - (horizon - j)) > 64 * np.finfo(dtype).eps * horizon for j in jumps):
+            points.add(g)
+    for j in jumps:
+        jd, tau = dtype.type(j), dtype.type(horizon - j)
+        before, after = tau, tau
+        while not T - before > jd:  # before the jump in tau = above it in t
+            before = np.nextafter(before, dtype.type(-np.inf))
+        while not T - after < jd:
+            after = np.nextafter(after, dtype.type(np.inf))
+        points |= {before, after}
+    return np.array(sorted(points), dtype=dtype)
+
+
+def _solve(
+    terms,
+    solver,
+    t0: float,
+    t1: float,
+    num_steps: int,
+    x,
+    *,
+    args=None,
+    controller=None,
+    grid=None,
+    saveat=None,
+    adjoint=None,
+) -> diffrax.Solution:
     # `max_steps` must be finite: diffrax's default adjoint (RecursiveCheckpointAdjoint) needs a
     # bound to reverse-mode differentiate the solve, and the samplers promise to work under
     # `jax.grad`.
     if controller is None:
-        grid = _step_grid(t0, t1, num_steps, jump_ts)
         if grid is None:
             # +2 guards against the last step being split by rounding of t0 + k*dt0.
             controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
@@ -287,35 +326,72 @@ def _fixed_step_solve(
             controller, dt0, max_steps = diffrax.StepTo(ts=grid), None, len(grid) + 1
     else:
         dt0, max_steps = (t1 - t0) / num_steps, 16 * num_steps + 4096
-    sol = diffrax.diffeqsolve(
+    return diffrax.diffeqsolve(
         terms,
         solver,
         t0=t0,
         t1=t1,
         dt0=dt0,
         y0=x,
-        saveat=diffrax.SaveAt(t1=True),
+        args=args,
+        saveat=saveat or diffrax.SaveAt(t1=True),
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
     )
-    return sol.ys[0]
+
+
+def levy_area_for(solver: diffrax.AbstractSolver) -> type:
+    r"""The Brownian increment type a diffrax solver needs: `SpaceTimeTimeLevyArea`,
+    `SpaceTimeLevyArea` (SEA, ShARK, SRA1, ...; they read the solver's `minimal_levy_area`) or
+    the plain `BrownianIncrement` (Euler–Maruyama, Heun, Milstein, ...)."""
+    need = getattr(solver, "minimal_levy_area", diffrax.AbstractBrownianIncrement)
+    if issubclass(need, diffrax.AbstractSpaceTimeTimeLevyArea):
+        return diffrax.SpaceTimeTimeLevyArea
+    if issubclass(need, diffrax.AbstractSpaceTimeLevyArea):
+        return diffrax.SpaceTimeLevyArea
+    return diffrax.BrownianIncrement
+
+
+def _path_or_sample(sol: diffrax.Solution, x_T, return_path: bool, bounds=None):
+    x = sol.ys[-1]
+    if bounds is not None:
+        x = jnp.clip(x, *bounds)
+    if return_path:
+        return x, sol.ys
+    return x
 
 
 class ReverseSDESampler(eqx.Module):
-    r"""Integrate the reverse-time SDE $dx = [\theta(\mu - x) - \sigma^2 s(t, x)]\,dt +
-    \sigma\,d\bar W$ from $T$ to `t_end` with a diffrax SDE solver.
+    r"""Integrate the reverse-time SDE with any diffrax SDE solver, in forward time.
+
+    The reverse SDE $dx = [\theta(\mu - x) - \sigma^2 s(t, x)]\,dt + \sigma\,d\bar W$ runs
+    from $t = T$ down to `t_end`. diffrax's SDE solvers assume time increases (a solve with
+    $t_0 > t_1$ is correct for Euler–Maruyama only: SEA and ShARK then give nonsense), so the
+    sampler solves $y(\tau) = x(T - \tau)$,
+    $dy = [\sigma^2 s - \theta(\mu - y)](T - \tau)\,d\tau + \sigma(T - \tau)\,dW_\tau$, from
+    $\tau = 0$ to $T - t_{end}$ (`sde.reverse_terms`). The Brownian path carries the Lévy
+    area the solver needs ([`levy_area_for`][]), so `diffrax.SEA()`, `diffrax.ShARK()`,
+    `diffrax.SRA1()` work as well as `diffrax.Euler()`. All of them treat the noise as
+    additive, which it is ($\sigma$ depends on $t$ only), so Itô and Stratonovich solvers
+    agree.
 
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
     - `num_steps`: number of (fixed) steps from $T$ to `t_end`. Where the rate jumps (a
         piecewise-constant schedule) the grid is split at the jump so that no step evaluates
-        the rate across it (see `_step_grid`); this adds one 2-ulp step per interior jump.
+        the rate across it (see `_reverse_step_grid`); this adds one tiny step per jump.
     - `solver`: any diffrax SDE solver (default `diffrax.Euler()`, i.e. Euler–Maruyama).
-    - `t_end`: where to stop (default 0; a small positive value avoids an exploding score).
+        `diffrax.ShARK()` (two score evaluations per step) is measured in
+        `docs/convergence.md`.
+    - `t_end`: where to stop (default 0; a score from [`noise_to_score`][] needs `t_end > 0`).
     - `brownian`: `"virtual"` (a `VirtualBrownianTree`, any step size, reproducible) or
-        `"unsafe"` (`UnsafeBrownianPath`, faster, fixed steps only, no reverse-mode AD).
+        `"unsafe"` (`UnsafeBrownianPath`, faster, fixed steps only, forward-mode AD only).
+    - `levy_area`: the Brownian path's increment type; default `None`: what the solver
+        needs.
+    - `adjoint`: the diffrax adjoint (default `RecursiveCheckpointAdjoint()`, or
+        `ForwardMode()` with `brownian="unsafe"`, the only one diffrax allows there).
     """
 
     sde: MeanRevertingSDE
@@ -323,6 +399,8 @@ class ReverseSDESampler(eqx.Module):
     solver: diffrax.AbstractSolver = diffrax.Euler()
     t_end: float = eqx.field(static=True, default=0.0)
     brownian: str = eqx.field(static=True, default="virtual")
+    levy_area: type | None = eqx.field(static=True, default=None)
+    adjoint: diffrax.AbstractAdjoint | None = None
 
     def __check_init__(self):
         if self.num_steps < 1:
@@ -331,32 +409,90 @@ class ReverseSDESampler(eqx.Module):
             raise SDEInputError("ReverseSDESampler: brownian must be 'virtual' or 'unsafe'.")
         _check_t_end("ReverseSDESampler", self.t_end, static_horizon(self.sde))
 
-    @eqx.filter_jit
-    def __call__(
-        self, score_fn: ScoreFn, x_T: Float[Array, "*shape"], key: PRNGKey
-    ) -> Float[Array, "*shape"]:
-        """Sample at `t_end` starting from `x_T` at the horizon."""
+    def brownian_path(
+        self, x_T: Float[Array, "*shape"], key: PRNGKey
+    ) -> diffrax.AbstractBrownianPath:
+        r"""The Brownian path over $\tau \in [0, T - t_{end}]$, with the Lévy area the solver
+        needs."""
+        span = static_horizon(self.sde) - self.t_end
+        shape = jax.ShapeDtypeStruct(x_T.shape, x_T.dtype)
+        levy = self.levy_area or levy_area_for(self.solver)
+        if self.brownian == "virtual":
+            tol = span / (4 * self.num_steps)
+            return diffrax.VirtualBrownianTree(
+                0.0, span, tol=tol, shape=shape, key=key, levy_area=levy
+            )
+        return diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=levy)
+
+    def save_times(self) -> Float[Array, " n"]:
+        r"""The diffusion times $T = t_N > \dots > t_0 = t_{end}$ of `return_path`."""
+        return jnp.linspace(static_horizon(self.sde), self.t_end, self.num_steps + 1)
+
+    def solve(
+        self,
+        score_fn: ScoreFn,
+        x_T: Float[Array, "*shape"],
+        key: PRNGKey,
+        args: PyTree = None,
+        *,
+        saveat: diffrax.SaveAt | None = None,
+    ) -> diffrax.Solution:
+        r"""The whole diffrax solution: `ys`, `stats` (step counts), `result`.
+
+        `saveat` is in the solve's time $\tau = T - t$ (default: the end only). The solution's
+        `ts` are in $\tau$ too; `sde.horizon - sol.ts` gives diffusion times.
+        """
         _check_score_at_t_end("ReverseSDESampler", score_fn, self.t_end)
         T = static_horizon(self.sde)
-        shape = jax.ShapeDtypeStruct(x_T.shape, x_T.dtype)
-        if self.brownian == "virtual":
-            tol = (T - self.t_end) / (4 * self.num_steps)
-            bm = diffrax.VirtualBrownianTree(self.t_end, T, tol=tol, shape=shape, key=key)
-        else:
-            bm = diffrax.UnsafeBrownianPath(shape=shape, key=key)
-        terms = self.sde.reverse_terms(score_fn, bm)
-        return _fixed_step_solve(
-            terms,
-            self.solver,
-            T,
-            self.t_end,
-            self.num_steps,
-            x_T,
-            jump_ts=self.sde.schedule.jump_times,
+        terms = self.sde.reverse_terms(score_fn, self.brownian_path(x_T, key))
+        if self.brownian == "unsafe" and self.adjoint is None:
             # diffrax refuses to checkpoint through an UnsafeBrownianPath (it cannot be
             # replayed); forward mode is the only adjoint it supports.
-            adjoint=diffrax.ForwardMode() if self.brownian == "unsafe" else None,
+            adjoint = diffrax.ForwardMode()
+        else:
+            adjoint = self.adjoint
+        return _solve(
+            terms,
+            self.solver,
+            0.0,
+            T - self.t_end,
+            self.num_steps,
+            x_T,
+            args=args,
+            grid=_reverse_step_grid(T, self.t_end, self.num_steps, self.sde.schedule.jump_times),
+            saveat=saveat,
+            adjoint=adjoint,
         )
+
+    @eqx.filter_jit
+    def __call__(
+        self,
+        score_fn: ScoreFn,
+        x_T: Float[Array, "*shape"],
+        key: PRNGKey,
+        args: PyTree = None,
+        *,
+        return_path: bool = False,
+    ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
+        r"""Sample at `t_end` starting from `x_T` at the horizon.
+
+        **Arguments:**
+
+        - `score_fn`: the score $s(t, x, \text{args})$.
+        - `x_T`: the starting point at $T$.
+        - `key`: PRNG key of the Brownian path.
+        - `args`: passed to `score_fn` (e.g. parameters or a state to condition on).
+        - `return_path`: also return the states at [`save_times`][] ($x_T$ first, the sample
+            last), stacked.
+
+        **Returns:** the sample at `t_end` (and the path if asked).
+        """
+        saveat = None
+        if return_path:
+            T = static_horizon(self.sde)
+            saveat = diffrax.SaveAt(ts=T - self.save_times())
+        sol = self.solve(score_fn, x_T, key, args, saveat=saveat)
+        return _path_or_sample(sol, x_T, return_path)
 
 
 class ProbabilityFlowSampler(eqx.Module):
@@ -369,11 +505,17 @@ class ProbabilityFlowSampler(eqx.Module):
     - `num_steps`: number of fixed steps (or the initial step count for an adaptive
         controller). Fixed steps are split at the rate's jumps as in [`ReverseSDESampler`][].
     - `solver`: a diffrax ODE solver (default `diffrax.Heun()`).
-    - `t_end`: where to stop (default 0).
+    - `t_end`: where to stop (default 0; a score from [`noise_to_score`][] needs `t_end > 0`).
     - `stepsize_controller`: default `ConstantStepSize()`; for adaptive steps pass e.g.
         `diffrax.ClipStepSizeController(diffrax.PIDController(rtol, atol),
         jump_ts=sde.schedule.jump_times)` (diffrax >= 0.7 takes `jump_ts` there, not in the
         `PIDController`); the rate of a piecewise-constant schedule jumps at integer times.
+    - `adjoint`: the diffrax adjoint (default `RecursiveCheckpointAdjoint()`; e.g.
+        `diffrax.DirectAdjoint()`, or `diffrax.BacksolveAdjoint()` with an adaptive
+        `stepsize_controller`: diffrax cannot backsolve through the fixed grid that is split
+        at the rate's jumps, a `StepTo`).
+
+    The solve runs backwards in time ($t_0 = T > t_1$), which diffrax's ODE solvers support.
     """
 
     sde: MeanRevertingSDE
@@ -381,24 +523,66 @@ class ProbabilityFlowSampler(eqx.Module):
     solver: diffrax.AbstractSolver = diffrax.Heun()
     t_end: float = eqx.field(static=True, default=0.0)
     stepsize_controller: diffrax.AbstractStepSizeController | None = None
+    adjoint: diffrax.AbstractAdjoint | None = None
 
     def __check_init__(self):
         if self.num_steps < 1:
             raise SDEInputError("ProbabilityFlowSampler: num_steps must be positive.")
         _check_t_end("ProbabilityFlowSampler", self.t_end, static_horizon(self.sde))
 
-    @eqx.filter_jit
-    def __call__(self, score_fn: ScoreFn, x_T: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """Transport `x_T` at the horizon to `t_end` (deterministic)."""
+    def save_times(self) -> Float[Array, " n"]:
+        r"""The diffusion times $T = t_N > \dots > t_0 = t_{end}$ of `return_path`."""
+        return jnp.linspace(static_horizon(self.sde), self.t_end, self.num_steps + 1)
+
+    def solve(
+        self,
+        score_fn: ScoreFn,
+        x_T: Float[Array, "*shape"],
+        key: PRNGKey | None = None,
+        args: PyTree = None,
+        *,
+        saveat: diffrax.SaveAt | None = None,
+    ) -> diffrax.Solution:
+        r"""The whole diffrax solution (`ys`, `ts` in diffusion time, `stats`, `result`);
+        `saveat` default: the end only. `key` is accepted for a uniform signature and unused."""
+        del key
         _check_score_at_t_end("ProbabilityFlowSampler", score_fn, self.t_end)
-        term = self.sde.probability_flow_term(score_fn)
-        return _fixed_step_solve(
-            term,
+        T = static_horizon(self.sde)
+        grid = None
+        if self.stepsize_controller is None:
+            grid = _step_grid(T, self.t_end, self.num_steps, self.sde.schedule.jump_times)
+        return _solve(
+            self.sde.probability_flow_term(score_fn),
             self.solver,
-            static_horizon(self.sde),
+            T,
             self.t_end,
             self.num_steps,
             x_T,
+            args=args,
             controller=self.stepsize_controller,
-            jump_ts=self.sde.schedule.jump_times,
+            grid=grid,
+            saveat=saveat,
+            adjoint=self.adjoint,
         )
+
+    @eqx.filter_jit
+    def __call__(
+        self,
+        score_fn: ScoreFn,
+        x_T: Float[Array, "*shape"],
+        key: PRNGKey | None = None,
+        args: PyTree = None,
+        *,
+        return_path: bool = False,
+    ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
+        r"""Transport `x_T` at the horizon to `t_end` (deterministic).
+
+        **Arguments:** as [`ReverseSDESampler.__call__`][]; `key` is accepted in the same
+        position as the other samplers' and ignored (the flow is deterministic), so the three
+        samplers are interchangeable.
+
+        **Returns:** the sample at `t_end` (and the states at [`save_times`][] if asked).
+        """
+        saveat = diffrax.SaveAt(ts=self.save_times()) if return_path else None
+        sol = self.solve(score_fn, x_T, key, args, saveat=saveat)
+        return _path_or_sample(sol, x_T, return_path)

@@ -475,3 +475,33 @@ def test_unsafe_brownian_path_runs():
     score = _exact_score(sde.schedule)
     out = sampler(score, jnp.asarray([0.1, 0.2]), jax.random.key(0))
     assert out.shape == (2,) and np.all(np.isfinite(out))
+
+
+def test_diffrax_samplers_paths_statistics_adjoint_and_key():
+    r"""Both diffrax samplers return their path on request (first $x_T$, last the sample, the
+    same sample as without the path), give the whole diffrax solution with its step counts
+    through `solve`, take an `adjoint=`, and accept a key in the same position (the flow
+    ignores it). None of this existed before: no `return_path`, no `solve`, no `adjoint`, and
+    `ProbabilityFlowSampler.__call__` took no key."""
+    sde = sp.MeanRevertingSDE(sp.cosine_schedule(5))
+    score = _exact_score(sde.schedule)
+    x_T = jnp.asarray([0.3, -0.4])
+    key = jax.random.key(0)
+    rev = sp.ReverseSDESampler(sde, 10, brownian="unsafe")
+    x, path = rev(score, x_T, key, return_path=True)
+    assert path.shape == (11, 2)
+    np.testing.assert_array_equal(path[0], x_T)
+    np.testing.assert_allclose(path[-1], x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rev(score, x_T, key), x, rtol=0, atol=1e-12)
+    sol = rev.solve(score, x_T, key)
+    # 10 steps plus the two 2-ulp steps across the jumps at t = 1..4 (4 jumps).
+    assert int(sol.stats["num_accepted_steps"]) == 10 + 4
+
+    flow = sp.ProbabilityFlowSampler(sde, 10, adjoint=diffrax.DirectAdjoint())
+    y, ypath = flow(score, x_T, key, return_path=True)
+    np.testing.assert_allclose(flow(score, x_T), y, rtol=1e-12)
+    np.testing.assert_allclose(ypath[-1], y, rtol=1e-12)
+    np.testing.assert_allclose(ypath[0], x_T, rtol=1e-12)
+    grad = jax.grad(lambda z: flow(score, z).sum())(x_T)
+    plain = jax.grad(lambda z: sp.ProbabilityFlowSampler(sde, 10)(score, z).sum())(x_T)
+    np.testing.assert_allclose(grad, plain, rtol=1e-4)
