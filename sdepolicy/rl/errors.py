@@ -20,20 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
-class SdepolicyError(Exception):
-    """Base class of the errors whose message is meant for the user, on one line.
-
-    `exit_code` is what a command-line front end exits with: 2 for a bad input or setting (the
-    default), 3 for a run that failed while training (see [`TrainingDivergedError`][]), 130 for
-    an interrupted one (the shell's convention for Ctrl-C).
-    """
-
-    exit_code = 2
-
-    def __init__(self, message: str):
-        # One line by construction: a CLI prints the message alone.
-        super().__init__(" ".join(str(message).split()))
+# The root class lives in a low module so the SDE floor's SDEInputError can subclass it without
+# importing this layer; re-exported here under its usual name.
+from .._errors import SdepolicyError as SdepolicyError
 
 
 class DatasetNotFoundError(SdepolicyError):

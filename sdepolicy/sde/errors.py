@@ -5,19 +5,18 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from .._errors import SdepolicyError
 
-class SDEInputError(ValueError):
+
+class SDEInputError(SdepolicyError, ValueError):
     """Bad input to the SDE floor: times out of order, a grid that does not span $[0, T]$, a
     sampler setting that would silently return a wrong answer or NaN.
 
-    A `ValueError` (so `except ValueError` keeps working), with a one-line message that says
-    what is wrong and what to do. The floor cannot import the offline-RL layer's
-    `SdepolicyError` (imports only point down); code that wants one `except` for both catches
-    `(SdepolicyError, SDEInputError)`.
+    An [`SdepolicyError`][] (defined in the low module `sdepolicy._errors`, so the floor
+    imports nothing above it; a CLI prints it as one `error:` line and exits 2) and a
+    `ValueError` (so `except ValueError` keeps working), with a one-line message that says
+    what is wrong and what to do.
     """
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 def concrete(x) -> np.ndarray | None:

@@ -179,3 +179,28 @@ def test_public_edges_take_numpy_arrays_scalars_and_lists():
     np.testing.assert_allclose(
         sde.score(0.3, 0.1, 1), sde.score(jnp.asarray(0.3), jnp.asarray(0.1), 1.0)
     )
+
+
+def test_sde_input_error_is_an_sdepolicy_error():
+    """One `except SdepolicyError` (what the CLI catches to print one `error:` line, exit 2)
+    now covers bad input to the SDE floor too; it was a bare `ValueError` subclass. The root
+    class is importable from its old place under the same name, and the floor does not import
+    the RL layer."""
+    import subprocess
+    import sys
+
+    from sdepolicy._errors import SdepolicyError as root
+    from sdepolicy.rl.errors import ConfigError, SdepolicyError
+
+    assert SdepolicyError is root and issubclass(ConfigError, root)
+    assert issubclass(sp.SDEInputError, SdepolicyError)
+    assert issubclass(sp.SDEInputError, ValueError)
+    try:
+        sp.MeanRevertingSDE(sp.cosine_schedule(5)).posterior(0.0, 0.0, 3.0, 2.0)
+    except SdepolicyError as error:
+        assert error.exit_code == 2 and "\n" not in str(error)
+    else:  # pragma: no cover
+        raise AssertionError("posterior(s > t) did not raise")
+    code = "import sys, sdepolicy.sde; print(any(m.startswith('sdepolicy.rl') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
