@@ -84,8 +84,10 @@ _FIELD_RULES: dict[str, tuple[str, Any]] = {
     "diffusion_steps": ("an integer >= 1", lambda v: v >= 1),
     "num_critics": ("an integer >= 1", lambda v: v >= 1),
     "hidden": ("an integer >= 1", lambda v: v >= 1),
+    "critic_hidden": ("None or an integer >= 1", lambda v: v is None or v >= 1),
     "batch_size": ("an integer >= 1", lambda v: v >= 1),
     "eval_candidates": ("an integer >= 1", lambda v: v >= 1),
+    "eval_temperature": ("a finite temperature >= 0", lambda v: _FINITE(v) and v >= 0.0),
     "max_q_samples": ("an integer >= 1", lambda v: v >= 1),
     "ema_every": ("an integer >= 1", lambda v: v >= 1),
     "ema_start": ("an integer >= 0", lambda v: v >= 0),
@@ -126,6 +128,8 @@ def check_config_fields(config: Any) -> None:
         if not hasattr(config, field):
             continue
         value = getattr(config, field)
+        if value is None and allowed.startswith("None"):
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
             raise ConfigError(f"{name}: {field} must be {allowed}, got {value!r}.")
 

@@ -31,6 +31,7 @@ def select_actions(
     num_candidates: int = 50,
     aggregate: str = "lcb",
     lcb_beta: RealScalarLike = 4.0,
+    temperature: float = 1.0,
 ) -> Float[Array, "n act"]:
     r"""Pick one action per state among `num_candidates` policy samples by softmax-Q sampling.
 
@@ -45,6 +46,10 @@ def select_actions(
     - `aggregate`: `"lcb"` (ER-DP-QE: $\bar Q - \beta\hat\sigma_Q$) or `"min"` (Diffusion-QL:
         $\min(\bar Q_1, \bar Q_2)$).
     - `lcb_beta`: $\beta$ of the LCB.
+    - `temperature`: the softmax's temperature $\tau$ (draw with probability
+        $\propto \exp(Q/\tau)$); 1 in both reference codes, whose rewards are raw; `0` picks
+        the best-scored candidate. On standardised rewards $Q$'s differences between candidates
+        are small and $\tau = 1$ draws nearly uniformly.
 
     **Returns:** actions of shape `(n, action)` in the environment's box.
     """
@@ -54,6 +59,10 @@ def select_actions(
     repeated = jnp.repeat(states, num_candidates, axis=0)
     candidates = policy.sample(repeated, k_candidates)
     scores = aggregate_q(critic(repeated, candidates), aggregate, lcb_beta)
-    choice = jax.random.categorical(k_pick, scores.reshape(n, num_candidates), axis=-1)
+    scores = scores.reshape(n, num_candidates)
+    if temperature > 0:
+        choice = jax.random.categorical(k_pick, scores / temperature, axis=-1)
+    else:
+        choice = jnp.argmax(scores, axis=-1)
     candidates = candidates.reshape(n, num_candidates, -1)
     return jnp.take_along_axis(candidates, choice[:, None, None], axis=1)[:, 0]

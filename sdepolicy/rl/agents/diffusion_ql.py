@@ -57,8 +57,10 @@ class DiffusionQLConfig:
     - `gamma`, `tau`: discount and Polyak rate.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
-    - `batch_size`, `hidden`: batch size and width of every network.
-    - `eval_candidates`: candidates sampled per state at evaluation.
+    - `batch_size`, `hidden`: batch size and width of every network; `critic_hidden`: the
+        critics' width when it should differ (`None`: `hidden`).
+    - `eval_candidates`: candidates sampled per state at evaluation; `eval_temperature`: the
+        temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
         `lr_decay_t_max` (`sdepolicy.rl.agents.common.cosine_every_schedule`).
@@ -83,7 +85,9 @@ class DiffusionQLConfig:
     max_q_samples: int = 10
     batch_size: int = 256
     hidden: int = 256
+    critic_hidden: int | None = None
     eval_candidates: int = 50
+    eval_temperature: float = 1.0
     critic_backward: str = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
@@ -134,7 +138,7 @@ def init(
         obs_dim,
         action_dim,
         2,
-        config.hidden,
+        config.critic_hidden or config.hidden,
         init="default",
         key=k_critic,
         backward=config.critic_backward,
@@ -255,4 +259,5 @@ def act(
         key,
         num_candidates=config.eval_candidates,
         aggregate="min",
+        temperature=config.eval_temperature,
     )

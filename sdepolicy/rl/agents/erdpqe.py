@@ -31,7 +31,7 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from ..._typing import PRNGKey
 from ...policy import DiffusionPolicy, get_entropy_estimator, policy_entropy
@@ -63,11 +63,18 @@ class ERDPQEConfig:
         or `"likelihood"` (the policy's own entropy, `sdepolicy.policy.policy_entropy`).
     - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
+    - `target_aggregate`: how the TD target reads the target ensemble: `"member"` (each
+        critic bootstraps from its own target, the reference code), or one shared pessimistic
+        target for all members, `"min"` over members or `"lcb"` (mean − `lcb_beta` · std).
+    - `q_weighting`: per-sample weights of the actor's Q term by diffusion step,
+        `"uniform"` (the reference) or `"jacobian"` ([`q_step_weights`][]).
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
     - `gamma`, `tau`: discount and Polyak rate.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
-    - `batch_size`, `hidden`: batch size and width of every network.
-    - `eval_candidates`: candidates sampled per state at evaluation.
+    - `batch_size`, `hidden`: batch size and width of every network; `critic_hidden`: the
+        critics' width when it should differ (`None`: `hidden`).
+    - `eval_candidates`: candidates sampled per state at evaluation; `eval_temperature`: the
+        temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
         `lr_decay_t_max` (`sdepolicy.rl.agents.common.cosine_every_schedule`).
@@ -88,6 +95,8 @@ class ERDPQEConfig:
     x0_clip: bool = False
     max_q_backup: bool = False
     max_q_samples: int = 10
+    target_aggregate: str = "member"
+    q_weighting: str = "uniform"
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     grad_norm: float = 4.0
@@ -98,7 +107,9 @@ class ERDPQEConfig:
     ema_every: int = 5
     batch_size: int = 256
     hidden: int = 256
+    critic_hidden: int | None = None
     eval_candidates: int = 50
+    eval_temperature: float = 1.0
     critic_backward: str = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
@@ -114,6 +125,8 @@ class ERDPQEConfig:
 
         for name, allowed in (
             ("q_aggregate", ("lcb", "min")),
+            ("target_aggregate", ("member", "min", "lcb")),
+            ("q_weighting", ("uniform", "jacobian")),
             ("entropy", ("reference", "paper", "likelihood")),
             ("loss", ("mll", "nml")),
             ("critic_backward", ("fused", "autodiff")),
@@ -164,7 +177,7 @@ def init(
         obs_dim,
         action_dim,
         config.num_critics,
-        config.hidden,
+        config.critic_hidden or config.hidden,
         init="edac",
         key=k_critic,
         backward=config.critic_backward,
@@ -183,6 +196,26 @@ def init(
     )
 
 
+def q_step_weights(
+    actor: DiffusionPolicy, steps: Int[Array, " batch"], weighting: str
+) -> Float[Array, " batch"]:
+    r"""Per-sample weights of the actor's Q term, by the sample's diffusion step $t = k + 1$.
+
+    - `"uniform"`: 1 (the reference code).
+    - `"jacobian"`: $w_t = e^{-\Theta_t} / \sqrt{v_t}$, the inverse of
+      $|\partial \hat x_0 / \partial \hat\varepsilon| = \sqrt{v_t}\,e^{\Theta_t}$, so that the
+      Q term pushes the network's output by $\partial Q / \partial a$ at every step (as if it
+      predicted the action), instead of up to $e^{\Theta_T} = 10^3$ times harder at the noisiest
+      steps of the T = 5 cosine grid, where $\hat x_0$ is an extrapolation (docs/method.md §5).
+    """
+    if weighting == "uniform":
+        return jnp.ones(steps.shape, jnp.float32)
+    times = (steps + 1).astype(jnp.float32)
+    theta = jax.vmap(actor.sde.schedule.cumulative)(times)
+    variance = jax.vmap(actor.sde.marginal_variance)(times)
+    return jax.lax.stop_gradient(jnp.exp(-theta) / jnp.sqrt(variance))
+
+
 def actor_loss(
     config: ERDPQEConfig,
     denoiser: PyTree,
@@ -194,12 +227,18 @@ def actor_loss(
     """The actor loss of SPEC §5 as a function of the denoiser (what the optimiser trains)."""
     actor = with_denoiser(actor, denoiser)
     k_bc, k_ent = jax.random.split(key)
-    bc_loss, x0_hat = actor.loss(batch.observations, batch.actions, k_bc, kind=config.loss)
+    # The same draws as `actor.loss(..., k_bc)`, kept here because the Q term's weighting
+    # needs each sample's step.
+    k_steps, k_noise = jax.random.split(k_bc)
+    steps = jax.random.randint(k_steps, (batch.actions.shape[0],), 0, actor.num_steps)
+    noise = jax.random.normal(k_noise, batch.actions.shape, batch.actions.dtype)
+    bc_loss, x0_hat = actor.loss_at(batch.observations, batch.actions, steps, noise, config.loss)
     # The Q term sees the clipped prediction, in the environment's box (the critic's input).
     policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
     q = critic(batch.observations, policy_actions)
     q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
-    q_loss = -jnp.mean(q_pess) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
+    q_loss = -jnp.mean(q_step_weights(actor, steps, config.q_weighting) * q_pess)
+    q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
     # The entropy estimate sees the unclipped prediction, as the reference code does.
     if config.entropy == "likelihood":
         # The policy's own entropy: its posterior chain from fresh noise, not x0_hat. A
@@ -238,6 +277,9 @@ def update(
         config.max_q_backup,
         config.max_q_samples,
     )
+    if config.target_aggregate != "member":
+        shared = aggregate_q(next_values, config.target_aggregate, config.lcb_beta)
+        next_values = jnp.broadcast_to(shared[None], next_values.shape)
     targets = td_targets(batch.rewards, batch.terminals, next_values, config.gamma)
     # The critics' loss, MSE over batch x members to the per-member targets, with its gradient
     # (with critic_backward="fused": one group of critics at a time).
@@ -300,4 +342,5 @@ def act(
         num_candidates=config.eval_candidates,
         aggregate="lcb",
         lcb_beta=config.lcb_beta,
+        temperature=config.eval_temperature,
     )
