@@ -224,7 +224,7 @@ def mlp_forward_flops(sizes: Sequence[int]) -> int:
 
 
 def analytic_update_flops(spec: AgentSpec, depth: int = 3, time_dim: int = 16) -> dict[str, int]:
-    """Hand count of one update's matmul FLOPs from the layer shapes (SPEC §6), as a check of the
+    """Hand count of one update's matmul FLOPs from the layer shapes (docs/method.md §6), as a check of the
     jaxpr count. A backward pass costs two forwards (weight and input gradients) where both
     gradients are needed; one forward where only the input gradient is (the critic inside the
     actor loss) or only weight gradients (first layers, whose inputs are data).

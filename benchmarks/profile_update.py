@@ -1,4 +1,4 @@
-"""Where the time of one ER-DP-QE update goes, and what-ifs (SPEC §11: the 64-critic update is
+"""Where the time of one ER-DP-QE update goes, and what-ifs (docs/method.md §11: the 64-critic update is
 compute-bound on a CPU; how far is it from the matmul roofline, and why?).
 
 Parts of one update (hopper sizes, batch 256, hidden 256, M = 64 by default), each its own

@@ -1,4 +1,4 @@
-r"""The Diffusion-QL 2-D bandit (SPEC §10): can a diffusion policy pick the best of four modes?
+r"""The Diffusion-QL 2-D bandit (docs/method.md §10): can a diffusion policy pick the best of four modes?
 
 The task (Wang, Hunt, Zhou 2023, Sec. 4):
 

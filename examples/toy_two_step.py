@@ -1,4 +1,4 @@
-r"""A two-step toy in the spirit of ER-DP-QE's Figure 1 (SPEC §10): diffusion policy vs
+r"""A two-step toy in the spirit of ER-DP-QE's Figure 1 (docs/method.md §10): diffusion policy vs
 + entropy vs + entropy + Q-ensemble LCB, five seeds each.
 
 **The task** (our design; the paper only describes it in words):

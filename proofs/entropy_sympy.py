@@ -225,7 +225,7 @@ def check_reference_closed_form() -> None:
     _zero_with_logs(k0 - c0, "reference: the code's c0 formula is the same")
 
 
-# --- numbers for the T = 5 cosine grid (SPEC §2), computed here from the schedule's formula ------
+# --- numbers for the T = 5 cosine grid (docs/method.md §2), computed here from the schedule's formula ------
 
 
 def cosine_cumulative(T: int, prec: int = 30) -> list[sp.Float]:
@@ -271,10 +271,10 @@ def check_t5_numbers() -> None:
     assert abs(v["paper_prior_c0"] - sp.Float("0.858975")) < 1e-6
     assert abs(v["paper_prior_c0"] - v["paper_forward_c0"]) < 1e-5
     assert 0 < v["paper_prior_c2"] < 1e-12
-    # SPEC §5's constants, to the digits it gives.
+    # docs/method.md §5's constants, to the digits it gives.
     assert abs(v["reference_c0"] - sp.Float("0.779")) < 5e-4, v["reference_c0"]
     assert abs(v["reference_c2"] - sp.Float("0.0628")) < 5e-5, v["reference_c2"]
-    # Without the index shift the constants would be far off: the shift is what SPEC describes.
+    # Without the index shift the constants would be far off: the shift is what docs/method.md describes.
     assert abs(v["unshifted_c0"] - sp.Float("0.779")) > 0.1
     assert abs(v["unshifted_c2"] - sp.Float("0.0628")) > 0.05
     print("  ok  T=5: delta ~ 4e-7, paper c0 ~ 0.8590; reference 0.779 d + 0.0628 |a0|^2")

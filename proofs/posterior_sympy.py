@@ -23,7 +23,7 @@ def gaussian_log_density(z, mean, var) -> sp.Expr:
 
 
 def posterior_coefficients(a_, b_, lam_) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-    r"""$(c_t, c_0, \tilde\beta)$ with $\tilde\mu - \mu = c_t(x_t-\mu) + c_0(x_0-\mu)$ (SPEC §1)."""
+    r"""$(c_t, c_0, \tilde\beta)$ with $\tilde\mu - \mu = c_t(x_t-\mu) + c_0(x_0-\mu)$ (docs/method.md §1)."""
     one_t = 1 - a_**2 * b_**2
     return (
         (1 - a_**2) * b_ / one_t,
@@ -143,7 +143,7 @@ def cosine_grid(num_steps: int = 5) -> list[sp.Expr]:
 
 
 def check_spec_test_vector() -> None:
-    # SPEC §2 table, rows beta_tilde_t and the two mean coefficients, adjacent steps (t-1, t).
+    # docs/method.md §2 table, rows beta_tilde_t and the two mean coefficients, adjacent steps (t-1, t).
     cum = cosine_grid(5)
     table = {
         "beta_tilde": [0, 0.29511, 0.79109, 0.97388, 0.99383],
@@ -155,8 +155,8 @@ def check_spec_test_vector() -> None:
         c_t, c_0, beta = posterior_coefficients(aa, bb, 1)
         for name, value in zip(table, (beta, c_t, c_0), strict=True):
             got = float(sp.N(value, 30))
-            assert abs(got - table[name][t - 1]) < 6e-6, f"SPEC table {name} at t={t}: {got}"
-    print("  ok  SPEC §2 test vector: beta_tilde and mean coefficients of the cosine grid, T = 5")
+            assert abs(got - table[name][t - 1]) < 6e-6, f"docs/method.md §2 table {name} at t={t}: {got}"
+    print("  ok  docs/method.md §2 test vector: beta_tilde and mean coefficients of the cosine grid, T = 5")
 
 
 def main() -> None:

@@ -149,7 +149,7 @@ def check_cosine_normalisation(num_steps: int = 5) -> None:
     )
     _zero(1 - sp.exp(-2 * total) - (1 - sp.Rational(1, 10**6)), "normalisation: v_T = 1 - 1e-6")
 
-    # The cosine thetas themselves, exactly, against the SPEC §2 table.
+    # The cosine thetas themselves, exactly, against the docs/method.md §2 table.
     off = sp.Rational(8, 1000)
     f = [
         sp.cos(((sp.Integer(j) / (num_steps + 1)) + off) / (1 + off) * sp.pi / 2) ** 2
@@ -177,7 +177,7 @@ def check_cosine_normalisation(num_steps: int = 5) -> None:
     for name, (expected, exprs) in table.items():
         for want, expr in zip(expected, exprs, strict=True):
             got = float(sp.N(expr, 30))
-            assert abs(got - want) < 6e-6, f"SPEC table {name}: {got} vs {want}"
+            assert abs(got - want) < 6e-6, f"docs/method.md §2 table {name}: {got} vs {want}"
     assert abs(float(sp.N(sp.Add(*cos_thetas), 30)) - 2.52299) < 6e-6
     assert abs(float(sp.N(cos_dt, 30)) - 2.73792) < 6e-6
     _zero(
@@ -185,7 +185,7 @@ def check_cosine_normalisation(num_steps: int = 5) -> None:
         "cosine grid: e^{-Theta_5} = 1e-3 exactly",
     )
     print(
-        "  ok  SPEC §2 table: thetas (increasing, in (0,1)), increments, Theta_t, e^-Theta_t, v_t"
+        "  ok  docs/method.md §2 table: thetas (increasing, in (0,1)), increments, Theta_t, e^-Theta_t, v_t"
     )
 
 

@@ -146,12 +146,12 @@ def check_diffusion_ql_vp_betas() -> None:
         sp.expand_log(total, force=True) - (beta_min + beta_max) / 4,
         "VP: Theta_T = (bmin + bmax)/4",
     )
-    # SPEC §2 values for T = 5, bmin = 0.1, bmax = 10.
+    # docs/method.md §2 values for T = 5, bmin = 0.1, bmax = 10.
     expected = [0.1959, 0.4588, 0.6358, 0.7549, 0.8350]
     for k, value in enumerate(expected, start=1):
         got = float(vp_beta(k, 5, sp.Rational(1, 10), 10))
-        assert abs(got - value) < 6e-5, f"VP beta_{k} = {got}, SPEC says {value}"
-    print("  ok  SPEC §2 VP betas for T = 5: 0.1959, 0.4588, 0.6358, 0.7549, 0.8350")
+        assert abs(got - value) < 6e-5, f"VP beta_{k} = {got}, docs/method.md says {value}"
+    print("  ok  docs/method.md §2 VP betas for T = 5: 0.1959, 0.4588, 0.6358, 0.7549, 0.8350")
 
 
 def main() -> None:

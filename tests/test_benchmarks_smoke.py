@@ -191,5 +191,5 @@ def test_matmul_flop_count_multiplies_scans():
     assert not has_while
     spec = bc.AgentSpec("erdpqe", 64, 5)
     hand = bc.analytic_update_flops(spec)
-    # SPEC §11: the 64-critic update is ~26 GFLOP, nearly all of it in the critics.
+    # docs/method.md §11: the 64-critic update is ~26 GFLOP, nearly all of it in the critics.
     assert 25e9 < hand["total"] < 28e9 and hand["critic"] > 0.95 * hand["total"]

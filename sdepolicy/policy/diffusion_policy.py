@@ -68,7 +68,7 @@ class DiffusionPolicy(eqx.Module):
     - `denoiser`: the [`Denoiser`][] $\varepsilon_\phi(a_t, k, s)$.
     - `box`: the environment's [`ActionBox`][].
     - `x0_clip`: clip $\hat x_0$ to $[-1, 1]$ at every sampler step (the reference codes'
-        "action clip"; SPEC §9.4).
+        "action clip"; docs/method.md §9.4).
 
     Build one with [`DiffusionPolicy.create`][].
     """
@@ -207,7 +207,7 @@ class DiffusionPolicy(eqx.Module):
         key: PRNGKey,
         kind: str = "nml",
     ) -> tuple[Float[Array, ""], Float[Array, "batch action"]]:
-        r"""The diffusion loss on a batch (SPEC §4), with random steps and noise.
+        r"""The diffusion loss on a batch (docs/method.md §4), with random steps and noise.
 
         Draws $k \sim \mathcal U\{0..T-1\}$ per sample from the first half of `split(key)` and
         $\varepsilon \sim \mathcal N(0, I)$ from the second, then calls [`loss_at`][].

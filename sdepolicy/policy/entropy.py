@@ -1,4 +1,4 @@
-r"""Per-sample estimators of $-\log\pi(\hat a^0 \mid s) + C$: ER-DP-QE's entropy term (SPEC §5),
+r"""Per-sample estimators of $-\log\pi(\hat a^0 \mid s) + C$: ER-DP-QE's entropy term (docs/method.md §5),
 and an estimate of the policy's own entropy.
 
 Two estimators of $\hat a^0$ alone, selectable by name through [`get_entropy_estimator`][]:

@@ -1,4 +1,4 @@
-r"""The two diffusion ("behaviour cloning") losses of ER-DP-QE, per sample (SPEC §4).
+r"""The two diffusion ("behaviour cloning") losses of ER-DP-QE, per sample (docs/method.md §4).
 
 - **NML** (noise matching): regress $\hat\varepsilon$ onto the noise $\varepsilon$ that made
   $x_t$ from $x_0$.

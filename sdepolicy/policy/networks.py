@@ -1,4 +1,4 @@
-r"""The denoiser network of ER-DP-QE and Diffusion-QL (SPEC §6), and the Mish activation.
+r"""The denoiser network of ER-DP-QE and Diffusion-QL (docs/method.md §6), and the Mish activation.
 
 Architecture (both reference codes): a sinusoidal embedding of the step index (16) →
 Linear(16, 32) → Mish → Linear(32, 16); then $[x_t, \text{emb}, s]$ → `depth` × (Linear(hidden),
@@ -61,7 +61,7 @@ def mish(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     $$\operatorname{mish}(x) = x\,\frac{n}{n + 2}.$$
 
     This is exact (not an approximation) and costs one `exp` instead of `exp`, `log1p` and
-    `tanh`; on CPU the activation is a large share of a critic-ensemble step (SPEC §11). For
+    `tanh`; on CPU the activation is a large share of a critic-ensemble step (docs/method.md §11). For
     $x > 20$ the function returns $x$ (the two differ by less than float64 rounding), which keeps
     $e^{2x}$ from overflowing; the `where` is applied to the input too so that gradients of the
     unused branch stay finite.
@@ -120,7 +120,7 @@ class SinusoidalTimeEmbedding(eqx.Module):
 
 
 class Denoiser(eqx.Module):
-    r"""The noise predictor $\varepsilon_\phi(x_t, k, s)$: an MLP with a time embedding (SPEC §6).
+    r"""The noise predictor $\varepsilon_\phi(x_t, k, s)$: an MLP with a time embedding (docs/method.md §6).
 
     $$\text{emb} = W_2\,\operatorname{mish}(W_1\,\text{sin-emb}(k) + b_1) + b_2, \qquad
     h_0 = [x_t, \text{emb}, s], \qquad h_{j} = \operatorname{mish}(A_j h_{j-1} + c_j),\

@@ -5,7 +5,7 @@ batched matmul per layer rather than $M$ calls; this is what makes the paper's $
 
 The ensemble's MLP has a hand-written reverse-mode rule ([`ensemble_mlp`][]), the same function
 and the same derivatives as differentiating the straightforward code ([`ensemble_mlp_reference`][],
-pinned to it by `tests/rl/test_critics.py`), arranged for speed on a CPU (SPEC §11,
+pinned to it by `tests/rl/test_critics.py`), arranged for speed on a CPU (docs/method.md §11,
 `benchmarks/`):
 
 - activations are kept feature-major, `(members, features, batch)`, so that with the weights'

@@ -2,13 +2,13 @@
 
 Provenance of the numbers (comments mark each group):
 
-- `"erdpqe"` and `"bc"`: SPEC §8, which is the `hyperparameters` table of the ER-DP-QE reference
+- `"erdpqe"` and `"bc"`: docs/method.md §8, which is the `hyperparameters` table of the ER-DP-QE reference
   code (`ruoqizzz/entropy-offlineRL`, `main.py`; re-read there and identical). Everything not
   listed (T = 5, M = 64, β = 4, α = 0.01, batch 256, critic lr 3e-4, ...) is the config's default.
   The paper says T = 10 for Kitchen and Pen; the code, and these presets, keep T = 5.
 - `"diffusion-ql"`: the `hyperparameters` table of Diffusion-QL's official code
   (`Zhendong-Wang/Diffusion-Policies-for-Offline-RL`, `main.py`), re-read from its source, not
-  from memory; SPEC §8 quotes parts of it (gn 9/9/1 on the medium tasks, η 4.5 on
+  from memory; docs/method.md §8 quotes parts of it (gn 9/9/1 on the medium tasks, η 4.5 on
   antmaze-large-play, kitchen-complete 250 epochs). Its critic lr is fixed at 3e-4 in its agent.
 
 Datasets: the locomotion ids (`mujoco/<env>/medium-v0`, ...) are Minari's re-collections on the
@@ -114,7 +114,7 @@ def _add(preset: TaskPreset) -> None:
 
 
 def _erdpqe(actor_lr, eta, max_q_backup, grad_norm, loss, x0_clip) -> dict[str, Any]:
-    """A row of SPEC §8's ER-DP-QE table, in its column order."""
+    """A row of docs/method.md §8's ER-DP-QE table, in its column order."""
     return dict(actor_lr=actor_lr, eta=eta, max_q_backup=max_q_backup, grad_norm=grad_norm,
                 loss=loss, x0_clip=x0_clip)  # fmt: skip
 
@@ -140,7 +140,7 @@ def _agents(
     }
 
 
-# Locomotion. ER-DP-QE: SPEC §8 row 1. Diffusion-QL: its table, grad-norm per task.
+# Locomotion. ER-DP-QE: docs/method.md §8 row 1. Diffusion-QL: its table, grad-norm per task.
 _DQL_LOCO_GN = {
     ("halfcheetah", "medium"): 9.0, ("hopper", "medium"): 9.0, ("walker2d", "medium"): 1.0,
     ("halfcheetah", "medium-replay"): 2.0, ("hopper", "medium-replay"): 4.0,
@@ -179,7 +179,7 @@ for (_env, _quality), _gn in _DQL_LOCO_GN.items():
         )
     )
 
-# AntMaze. ER-DP-QE: SPEC §8 rows 2-3 (umaze without max-Q backup). Diffusion-QL: its table.
+# AntMaze. ER-DP-QE: docs/method.md §8 rows 2-3 (umaze without max-Q backup). Diffusion-QL: its table.
 _DQL_ANTMAZE = {
     "umaze": _dql(3e-4, 0.5, False, 2.0),
     "umaze-diverse": _dql(3e-4, 2.0, True, 3.0),
@@ -220,7 +220,7 @@ for _maze, _dql_row in _DQL_ANTMAZE.items():
         )
     )
 
-# Adroit pen. ER-DP-QE: SPEC §8 row 4. Diffusion-QL: its table (η 0.15 and gn 7 on human).
+# Adroit pen. ER-DP-QE: docs/method.md §8 row 4. Diffusion-QL: its table (η 0.15 and gn 7 on human).
 for _data, _dql_row in {
     "human": _dql(3e-5, 0.15, False, 7.0),
     "cloned": _dql(3e-5, 0.1, False, 8.0),
@@ -244,7 +244,7 @@ for _data, _dql_row in {
         )
     )
 
-# Kitchen. ER-DP-QE: SPEC §8 row 5. Diffusion-QL: its table (gn 9 and 250 epochs on complete).
+# Kitchen. ER-DP-QE: docs/method.md §8 row 5. Diffusion-QL: its table (gn 9 and 250 epochs on complete).
 for _data, _gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
     _add(
         TaskPreset(

@@ -37,8 +37,8 @@ def select_actions(
 
     **Arguments:**
 
-    - `policy`: the diffusion policy that proposes candidates (the online actor, per SPEC §6).
-    - `critic`: the ensemble that scores them (the target critic, per SPEC §6): any
+    - `policy`: the diffusion policy that proposes candidates (the online actor, per docs/method.md §6).
+    - `critic`: the ensemble that scores them (the target critic, per docs/method.md §6): any
         `(states, actions) -> q[members, batch]`, e.g. a [`QEnsemble`][].
     - `states`: `n` states.
     - `key`: PRNG key (candidates and the categorical draw).

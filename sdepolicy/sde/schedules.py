@@ -222,7 +222,7 @@ def normalised_schedule(
 
 
 def cosine_thetas(num_steps: int, offset: float = 0.008) -> np.ndarray:
-    r"""Per-step rates of the reference code's cosine schedule (SPEC §2).
+    r"""Per-step rates of the reference code's cosine schedule (docs/method.md §2).
 
     $\bar\alpha(x) = \cos^2\!\big(\tfrac{x/(T+1) + s}{1 + s}\tfrac{\pi}{2}\big) /
     \cos^2\!\big(\tfrac{s}{1+s}\tfrac{\pi}{2}\big)$ on $x = 0..T+1$ and

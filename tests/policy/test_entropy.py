@@ -6,7 +6,7 @@
 - Autodiff: the gradient of the paper's estimator with a forward-drawn a^T is 0; with a prior
   a^T its Hessian is delta^2/beta exactly.
 - Independent re-computations: the Bayes ratio of three `sde.transition` densities, the literal
-  reference formula in NumPy, the shifted posterior, the SPEC §2 table.
+  reference formula in NumPy, the shifted posterior, the docs/method.md §2 table.
 
 Schedules: the T = 5 cosine grid of the reference code, and a short "weak" grid (small Theta,
 mu != 0, lambda != 1) on which e^{-Theta(1,T)} is not negligible, so every term is exercised.
@@ -231,15 +231,15 @@ def test_paper_prior_hessian_is_delta_squared_over_beta(name):
 
 def test_t5_numbers_against_the_spec_table():
     sde = _sde("cosine5")
-    # SPEC §2, T = 5: Theta_1 = 0.19749, Theta_2 = 0.90145, e^{-Theta_1} = 0.82079, v_1 = 0.32630,
+    # docs/method.md §2, T = 5: Theta_1 = 0.19749, Theta_2 = 0.90145, e^{-Theta_1} = 0.82079, v_1 = 0.32630,
     # and e^{-Theta_T} = 1e-3 by construction.
     th1, th2, thT = 0.19749, 0.90145, -math.log(1e-3)
     delta_table = 0.82079 * 0.32630 * (1e-3 / 0.82079) ** 2 / (1 - 1e-6)
     delta = paper_entropy_residual_coefficient(sde)
     np.testing.assert_allclose(delta, delta_table, rtol=1e-4)
-    assert 3.9e-7 < float(delta) < 4.1e-7  # SPEC §5: "about 4e-7"
+    assert 3.9e-7 < float(delta) < 4.1e-7  # docs/method.md §5: "about 4e-7"
     c0, c2 = paper_entropy_coefficients(sde, "prior")
-    assert abs(float(c0) - 0.860) < 2e-3  # SPEC §5: "about 0.860 per dimension"
+    assert abs(float(c0) - 0.860) < 2e-3  # docs/method.md §5: "about 0.860 per dimension"
     np.testing.assert_allclose(c0, 0.5 * math.log(2 * math.pi * 0.32630) + 0.5, rtol=1e-4)
     assert float(c2) < 1e-12
     # The reference: shifted posterior (1, 2, T) at the Euler point rho = 1 - Theta(0, 1).

@@ -1,6 +1,6 @@
-"""The diffusion losses (SPEC §4) against hand computations (float64, strict promotion).
+"""The diffusion losses (docs/method.md §4) against hand computations (float64, strict promotion).
 
-The hand computations use NumPy with the SPEC §2 table or cumulative sums of the schedule's
+The hand computations use NumPy with the docs/method.md §2 table or cumulative sums of the schedule's
 increments, never the SDE methods the code calls; `sde.posterior` and `sde.reverse_drift` are
 used only as second, independent routes.
 """
@@ -21,7 +21,7 @@ from sdepolicy.sde import PiecewiseConstantSchedule
 
 pytestmark = pytest.mark.usefixtures("maths_precision")
 
-# SPEC §2, T = 5 cosine, columns t = 1..5.
+# docs/method.md §2, T = 5 cosine, columns t = 1..5.
 TABLE = {
     "increment": [0.19749, 0.70396, 1.38582, 2.06317, 2.55732],
     "cumulative": [0.19749, 0.90145, 2.28727, 4.35043, 6.90776],
@@ -179,7 +179,7 @@ def test_mll_prediction_is_a_unit_euler_step_of_the_reverse_sde(which):
     for t in range(1, int(sde.horizon) + 1):
         got, euler = _predictions(sde, x, e, float(t))
         np.testing.assert_allclose(got, euler, rtol=1e-12)
-        if which == "cosine":  # the reference formula with the SPEC table's theta_k dt and v_t
+        if which == "cosine":  # the reference formula with the docs/method.md §2 table's theta_k dt and v_t
             inc, v = TABLE["increment"][t - 1], TABLE["v"][t - 1]
             np.testing.assert_allclose(got, x - (-inc * x - 2 * inc * (-e / np.sqrt(v))), rtol=1e-4)
 
@@ -201,7 +201,7 @@ def test_mll_loss_equals_its_definition():
 
 
 def test_mll_optimum_is_not_the_true_noise():
-    # SPEC §4: under MLL the optimal eps_hat is not eps (yet NML's is); keep this behaviour.
+    # docs/method.md §4: under MLL the optimal eps_hat is not eps (yet NML's is); keep this behaviour.
     @jax.jit
     def errors(sde, x_0, eps, t):
         law = sde.marginal(x_0, t)

@@ -77,7 +77,7 @@ def test_sinusoidal_embedding_matches_the_reference_formula():
 
 
 def _hand_forward(net: Denoiser, x_t, k, state):
-    # The SPEC §6 architecture written out with the naive Mish, from the weights.
+    # The docs/method.md §6 architecture written out with the naive Mish, from the weights.
     np_mish = lambda v: v * np.tanh(np.log1p(np.exp(v)))
     lin = lambda layer, v: np.asarray(layer.weight) @ v + np.asarray(layer.bias)
     half = net.time_embedding.dim // 2

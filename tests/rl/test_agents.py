@@ -1,4 +1,4 @@
-"""ER-DP-QE and Diffusion-QL updates checked against hand computations (SPEC §5-§7), and the
+"""ER-DP-QE and Diffusion-QL updates checked against hand computations (docs/method.md §5-§7), and the
 evaluation action selection.
 
 Each `update` is compiled once per agent (config static) and reused by every test of that agent;

@@ -29,7 +29,7 @@ def minari_path(tmp_path, monkeypatch):
 
 def test_controller_swings_up_and_beats_random():
     random_mean, clean_mean = measure_reference_scores(REF_EPISODES, seed=3)
-    # SPEC-free sanity: a good pendulum policy scores about -150, random about -1200.
+    # Reference-free sanity: a good pendulum policy scores about -150, random about -1200.
     assert clean_mean > -300.0 and random_mean < -800.0
     # Hanging at rest (θ = π): the energy law pushes; upright at rest: no torque.
     assert swing_up_action([-1.0, 0.0, 0.0]) == 2.0

@@ -1,4 +1,4 @@
-"""Task presets (SPEC §8 and Diffusion-QL's table), overrides, and D4RL normalised scores."""
+"""Task presets (docs/method.md §8 and Diffusion-QL's table), overrides, and D4RL normalised scores."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_locomotion_presets():
         lr_decay=True, lr_decay_every=50_000, lr_decay_t_max=2000,
     )  # fmt: skip
     assert "v5" in p.note
-    # Diffusion-QL's own grad-norm: 9 / 9 / 1 on the medium tasks (SPEC §8).
+    # Diffusion-QL's own grad-norm: 9 / 9 / 1 on the medium tasks (docs/method.md §8).
     gns = [get_preset(f"{e}-medium-v2").overrides_for("diffusion-ql")["grad_norm"]
            for e in ("halfcheetah", "hopper", "walker2d")]  # fmt: skip
     assert gns == [9.0, 9.0, 1.0]

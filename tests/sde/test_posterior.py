@@ -111,7 +111,7 @@ def test_posterior_mean_is_the_argmax(data):
     r"""$f(x_s) = \log p(x_t \mid x_s) + \log p(x_s \mid x_0)$ from the transition log
     densities is, as a function of $x_s$, $\log p(x_s \mid x_t, x_0)$ + const: its gradient
     vanishes at $\tilde\mu$, its curvature is $-1/\tilde\beta$, and one Newton step from
-    anywhere lands on $\tilde\mu$ (SPEC §1, "optimal reverse path")."""
+    anywhere lands on $\tilde\mu$ (docs/method.md §1, "optimal reverse path")."""
     sde, shape, mu, lam, x_0, x_t = data.draw(_setup(shapes=[(3,), (2, 3)]))
     # 0 < s < t <= T with gaps (the log density of x_s | x_0 needs s > 0).
     u_s, u_t = data.draw(st.floats(0.0, 1.0)), data.draw(st.floats(0.0, 1.0))

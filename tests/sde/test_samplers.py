@@ -5,7 +5,7 @@ DESIGN.md: the hot path (a `lax.scan` over the grid) and the diffrax reference "
 a test says so". Here:
 
 - `PosteriorSampler` equals the posterior-transition chain written out in a Python loop with
-  the formulas of SPEC §1 (same keys), and one step has the posterior law (Monte Carlo against
+  the formulas of docs/method.md §1 (same keys), and one step has the posterior law (Monte Carlo against
   numpy Gaussian conditioning);
 - for a Gaussian data law, whose scores and $E[x_0 \mid x_t]$ are known in closed form, the
   exact law of the posterior chain (propagated step by step in numpy) approaches the data law
@@ -66,7 +66,7 @@ def _exact_x0(schedule):
 
 def _chain_law_numpy(schedule, grid, m_T, v_T):
     """The exact (Gaussian) law of the posterior chain with the exact E[x0|x_t] predictor,
-    propagated through the grid in numpy with SPEC §1's posterior written out here."""
+    propagated through the grid in numpy with docs/method.md §1's posterior written out here."""
     # Θ at the grid from the increments (piecewise-linear interpolation of their cumulative
     # sums), independently of `schedule.cumulative`.
     inc = np.asarray(schedule.increments)

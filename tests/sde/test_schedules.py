@@ -1,4 +1,4 @@
-r"""Schedules: the SPEC §2 test vectors, $\Theta(s, t)$ against numerical quadrature of
+r"""Schedules: the docs/method.md §2 test vectors, $\Theta(s, t)$ against numerical quadrature of
 $\theta$, the discrete-grid view, the DDPM/VP identities and input validation."""
 
 import math
@@ -14,17 +14,17 @@ from hypothesis import given, settings
 
 import sdepolicy.sde as sp
 
-# --- SPEC §2 test vectors (reference code, T = 5) -------------------------------------------
+# --- docs/method.md §2 test vectors (reference code, T = 5) -------------------------------------------
 
-SPEC_THETA = [0.07213, 0.25712, 0.50616, 0.75355, 0.93404]
-SPEC_STEP = [0.19749, 0.70396, 1.38582, 2.06317, 2.55732]
-SPEC_CUM = [0.19749, 0.90145, 2.28727, 4.35043, 6.90776]
-SPEC_DECAY = [0.82079, 0.40598, 0.10154, 0.01290, 0.00100]
-SPEC_VAR = [0.32630, 0.83518, 0.98969, 0.99983, 0.999999]
-SPEC_BETA_TILDE = [0.0, 0.29511, 0.79109, 0.97388, 0.99383]
-SPEC_COEF_XT = [0.0, 0.19325, 0.21107, 0.12576, 0.07750]
-SPEC_COEF_X0 = [1.0, 0.74234, 0.38455, 0.09992, 0.01282]
-SPEC_VP_BETAS = [0.1959, 0.4588, 0.6358, 0.7549, 0.8350]
+TABLE_THETA = [0.07213, 0.25712, 0.50616, 0.75355, 0.93404]
+TABLE_STEP = [0.19749, 0.70396, 1.38582, 2.06317, 2.55732]
+TABLE_CUM = [0.19749, 0.90145, 2.28727, 4.35043, 6.90776]
+TABLE_DECAY = [0.82079, 0.40598, 0.10154, 0.01290, 0.00100]
+TABLE_VAR = [0.32630, 0.83518, 0.98969, 0.99983, 0.999999]
+TABLE_BETA_TILDE = [0.0, 0.29511, 0.79109, 0.97388, 0.99383]
+TABLE_COEF_XT = [0.0, 0.19325, 0.21107, 0.12576, 0.07750]
+TABLE_COEF_X0 = [1.0, 0.74234, 0.38455, 0.09992, 0.01282]
+TABLE_VP_BETAS = [0.1959, 0.4588, 0.6358, 0.7549, 0.8350]
 
 # The table is printed to 5 decimals: a correct value is within 5e-6 of it.
 TABLE_ATOL = 1e-5
@@ -34,18 +34,18 @@ def test_spec_table_t5():
     schedule = sp.cosine_schedule(5)
     sde = sp.MeanRevertingSDE(schedule)
     t = np.arange(1, 6)
-    np.testing.assert_allclose(sp.cosine_thetas(5), SPEC_THETA, atol=TABLE_ATOL)
-    np.testing.assert_allclose(schedule.grid(np.arange(6.0)), SPEC_STEP, atol=TABLE_ATOL)
+    np.testing.assert_allclose(sp.cosine_thetas(5), TABLE_THETA, atol=TABLE_ATOL)
+    np.testing.assert_allclose(schedule.grid(np.arange(6.0)), TABLE_STEP, atol=TABLE_ATOL)
     cum = np.array([schedule.cumulative(float(k)) for k in t])
-    np.testing.assert_allclose(cum, SPEC_CUM, atol=TABLE_ATOL)
-    np.testing.assert_allclose(np.exp(-cum), SPEC_DECAY, atol=TABLE_ATOL)
+    np.testing.assert_allclose(cum, TABLE_CUM, atol=TABLE_ATOL)
+    np.testing.assert_allclose(np.exp(-cum), TABLE_DECAY, atol=TABLE_ATOL)
     var = np.array([sde.marginal_variance(float(k)) for k in t])
-    np.testing.assert_allclose(var[:4], SPEC_VAR[:4], atol=TABLE_ATOL)
-    np.testing.assert_allclose(var[4], SPEC_VAR[4], atol=1e-6)  # printed to 6 decimals
+    np.testing.assert_allclose(var[:4], TABLE_VAR[:4], atol=TABLE_ATOL)
+    np.testing.assert_allclose(var[4], TABLE_VAR[4], atol=1e-6)  # printed to 6 decimals
     coefs = np.array([sde.posterior_coefficients(float(k - 1), float(k)) for k in t])
-    np.testing.assert_allclose(coefs[:, 0], SPEC_COEF_XT, atol=TABLE_ATOL)
-    np.testing.assert_allclose(coefs[:, 1], SPEC_COEF_X0, atol=TABLE_ATOL)
-    np.testing.assert_allclose(coefs[:, 2], SPEC_BETA_TILDE, atol=TABLE_ATOL)
+    np.testing.assert_allclose(coefs[:, 0], TABLE_COEF_XT, atol=TABLE_ATOL)
+    np.testing.assert_allclose(coefs[:, 1], TABLE_COEF_X0, atol=TABLE_ATOL)
+    np.testing.assert_allclose(coefs[:, 2], TABLE_BETA_TILDE, atol=TABLE_ATOL)
     # Σθ and dt of the normalisation rule, read back from the schedule's increments.
     thetas = sp.cosine_thetas(5)
     assert abs(thetas.sum() - 2.52299) < TABLE_ATOL
@@ -55,7 +55,7 @@ def test_spec_table_t5():
 
 def test_spec_vp_betas():
     # Printed to 4 decimals.
-    np.testing.assert_allclose(sp.vp_betas(5, 0.1, 10.0), SPEC_VP_BETAS, atol=5e-5 + 1e-12)
+    np.testing.assert_allclose(sp.vp_betas(5, 0.1, 10.0), TABLE_VP_BETAS, atol=5e-5 + 1e-12)
 
 
 @given(n=st.integers(1, 30), beta_min=st.floats(0.01, 1.0), beta_max=st.floats(1.5, 30.0))

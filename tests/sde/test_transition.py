@@ -46,7 +46,7 @@ def _bank_schedules(const_value, lin_ends, pw_increments):
 
 
 def _moment_vf(t, y, args):
-    """The moment ODEs of SPEC §1: m' = θ(μ − m), v' = −2θv + σ², σ² = 2λ²θ."""
+    """The moment ODEs of docs/method.md §1: m' = θ(μ − m), v' = −2θv + σ², σ² = 2λ²θ."""
     which, bank, lam, mu = args
     m, v = y
     theta = jnp.stack([sch.rate(t) for sch in bank])[which]
@@ -242,7 +242,7 @@ def test_marginal_score_and_noise_round_trips(data):
     eps = jnp.asarray(rng_array(seed + 1, shape))
     (t,) = data.draw(times(schedule, 1))
     t = max(t, 0.05 * schedule.horizon)
-    # The reparametrisation of SPEC §1 written out from Θ_t alone.
+    # The reparametrisation of docs/method.md §1 written out from Θ_t alone.
     big_theta = float(schedule.cumulative(t))
     m_t = mu + (np.asarray(x_0) - mu) * np.exp(-big_theta)
     v_t = lam**2 * -np.expm1(-2 * big_theta)
@@ -301,7 +301,7 @@ def test_coefficients_drift_and_diffusion(data):
     b = float(sde.decay(s, t))
     np.testing.assert_allclose(law.mean, prior.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(b**2 * lam**2 + law.variance, lam**2, rtol=1e-11)
-    # The decay and the variance are what Θ(s, t) says (SPEC §1), not e^{+Θ} or e^{-Θ}.
+    # The decay and the variance are what Θ(s, t) says (docs/method.md §1), not e^{+Θ} or e^{-Θ}.
     big = float(schedule.integral(s, t))
     np.testing.assert_allclose(b, np.exp(-big), rtol=1e-12)
     np.testing.assert_allclose(

@@ -1,4 +1,4 @@
-r"""Diffusion-QL (Wang, Hunt, Zhou 2023; SPEC §7): a VP diffusion policy trained with noise
+r"""Diffusion-QL (Wang, Hunt, Zhou 2023; docs/method.md §7): a VP diffusion policy trained with noise
 matching plus a Q term back-propagated through the full reverse chain, and two critics.
 
 One update, in the reference code's order:
@@ -51,7 +51,7 @@ class DiffusionQLConfig:
     """Hyper-parameters of Diffusion-QL; defaults are its locomotion setting except `grad_norm`
     (the reference code's per-task table: 9 on the medium tasks).
 
-    - `diffusion_steps`, `beta_min`, `beta_max`: the VP schedule (SPEC §2).
+    - `diffusion_steps`, `beta_min`, `beta_max`: the VP schedule (docs/method.md §2).
     - `eta`: weight of the Q term.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
     - `gamma`, `tau`: discount and Polyak rate.
@@ -165,7 +165,7 @@ def actor_loss(
     batch: Transitions,
     key: PRNGKey,
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-    """Noise matching plus the Q term through the full reverse chain (SPEC §7)."""
+    """Noise matching plus the Q term through the full reverse chain (docs/method.md §7)."""
     actor = with_denoiser(actor, denoiser)
     k_bc, k_chain, k_coin = jax.random.split(key, 3)
     bc_loss, _ = actor.loss(batch.observations, batch.actions, k_bc, kind="nml")

@@ -1,4 +1,4 @@
-r"""ER-DP-QE: the entropy-regularised diffusion policy with a Q-ensemble (SPEC §5, §6).
+r"""ER-DP-QE: the entropy-regularised diffusion policy with a Q-ensemble (docs/method.md §5, §6).
 
 One update, in the reference code's order:
 
@@ -54,7 +54,7 @@ from .common import (
 
 @dataclasses.dataclass(frozen=True)
 class ERDPQEConfig:
-    """Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (SPEC §6, §8).
+    """Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (docs/method.md §6, §8).
 
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
     - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\\beta$ and the actor's pessimism
@@ -224,7 +224,7 @@ def actor_loss(
     batch: Transitions,
     key: PRNGKey,
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-    """The actor loss of SPEC §5 as a function of the denoiser (what the optimiser trains)."""
+    """The actor loss of docs/method.md §5 as a function of the denoiser (what the optimiser trains)."""
     actor = with_denoiser(actor, denoiser)
     k_bc, k_ent = jax.random.split(key)
     # The same draws as `actor.loss(..., k_bc)`, kept here because the Q term's weighting
@@ -331,7 +331,7 @@ def act(
     observations: Float[Array, "n obs"],
     key: PRNGKey,
 ) -> Float[Array, "n act"]:
-    """Evaluation actions (SPEC §6): `eval_candidates` samples per state from the online actor,
+    """Evaluation actions (docs/method.md §6): `eval_candidates` samples per state from the online actor,
     one picked by softmax over the target critic's LCB (as the reference code, whatever
     `q_aggregate` the actor trained with)."""
     return select_actions(
