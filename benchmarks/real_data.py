@@ -213,6 +213,7 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         overrides[key.strip()] = value.strip()
 
+    args.work = args.work.resolve()  # Minari's store wants an absolute path
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = str(args.work / "datasets")
     from sdepolicy.rl.errors import MissingExtraError, SdepolicyError
