@@ -142,6 +142,20 @@ def import_all(names, data_dir: pathlib.Path, quick: bool, work: pathlib.Path) -
     return info
 
 
+def _row(s: dict, wall: float | None) -> dict[str, Any]:
+    """The numbers of one run's summary that the table and the JSON keep."""
+    return dict(
+        wall_s=s.get("wall_time_s") if wall is None else wall,
+        steps=s["steps"],
+        last=s["last_evaluation"]["normalized"],
+        best=s["best_evaluation"]["normalized"],
+        last_return=s["last_evaluation"]["return"],
+        per_seed_last=list(s["evaluations"][-1]["normalized"]),
+        evaluations=s["evaluations"],
+        divergence=s.get("critic_divergence"),
+    )
+
+
 def _fields_of(algo: str, overrides: dict[str, str]) -> dict[str, str]:
     """The overrides that `algo`'s config has (`--set alpha=0` concerns ER-DP-QE only)."""
     import dataclasses
@@ -190,6 +204,8 @@ def main(argv=None) -> int:
                    help="folder for the Minari store and the runs")  # fmt: skip
     p.add_argument("--out", type=pathlib.Path, help="JSON output (default <work>/real_data.json)")
     p.add_argument("--quick", action="store_true", help="smoke test on tests/data slices")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: tabulate the runs already in --work")  # fmt: skip
     args = p.parse_args(argv)
 
     seeds = args.seeds
@@ -215,7 +231,9 @@ def main(argv=None) -> int:
 
     args.work = args.work.resolve()  # Minari's store wants an absolute path
     args.work.mkdir(parents=True, exist_ok=True)
-    os.environ["MINARI_DATASETS_PATH"] = str(args.work / "datasets")
+    # --collect imports into a store of its own, leaving the one runs may be reading alone.
+    store = "collect_datasets" if args.collect else "datasets"
+    os.environ["MINARI_DATASETS_PATH"] = str(args.work / store)
     from sdepolicy.rl.errors import MissingExtraError, SdepolicyError
     from sdepolicy.rl.runner import RunSpec, run
 
@@ -227,6 +245,14 @@ def main(argv=None) -> int:
         d = info[name]
         for algo in args.algos:
             run_dir = args.work / "runs" / f"{name}-{algo}{'-' + tag if tag else ''}"
+            if args.collect:
+                row = {"dataset": name, "algo": algo, "seeds": list(seeds)}
+                done = run_dir / "summary.json"
+                if done.exists() and json.loads(done.read_text()).get("status") != "diverged":
+                    results.append(row | _row(json.loads(done.read_text()), None))
+                else:
+                    results.append(row | {"error": "not run"})
+                continue
             if run_dir.exists():  # this script's own earlier output: start afresh
                 import shutil
 
@@ -257,16 +283,7 @@ def main(argv=None) -> int:
                 print(f"[{name} / {algo}] error: {e}", flush=True)
                 results.append(row)
                 continue
-            row.update(
-                wall_s=time.time() - t0,
-                steps=s["steps"],
-                last=s["last_evaluation"]["normalized"],
-                best=s["best_evaluation"]["normalized"],
-                last_return=s["last_evaluation"]["return"],
-                per_seed_last=[h for h in s["evaluations"][-1]["normalized"]],
-                evaluations=s["evaluations"],
-                divergence=s.get("critic_divergence"),
-            )
+            row.update(_row(s, time.time() - t0))
             results.append(row)
             print(
                 f"[{name} / {algo}] last {_fmt(row['last'])}  best {_fmt(row['best'])}  "
@@ -316,7 +333,8 @@ def _table(names, algos, info, results) -> list[str]:
             if "last" in r:
                 cells += [_fmt(r["last"]), _fmt(r["best"])]
             else:
-                cells += ["skipped" if "skipped" in r else "error", ""]
+                what = "skipped" if "skipped" in r else r.get("error", "error")
+                cells += ["not run" if what == "not run" else what.split(":")[0][:20], ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
