@@ -72,7 +72,9 @@ def test_short_erdpqe_run_critic_loss_falls(run):
     loss = history["critic_loss"]
     assert np.all(np.isfinite(loss))
     first, last = loss[:20].mean(), loss[-20:].mean()
-    assert last < 0.6 * first, (first, last)
+    # 0.6 before the critics took the reference's init (every layer U(±1/sqrt(out)),
+    # docs/method.md §6.1), which starts a 32-wide critic flatter: about 0.69 since.
+    assert last < 0.8 * first, (first, last)
     for name in ("actor_loss", "bc_loss", "q_loss", "entropy", "q_mean"):
         assert np.all(np.isfinite(history[name])), name
 
