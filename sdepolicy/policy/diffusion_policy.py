@@ -222,10 +222,22 @@ class DiffusionPolicy(eqx.Module):
         **Returns:** `(bc_loss, x0_hat)`; `x0_hat` is in the **unit** box and not clipped.
         """
         check_loss_kind(kind)
+        steps, noise = self.draw_steps_and_noise(actions, key)
+        return self.loss_at(states, actions, steps, noise, kind)
+
+    def draw_steps_and_noise(
+        self, actions: Float[Array, "batch action"], key: PRNGKey
+    ) -> tuple[Int[Array, " batch"], Float[Array, "batch action"]]:
+        r"""The random draws of [`loss`][]: $k \sim \mathcal U\{0..T-1\}$ per sample from the
+        first half of `split(key)`, $\varepsilon \sim \mathcal N(0, I)$ from the second.
+
+        **Returns:** `(steps, noise)`, to pass to [`loss_at`][] (for a caller that needs the
+        steps too, such as a per-step weighting of another loss term).
+        """
         step_key, noise_key = jax.random.split(key)
         steps = jax.random.randint(step_key, (actions.shape[0],), 0, self.num_steps)
         noise = jax.random.normal(noise_key, actions.shape, actions.dtype)
-        return self.loss_at(states, actions, steps, noise, kind)
+        return steps, noise
 
     def loss_at(
         self,

@@ -80,11 +80,13 @@ class RunInterruptedError(SdepolicyError):
 # Field name -> (what is allowed, test). A field is checked only where a config has it, so one
 # table serves every agent config; the tests run on already-coerced values.
 _FINITE = lambda v: isinstance(v, int | float) and math.isfinite(v)
+# Fields where None means "the default of another field" (critic_hidden: hidden).
+_OPTIONAL_FIELDS = frozenset({"critic_hidden"})
 _FIELD_RULES: dict[str, tuple[str, Any]] = {
     "diffusion_steps": ("an integer >= 1", lambda v: v >= 1),
     "num_critics": ("an integer >= 1", lambda v: v >= 1),
     "hidden": ("an integer >= 1", lambda v: v >= 1),
-    "critic_hidden": ("None or an integer >= 1", lambda v: v is None or v >= 1),
+    "critic_hidden": ("None or an integer >= 1", lambda v: v >= 1),
     "batch_size": ("an integer >= 1", lambda v: v >= 1),
     "eval_candidates": ("an integer >= 1", lambda v: v >= 1),
     "eval_temperature": ("a finite temperature >= 0", lambda v: _FINITE(v) and v >= 0.0),
@@ -128,7 +130,7 @@ def check_config_fields(config: Any) -> None:
         if not hasattr(config, field):
             continue
         value = getattr(config, field)
-        if value is None and allowed.startswith("None"):
+        if value is None and field in _OPTIONAL_FIELDS:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
             raise ConfigError(f"{name}: {field} must be {allowed}, got {value!r}.")

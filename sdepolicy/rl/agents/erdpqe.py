@@ -227,11 +227,8 @@ def actor_loss(
     """The actor loss of docs/method.md §5 as a function of the denoiser (what the optimiser trains)."""
     actor = with_denoiser(actor, denoiser)
     k_bc, k_ent = jax.random.split(key)
-    # The same draws as `actor.loss(..., k_bc)`, kept here because the Q term's weighting
-    # needs each sample's step.
-    k_steps, k_noise = jax.random.split(k_bc)
-    steps = jax.random.randint(k_steps, (batch.actions.shape[0],), 0, actor.num_steps)
-    noise = jax.random.normal(k_noise, batch.actions.shape, batch.actions.dtype)
+    # `actor.loss`'s own draws, taken out so that the Q term's weighting sees each sample's step.
+    steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
     bc_loss, x0_hat = actor.loss_at(batch.observations, batch.actions, steps, noise, config.loss)
     # The Q term sees the clipped prediction, in the environment's box (the critic's input).
     policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
