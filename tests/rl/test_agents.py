@@ -8,7 +8,6 @@ dominates the cost of these tests, so the shapes are shared wherever possible (e
 call below has 96 rows) and compiled at XLA's lowest CPU optimisation level.
 """
 
-import functools
 
 import equinox as eqx
 import jax
@@ -16,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _rl_helpers import jit
+from _rl_helpers import member_net as _member_net
 
-from sdepolicy.policy import DiffusionPolicy, mish
+from sdepolicy.policy import DiffusionPolicy
 from sdepolicy.rl.agents import bc, diffusion_ql, erdpqe
 from sdepolicy.rl.agents.common import ema_update, polyak, td_targets
 from sdepolicy.rl.agents.diffusion_ql import DiffusionQLConfig
@@ -44,24 +45,6 @@ ERDPQE = ERDPQEConfig(
 DQL = DiffusionQLConfig(hidden=HIDDEN, batch_size=BATCH, max_q_backup=True, max_q_samples=3)
 
 
-@functools.partial(
-    jax.jit, static_argnums=(0, 1), compiler_options={"xla_backend_optimization_level": 0}
-)
-def _call(fn, static, dynamic):
-    return fn(*eqx.combine(dynamic, static))
-
-
-def jit(fn):
-    """`eqx.filter_jit` at XLA's lowest CPU optimisation level: same results, about half the
-    compile time."""
-
-    def wrapped(*args):
-        dynamic, static = eqx.partition(args, eqx.is_array)
-        return _call(fn, static, dynamic)
-
-    return wrapped
-
-
 erdpqe_update = jit(erdpqe.update)
 dql_update = jit(diffusion_ql.update)
 _sample = jit(lambda policy, states, key: policy.sample(states, key))
@@ -80,12 +63,8 @@ def make_batch(seed, n=BATCH):
 
 
 def member_net(ensemble, m):
-    """Member m of a QEnsemble as an ordinary function (s, a) -> q[b], via an eqx MLP."""
-    template = eqx.nn.MLP(OBS + ACT, "scalar", HIDDEN, 3, activation=mish, key=jax.random.key(0))
-    leaves = lambda n: [x for lin in n.layers for x in (lin.weight, lin.bias)]
-    params = [p[m] for wb in zip(ensemble.weights, ensemble.biases, strict=True) for p in wb]
-    mlp = eqx.tree_at(leaves, template, params)
-    return lambda s, a: jax.vmap(mlp)(jnp.concatenate([s, a], axis=1))
+    """Member m of a QEnsemble as an ordinary function (s, a) -> q[b]."""
+    return _member_net(ensemble, m, OBS + ACT, HIDDEN)
 
 
 def scaled_target(state, key, scale=5.0):

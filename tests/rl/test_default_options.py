@@ -7,15 +7,15 @@ Each option is checked against numbers it did not produce: the cosine grid's tab
 best candidate is known.
 """
 
-import functools
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _rl_helpers import jit, member_net
 
-from sdepolicy.policy import DiffusionPolicy, mish
+from sdepolicy.policy import DiffusionPolicy
 from sdepolicy.rl.agents import erdpqe
 from sdepolicy.rl.agents.erdpqe import ERDPQEConfig, q_step_weights
 from sdepolicy.rl.errors import ConfigError
@@ -29,21 +29,6 @@ TABLE_CUM = np.array([0.19749, 0.90145, 2.28727, 4.35043, 6.90776])
 TABLE_VAR = np.array([0.32630, 0.83518, 0.98969, 0.99983, 0.999999])
 
 
-@functools.partial(
-    jax.jit, static_argnums=(0, 1), compiler_options={"xla_backend_optimization_level": 0}
-)
-def _call(fn, static, dynamic):
-    return fn(*eqx.combine(dynamic, static))
-
-
-def jit(fn):
-    def wrapped(*args):
-        dynamic, static = eqx.partition(args, eqx.is_array)
-        return _call(fn, static, dynamic)
-
-    return wrapped
-
-
 def test_jacobian_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
     policy = DiffusionPolicy.create(OBS, ACT, LOW, HIGH, key=jax.random.key(0), hidden=8)
     steps = jnp.arange(5)
@@ -52,7 +37,7 @@ def test_jacobian_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
     # |d x0_hat / d eps_hat| read off the policy's own x0 map by autodiff, at every step.
     x_t = jnp.array([0.3, -0.2])
     for t in range(1, 6):
-        jac = jax.jacobian(lambda e: policy.sde.x0_from_noise(x_t, e, jnp.float32(t)))(
+        jac = jax.jacobian(lambda e, t=t: policy.sde.x0_from_noise(x_t, e, jnp.float32(t)))(
             jnp.zeros(ACT)
         )
         np.testing.assert_allclose(np.abs(np.diag(jac)) * weights[t - 1], 1.0, rtol=1e-4)
@@ -72,13 +57,7 @@ def _batch(seed):
 
 
 def _member(ensemble, m):
-    template = eqx.nn.MLP(
-        OBS + ACT, "scalar", CRITIC_HIDDEN, 3, activation=mish, key=jax.random.key(0)
-    )
-    leaves = lambda n: [x for lin in n.layers for x in (lin.weight, lin.bias)]
-    params = [p[m] for wb in zip(ensemble.weights, ensemble.biases, strict=True) for p in wb]
-    mlp = eqx.tree_at(leaves, template, params)
-    return lambda s, a: jax.vmap(mlp)(jnp.concatenate([s, a], axis=1))
+    return member_net(ensemble, m, OBS + ACT, CRITIC_HIDDEN)
 
 
 @pytest.mark.parametrize("target", ["lcb"])
