@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import time
 from typing import Any
@@ -158,8 +160,6 @@ def _row(s: dict, wall: float | None) -> dict[str, Any]:
 
 def _fields_of(algo: str, overrides: dict[str, str]) -> dict[str, str]:
     """The overrides that `algo`'s config has (`--set alpha=0` concerns ER-DP-QE only)."""
-    import dataclasses
-
     from sdepolicy.rl.agents import CONFIGS
 
     names = {f.name for f in dataclasses.fields(CONFIGS[algo])}
@@ -254,8 +254,6 @@ def main(argv=None) -> int:
                     results.append(row | {"error": "not run"})
                 continue
             if run_dir.exists():  # this script's own earlier output: start afresh
-                import shutil
-
                 shutil.rmtree(run_dir)
             spec = RunSpec(
                 algo=algo,
