@@ -7,7 +7,6 @@ Not part of the library: the scripts put this folder on `sys.path` and import it
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,13 +23,12 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
+from sdepolicy.policy import mish, mish_and_slope
 from sdepolicy.rl import Transitions
-from sdepolicy.rl.agents import diffusion_ql, erdpqe
+from sdepolicy.rl.agents import ERDPQE, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
 
 # Hopper's sizes (D4RL / Minari hopper-*-v2): 11-dimensional state, 3-dimensional action.
 HOPPER_OBS, HOPPER_ACT = 11, 3
-
-AGENT_MODULES = {"erdpqe": erdpqe, "dql": diffusion_ql}
 
 
 # --- agents ------------------------------------------------------------------------------------
@@ -54,10 +52,6 @@ class AgentSpec:
             return f"dql-T{self.diffusion_steps}"
         return f"erdpqe-M{self.num_critics}-T{self.diffusion_steps}"
 
-    @property
-    def module(self):
-        return AGENT_MODULES[self.algo]
-
     def config(self, **overrides):
         common = dict(
             diffusion_steps=self.diffusion_steps,
@@ -66,13 +60,18 @@ class AgentSpec:
             **overrides,
         )
         if self.algo == "dql":
-            return diffusion_ql.DiffusionQLConfig(**common)
-        return erdpqe.ERDPQEConfig(num_critics=self.num_critics, **common)
+            return DiffusionQLConfig(**common)
+        return ERDPQEConfig(num_critics=self.num_critics, **common)
 
-    def init(self, config, key):
+    def agent(self, **overrides):
+        """The agent of this configuration (`overrides`: config fields)."""
+        config = self.config(**overrides)
+        return DiffusionQL(config) if self.algo == "dql" else ERDPQE(config)
+
+    def init(self, agent, key, activation=mish):
         low = -np.ones(self.action_dim, np.float32)
         high = np.ones(self.action_dim, np.float32)
-        return self.module.init(config, self.obs_dim, self.action_dim, low, high, key)
+        return agent.init(self.obs_dim, self.action_dim, low, high, key, activation=activation)
 
 
 def parse_config_name(name: str, **sizes) -> AgentSpec:
@@ -289,9 +288,9 @@ def batched_critic_matmul(members: int, batch: int, hidden: int, min_time: float
 
 def grouped_critic_matmul(members: int, batch: int, hidden: int, min_time: float):
     """A critic hidden layer of ONE group of members, as the library's fused Q-ensemble issues it
-    on this backend (`sdepolicy.rl.critics.member_groups`): feature-major `[g, out, in] x
+    on this backend (`sdepolicy.rl._fused_critic.member_groups`): feature-major `[g, out, in] x
     [g, in, batch]`, a plain batched matmul (the group size `g` is recorded)."""
-    from sdepolicy.rl.critics import member_groups
+    from sdepolicy.rl._fused_critic import member_groups
 
     g = members // member_groups(members, hidden, batch)
     out = matmul_throughput((g, hidden, hidden), (g, hidden, batch), "moi,mib->mob", min_time)
@@ -308,35 +307,10 @@ def square_matmul(n: int, min_time: float):
 
 def mish_autodiff(x):
     """Mish's one-exponential formula differentiated by JAX through its expression (no
-    closed-form derivative rule): the library's activation before its speed work."""
-    import sdepolicy.policy.networks as networks
-
-    return networks.mish_and_slope(x)[0]
-
-
-@contextlib.contextmanager
-def swap_activation(fn):
-    """Make the library's critics and denoiser call `fn` instead of `mish`, in this process only
-    (both modules look `mish` up in their globals at trace time); `None` changes nothing."""
-    import sdepolicy.policy.networks as networks
-    import sdepolicy.rl.critics as critics
-
-    if fn is None:
-        yield
-        return
-    saved = critics.mish, networks.mish
-    critics.mish = networks.mish = fn
-    try:
-        yield
-    finally:
-        critics.mish, networks.mish = saved
-
-
-def straightforward_networks():
-    """The networks with Mish differentiated by autodiff through its formula, as the library did
-    before its speed work; with `critic_backward="autodiff"` in the agent's config this is the
+    closed-form derivative rule): the library's activation before its speed work. As both
+    networks' `activation` with `critic_backward="autodiff"` in the agent's config, this is the
     straightforward update step that `tests/rl/test_fast_step.py` pins the optimised one to."""
-    return swap_activation(mish_autodiff)
+    return mish_and_slope(x)[0]
 
 
 # --- machine and output ------------------------------------------------------------------------

@@ -17,14 +17,13 @@ runs/bench/entropy.json).
 from __future__ import annotations
 
 import argparse
-import functools
 import pathlib
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _bench_common as bc  # noqa: E402
+import _bench_common as bench  # noqa: E402
 import jax  # noqa: E402
 
 from sdepolicy.rl import make_train_fn  # noqa: E402
@@ -41,25 +40,23 @@ SIZES = {
 QUICK = {"quick (11/3, M=2, hidden 16, batch 32)": (dict(num_critics=2, hidden=16), 5)}
 
 
-def time_update(spec: bc.AgentSpec, entropy: str, K: int, min_time: float, min_calls: int):
-    config = spec.config(entropy=entropy)
-    dataset = bc.synthetic_dataset(10_000, spec.obs_dim, spec.action_dim)
-    state = bc.block(spec.init(config, jax.random.key(0)))
-    train = make_train_fn(
-        functools.partial(spec.module.update, config), dataset, spec.batch_size, K
-    )
+def time_update(spec: bench.AgentSpec, entropy: str, K: int, min_time: float, min_calls: int):
+    agent = spec.agent(entropy=entropy)
+    dataset = bench.synthetic_dataset(10_000, spec.obs_dim, spec.action_dim)
+    state = bench.block(spec.init(agent, jax.random.key(0)))
+    train = make_train_fn(agent.update, dataset, spec.batch_size, K)
     box = {"state": state, "i": 0}
 
     def call():
         box["i"] += 1
         s, metrics = train(box["state"], jax.random.key(100 + box["i"]))
-        box["state"] = bc.block(s)
+        box["state"] = bench.block(s)
         box["entropy"] = float(metrics["entropy"][-1])
 
     t0 = time.perf_counter()
     call()
     first_call_s = time.perf_counter() - t0
-    timing = bc.time_calls(call, K, min_time, min_calls)
+    timing = bench.time_calls(call, K, min_time, min_calls)
     return {
         "entropy": entropy,
         "first_call_s": first_call_s,
@@ -75,7 +72,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="runs/bench/entropy.json")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
-    meta = bc.machine_info()
+    meta = bench.machine_info()
     meta["argv"] = sys.argv[1:] if argv is None else list(argv)
     sizes = QUICK if args.quick else SIZES
     min_time = args.min_time if args.min_time is not None else (0.2 if args.quick else 10.0)
@@ -83,7 +80,7 @@ def main(argv=None) -> dict:
     results = []
     for label, (sizes_kw, K) in sizes.items():
         batch = 32 if args.quick else 256
-        spec = bc.AgentSpec("erdpqe", diffusion_steps=5, batch_size=batch, **sizes_kw)
+        spec = bench.AgentSpec("erdpqe", diffusion_steps=5, batch_size=batch, **sizes_kw)
         rows = {}
         for entropy in ESTIMATORS:
             print(f"[bench_entropy] {label}: entropy={entropy} ...", flush=True)
@@ -104,12 +101,12 @@ def main(argv=None) -> dict:
                 "cpu_ratio": lik["cpu_s_per_step"] / ref["cpu_s_per_step"],
             }
         )
-    payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
-    return bc.publish(payload, args.out, report)
+    payload = {"meta": bench.finish_meta(meta, t_start), "results": results}
+    return bench.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
-    print(f"\n{bc.machine_line(payload['meta'])}")
+    print(f"\n{bench.machine_line(payload['meta'])}")
     rows = []
     for r in payload["results"]:
         for name, row in r["rows"].items():
@@ -124,7 +121,7 @@ def report(payload: dict) -> None:
                     else f"{r['time_ratio']:.2f} ({r['cpu_ratio']:.2f})",
                 }
             )
-    bc.print_table(
+    bench.print_table(
         rows,
         [
             ("size", "size"),

@@ -31,12 +31,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _bench_common as bc  # noqa: E402
+import _bench_common as bench  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdepolicy.rl.agents import erdpqe  # noqa: E402
+from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig  # noqa: E402
 from sdepolicy.rl.evaluation import run_episodes, run_episodes_one_at_a_time  # noqa: E402
 
 
@@ -79,10 +79,10 @@ def env_factory(env_id: str, max_steps: int, counter: StepCounter | None = None,
     return make
 
 
-def make_act(config, state):
+def make_act(agent, state):
     """`(observations[n, obs], key) -> actions[n, act]` for the evaluation loops (one compiled
     function per batch shape)."""
-    act = jax.jit(lambda st, obs, k: erdpqe.act(config, st, obs, k))
+    act = jax.jit(lambda st, obs, k: agent.act(st, obs, k))
     return lambda obs, key: np.asarray(act(state, np.asarray(obs, np.float32), key))
 
 
@@ -112,19 +112,20 @@ def bench_env(env_id: str, args) -> dict:
     high = np.asarray(probe.action_space.high, np.float32)
     probe.close()
 
-    config = erdpqe.ERDPQEConfig(
+    config = ERDPQEConfig(
         num_critics=args.critics,
         eval_candidates=args.candidates,
         diffusion_steps=args.diffusion_steps,
         hidden=args.hidden,
     )
-    state = bc.block(erdpqe.init(config, obs_dim, action_dim, low, high, jax.random.key(0)))
-    act = make_act(config, state)
+    agent = ERDPQE(config)
+    state = bench.block(agent.init(obs_dim, action_dim, low, high, jax.random.key(0)))
+    act = make_act(agent, state)
 
     # Matmul FLOPs of selecting one state's action (T denoiser calls on each of the candidates,
     # then M critics on each candidate): the work per environment step, whatever the loop.
-    flops_per_state, _ = bc.count_matmul_flops(
-        lambda st, obs, k: erdpqe.act(config, st, obs, k),
+    flops_per_state, _ = bench.count_matmul_flops(
+        lambda st, obs, k: agent.act(st, obs, k),
         state,
         jax.numpy.zeros((1, obs_dim), jax.numpy.float32),
         jax.random.key(0),
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.env_time = args.env_time if args.env_time is not None else (0.05 if quick else 1.0)
 
     t_start = time.perf_counter()
-    meta = bc.machine_info()
+    meta = bench.machine_info()
     meta["argv"] = sys.argv[1:] if argv is None else list(argv)
     results = []
     for env_id in args.envs.split(","):
@@ -229,13 +230,13 @@ def main(argv: list[str] | None = None) -> dict:
         except (gym.error.Error, ImportError) as err:  # e.g. mujoco missing: keep the others
             print(f"[bench_eval] skipped {env_id}: {err}")
             results.append({"env": env_id, "skipped": str(err)})
-    payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
-    return bc.publish(payload, args.out, report)
+    payload = {"meta": bench.finish_meta(meta, t_start), "results": results}
+    return bench.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta = payload["meta"]
-    print(f"\n{bc.machine_line(meta)}\n")
+    print(f"\n{bench.machine_line(meta)}\n")
     rows = []
     for r in payload["results"]:
         if "skipped" in r:
@@ -249,7 +250,7 @@ def report(payload: dict) -> None:
                 "sps": f"{one['env_steps_per_s']:.1f}",
                 "spc": f"{one['env_steps_per_cpu_s']:.1f}",
                 "bare": f"{one['env_only_steps_per_s']:.0f}",
-                "fps": bc.fmt_si(one["policy_flops_per_s"], "FLOP/s"),
+                "fps": bench.fmt_si(one["policy_flops_per_s"], "FLOP/s"),
                 "x": "1",
             }
         )
@@ -262,7 +263,7 @@ def report(payload: dict) -> None:
                     "sps": f"{v['vectorised']['env_steps_per_s']:.1f}",
                     "spc": f"{v['vectorised']['env_steps_per_cpu_s']:.1f}",
                     "bare": f"{v['env_only_steps_per_s']:.0f}",
-                    "fps": bc.fmt_si(v["vectorised"]["policy_flops_per_s"], "FLOP/s"),
+                    "fps": bench.fmt_si(v["vectorised"]["policy_flops_per_s"], "FLOP/s"),
                     "x": f"{v['speedup']:.1f} ({v['speedup_cpu']:.1f})",
                 }
             )
@@ -272,13 +273,13 @@ def report(payload: dict) -> None:
             f"ER-DP-QE action selection: M={r0['num_critics']}, {r0['candidates']} candidates, "
             f"T={r0['diffusion_steps']}, hidden {r0['hidden']}; "
             f"episodes capped at {r0['max_episode_steps']} steps; "
-            f"{bc.fmt_si(r0['act_matmul_flops_per_state'], 'FLOP')} of matmuls per state "
+            f"{bench.fmt_si(r0['act_matmul_flops_per_state'], 'FLOP')} of matmuls per state "
             "(policy FLOP/s: that x env steps/s)"
         )
         for r in payload["results"]:
             if r.get("env_kwargs"):
                 print(f"{r['env']} made with {r['env_kwargs']} (see ENV_KWARGS in the script)")
-    bc.print_table(
+    bench.print_table(
         rows,
         [
             ("env", "env"),

@@ -16,26 +16,25 @@ test. Writes JSON to `--out` (default runs/bench/seeds.json).
 from __future__ import annotations
 
 import argparse
-import functools
 import pathlib
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _bench_common as bc  # noqa: E402
+import _bench_common as bench  # noqa: E402
 import jax  # noqa: E402
 
 from sdepolicy.rl import init_seeds, make_seeds_train_fn  # noqa: E402
 
 
-def bench(spec: bc.AgentSpec, num_seeds: int, K: int, args, strategy: str = "vmap") -> dict:
-    config = spec.config()
-    update_fn = functools.partial(spec.module.update, config)
-    dataset = bc.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
+def time_seeds(spec: bench.AgentSpec, num_seeds: int, K: int, args, strategy: str = "vmap") -> dict:
+    agent = spec.agent()
+    update_fn = agent.update
+    dataset = bench.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
     keys = jax.random.split(jax.random.key(0), num_seeds)
     t0 = time.perf_counter()
-    states = bc.block(init_seeds(lambda k: spec.init(config, k), keys))
+    states = bench.block(init_seeds(lambda k: spec.init(agent, k), keys))
     init_s = time.perf_counter() - t0
     train = make_seeds_train_fn(update_fn, dataset, spec.batch_size, K, strategy=strategy)
     box = {"states": states, "i": 0}
@@ -44,12 +43,12 @@ def bench(spec: bc.AgentSpec, num_seeds: int, K: int, args, strategy: str = "vma
         box["i"] += 1
         batch_keys = jax.random.split(jax.random.key(box["i"]), num_seeds)
         s, _ = train(box["states"], batch_keys)
-        box["states"] = bc.block(s)
+        box["states"] = bench.block(s)
 
     t0 = time.perf_counter()
     call()
     first = time.perf_counter() - t0
-    timing = bc.time_calls(call, K, args.min_time, args.min_calls)
+    timing = bench.time_calls(call, K, args.min_time, args.min_calls)
     return {
         "seeds": num_seeds,
         "steps_per_call": K,
@@ -93,19 +92,19 @@ def main(argv: list[str] | None = None) -> dict:
         args.dataset_size = min(args.dataset_size, 1000)
 
     t_start = time.perf_counter()
-    meta = bc.machine_info()
+    meta = bench.machine_info()
     meta["argv"] = sys.argv[1:] if argv is None else list(argv)
     results = []
     for M in critics:
-        spec = bc.AgentSpec(
+        spec = bench.AgentSpec(
             "erdpqe", M, args.diffusion_steps, batch_size=args.batch, hidden=args.hidden
         )
         K = args.steps_per_call or (2 if quick else (4 if M >= 32 else 20))
         print(f"[bench_seeds] {spec.name}: 1 seed ...", flush=True)
-        one = bench(spec, 1, K, args)
+        one = time_seeds(spec, 1, K, args)
         for strategy in args.strategies.split(","):
             print(f"[bench_seeds] {spec.name}: {num_seeds} seeds, {strategy} ...", flush=True)
-            many = bench(spec, num_seeds, K, args, strategy)
+            many = time_seeds(spec, num_seeds, K, args, strategy)
             ratio = many["s_per_call_median"] / one["s_per_call_median"]
             ratio_cpu = many["cpu_s_per_call"] / one["cpu_s_per_call"]
             results.append(
@@ -125,13 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "throughput_gain_cpu": num_seeds / ratio_cpu,
                 }
             )
-    payload = {"meta": bc.finish_meta(meta, t_start), "results": results}
-    return bc.publish(payload, args.out, report)
+    payload = {"meta": bench.finish_meta(meta, t_start), "results": results}
+    return bench.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta = payload["meta"]
-    print(f"\n{bc.machine_line(meta)}\n")
+    print(f"\n{bench.machine_line(meta)}\n")
     rows = []
     for r in payload["results"]:
         one, many, S = r["one_seed"], r["many_seeds"], r["num_seeds"]
@@ -152,7 +151,7 @@ def report(payload: dict) -> None:
             }
         )
     S = payload["results"][0]["num_seeds"] if payload["results"] else "S"
-    bc.print_table(
+    bench.print_table(
         rows,
         [
             ("config", "config"),

@@ -34,17 +34,16 @@ Run: `python benchmarks/bench_update.py` (all configurations, < 10 min on an idl
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import pathlib
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _bench_common as bc  # noqa: E402
+import _bench_common as bench  # noqa: E402
 import jax  # noqa: E402
 
+from sdepolicy.policy import mish  # noqa: E402
 from sdepolicy.rl import make_train_fn  # noqa: E402
 
 DEFAULT_CONFIGS = [
@@ -61,59 +60,58 @@ QUICK_CONFIGS = ["erdpqe-M2-T5"]
 
 
 def activation_variant(name: str):
-    """The library as it is for `mish`; otherwise a what-if from `profile_update.py`."""
+    """The networks' activation: the library's for `mish`, otherwise a what-if from
+    `profile_update.py`."""
     if name == "mish":
-        return contextlib.nullcontext()
+        return mish
     import profile_update
 
-    return bc.swap_activation(profile_update.VARIANTS[name])
+    return profile_update.VARIANTS[name]
 
 
-def step_variant(name: str):
-    """(config overrides, context) of the `optimised` or `straightforward` update step."""
+def step_variant(name: str, activation=mish):
+    """(config overrides, activation) of the `optimised` or `straightforward` update step."""
     if name == "optimised":
-        return {}, contextlib.nullcontext()
+        return {}, activation
     if name == "straightforward":
-        return {"critic_backward": "autodiff"}, bc.straightforward_networks()
+        return {"critic_backward": "autodiff"}, bench.mish_autodiff
     raise SystemExit(f"unknown variant {name!r}: expected optimised or straightforward")
 
 
-def default_steps_per_call(spec: bc.AgentSpec) -> int:
+def default_steps_per_call(spec: bench.AgentSpec) -> int:
     """K: enough steps per call that dispatch is negligible, few enough that a call of the
     64-critic update (~0.2 s per step on an idle 2-core CPU) stays short."""
     return 10 if spec.num_critics >= 32 else 100
 
 
-def default_min_calls(spec: bc.AgentSpec) -> int:
+def default_min_calls(spec: bench.AgentSpec) -> int:
     """Timed calls at least: more for the 64-critic configurations, whose K = 10 calls are few
     per second (the median of 5 is steadier on a shared machine than that of 2)."""
     return 5 if spec.num_critics >= 32 else 2
 
 
-def required_flops(spec: bc.AgentSpec, dataset) -> int:
+def required_flops(spec: bench.AgentSpec, dataset) -> int:
     """Matmul FLOPs of one update counted on the STRAIGHTFORWARD step's jaxpr. The optimised
     step's own jaxpr also holds weight-gradient matmuls of the hand-written backward pass that
     no one uses (the actor's Q term needs only the input gradient) and that XLA removes; counting
     them would inflate its rate."""
-    overrides, context = step_variant("straightforward")
-    config = spec.config(**overrides)
-    update_fn = functools.partial(spec.module.update, config)
-    with context:
-        state = spec.init(config, jax.random.key(0))
+    overrides, activation = step_variant("straightforward")
+    agent = spec.agent(**overrides)
+    state = spec.init(agent, jax.random.key(0), activation)
 
-        def step(state, dataset, key):
-            return update_fn(state, dataset.sample(key, spec.batch_size))
+    def step(state, dataset, key):
+        return agent.update(state, dataset.sample(key, spec.batch_size))
 
-        flops, _ = bc.count_matmul_flops(step, state, dataset, jax.random.key(1))
+    flops, _ = bench.count_matmul_flops(step, state, dataset, jax.random.key(1))
     return flops
 
 
-def bench_config(spec: bc.AgentSpec, args, overrides: dict) -> dict:
-    config = spec.config(**overrides)
-    update_fn = functools.partial(spec.module.update, config)
-    dataset = bc.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
+def bench_config(spec: bench.AgentSpec, args, overrides: dict, activation=mish) -> dict:
+    agent = spec.agent(**overrides)
+    update_fn = agent.update
+    dataset = bench.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
     t0 = time.perf_counter()
-    state = bc.block(spec.init(config, jax.random.key(0)))
+    state = bench.block(spec.init(agent, jax.random.key(0), activation))
     init_s = time.perf_counter() - t0
 
     # --- one update per call: AOT compile (compile time, XLA's FLOPs), then a Python loop ---
@@ -125,10 +123,10 @@ def bench_config(spec: bc.AgentSpec, args, overrides: dict) -> dict:
     t0 = time.perf_counter()
     single = jax.jit(step).lower(state, dataset, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
-    xla = bc.xla_flops(single)
-    counted_own, has_while = bc.count_matmul_flops(step, state, dataset, jax.random.key(1))
+    xla = bench.xla_flops(single)
+    counted_own, has_while = bench.count_matmul_flops(step, state, dataset, jax.random.key(1))
     counted = required_flops(spec, dataset)
-    analytic = bc.analytic_update_flops(spec)
+    analytic = bench.analytic_update_flops(spec)
 
     loop = {"state": state, "key": jax.random.key(1)}
     chunk = args.single_chunk
@@ -137,11 +135,11 @@ def bench_config(spec: bc.AgentSpec, args, overrides: dict) -> dict:
         s, k = loop["state"], loop["key"]
         for _ in range(chunk):
             s, k = single(s, dataset, k)
-        loop["state"], loop["key"] = bc.block((s, k))
+        loop["state"], loop["key"] = bench.block((s, k))
 
     run_single()  # warm-up
     min_calls = args.min_calls if args.min_calls is not None else default_min_calls(spec)
-    single_t = bc.time_calls(run_single, chunk, args.min_time, min_calls)
+    single_t = bench.time_calls(run_single, chunk, args.min_time, min_calls)
     state = loop["state"]
 
     # --- K fused steps per call through make_train_fn ---
@@ -152,12 +150,12 @@ def bench_config(spec: bc.AgentSpec, args, overrides: dict) -> dict:
     def run_fused():
         fused["i"] += 1
         s, _ = train(fused["state"], jax.random.key(100 + fused["i"]))
-        fused["state"] = bc.block(s)
+        fused["state"] = bench.block(s)
 
     t0 = time.perf_counter()
     run_fused()
     first_call_s = time.perf_counter() - t0
-    fused_t = bc.time_calls(run_fused, K, args.min_time, min_calls)
+    fused_t = bench.time_calls(run_fused, K, args.min_time, min_calls)
 
     fused_sum, single_sum = fused_t.summary(), single_t.summary()
     achieved = counted * fused_sum["steps_per_s"]
@@ -206,8 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/bench/update.json")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--obs-dim", type=int, default=bc.HOPPER_OBS)
-    parser.add_argument("--action-dim", type=int, default=bc.HOPPER_ACT)
+    parser.add_argument("--obs-dim", type=int, default=bench.HOPPER_OBS)
+    parser.add_argument("--action-dim", type=int, default=bench.HOPPER_ACT)
     parser.add_argument(
         "--steps-per-call", type=int, default=None, help="K (default 100, 10 for M>=32)"
     )
@@ -246,21 +244,21 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = dict(
         batch_size=args.batch, hidden=args.hidden, obs_dim=args.obs_dim, action_dim=args.action_dim
     )
-    specs = [bc.parse_config_name(n.strip(), **sizes) for n in names]
+    specs = [bench.parse_config_name(n.strip(), **sizes) for n in names]
 
     t_start = time.perf_counter()
-    meta = bc.machine_info()
+    meta = bench.machine_info()
     meta["argv"] = sys.argv[1:] if argv is None else list(argv)
 
     # The roofline's denominators, measured in this process before the updates.
     mm_time = 0.3 if quick else 2.0
     square_n = args.square or (256 if quick else 2048)
-    matmul = {"square": bc.square_matmul(square_n, mm_time), "batched": {}, "grouped": {}}
+    matmul = {"square": bench.square_matmul(square_n, mm_time), "batched": {}, "grouped": {}}
     for members in sorted({s.num_critics for s in specs}):
-        matmul["batched"][f"M{members}"] = bc.batched_critic_matmul(
+        matmul["batched"][f"M{members}"] = bench.batched_critic_matmul(
             members, args.batch, args.hidden, mm_time
         )
-        matmul["grouped"][f"M{members}"] = bc.grouped_critic_matmul(
+        matmul["grouped"][f"M{members}"] = bench.grouped_critic_matmul(
             members, args.batch, args.hidden, mm_time
         )
 
@@ -276,9 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for spec, variant in runs:
         print(f"[bench_update] {spec.name} {variant} ({args.activation}) ...", flush=True)
-        overrides, context = step_variant(variant)
-        with activation_variant(args.activation), context:
-            r = bench_config(spec, args, overrides)
+        overrides, activation = step_variant(variant, activation_variant(args.activation))
+        r = bench_config(spec, args, overrides, activation)
         r["variant"] = variant
         key = f"M{spec.num_critics}"
         denominators = {
@@ -296,13 +293,13 @@ def main(argv: list[str] | None = None) -> dict:
         r["roofline_best_is"] = best
         results.append(r)
 
-    payload = {"meta": bc.finish_meta(meta, t_start), "matmul": matmul, "results": results}
-    return bc.publish(payload, args.out, report)
+    payload = {"meta": bench.finish_meta(meta, t_start), "matmul": matmul, "results": results}
+    return bench.publish(payload, args.out, report)
 
 
 def report(payload: dict) -> None:
     meta, matmul = payload["meta"], payload["matmul"]
-    print(f"\n{bc.machine_line(meta)}")
+    print(f"\n{bench.machine_line(meta)}")
     if meta.get("activation", "mish") != "mish":
         print(f"WHAT-IF: networks run with activation {meta['activation']!r}, not the library's")
     print("float32 matmul throughput, wall-clock (per CPU-second):")
@@ -311,8 +308,8 @@ def report(payload: dict) -> None:
     listed += [(f"grouped {k}", v) for k, v in matmul.get("grouped", {}).items()]
     for name, v in listed:
         print(
-            f"  {name} {v['a']}x{v['b']}: {bc.fmt_si(v['flops_per_s'], 'FLOP/s')} "
-            f"({bc.fmt_si(v['flops_per_cpu_s'], 'FLOP/CPU-s')})"
+            f"  {name} {v['a']}x{v['b']}: {bench.fmt_si(v['flops_per_s'], 'FLOP/s')} "
+            f"({bench.fmt_si(v['flops_per_cpu_s'], 'FLOP/CPU-s')})"
         )
     print()
     rows = []
@@ -328,16 +325,16 @@ def report(payload: dict) -> None:
                 "cpu": f"{r['fused']['cpu_s_per_step'] * 1e3:.3g}",
                 "cpu1": f"{r['single']['cpu_s_per_step'] * 1e3:.3g}",
                 "compile": f"{r['compile_s']:.1f}",
-                "xla": bc.fmt_si(r["flops"]["xla_cost_analysis"]),
-                "jaxpr": bc.fmt_si(r["flops"]["jaxpr_matmul"]),
-                "hand": bc.fmt_si(r["flops"]["analytic_matmul"]),
-                "achieved": bc.fmt_si(r["achieved_flops_per_s"], "FLOP/s"),
-                "achieved_cpu": bc.fmt_si(r["achieved_flops_per_cpu_s"]),
-                "roof": bc.pct(r["roofline_batched"], r["roofline_batched_cpu"]),
-                "roof_best": bc.pct(r["roofline_best"], r["roofline_best_cpu"]),
+                "xla": bench.fmt_si(r["flops"]["xla_cost_analysis"]),
+                "jaxpr": bench.fmt_si(r["flops"]["jaxpr_matmul"]),
+                "hand": bench.fmt_si(r["flops"]["analytic_matmul"]),
+                "achieved": bench.fmt_si(r["achieved_flops_per_s"], "FLOP/s"),
+                "achieved_cpu": bench.fmt_si(r["achieved_flops_per_cpu_s"]),
+                "roof": bench.pct(r["roofline_batched"], r["roofline_batched_cpu"]),
+                "roof_best": bench.pct(r["roofline_best"], r["roofline_best_cpu"]),
             }
         )
-    bc.print_table(
+    bench.print_table(
         rows,
         [
             ("config", "config"),

@@ -7,7 +7,6 @@ their tasks.
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import resource
@@ -48,8 +47,7 @@ def _cpu_seconds() -> float:
 
 
 def train(
-    module,
-    config,
+    agent,
     dataset: Transitions,
     state,
     key,
@@ -60,7 +58,7 @@ def train(
     seeds: int | None = None,
     quiet: bool = False,
 ):
-    """Train `state` for `steps` updates of `module.update` (fused, `steps_per_call` per call).
+    """Train `state` for `steps` updates of `agent.update` (fused, `steps_per_call` per call).
 
     With `seeds=n`, `state` is stacked over `n` seeds (`init_seeds`) and every seed draws its own
     batches. Returns `(state, metrics)` with each metric a NumPy array over the steps (seeds
@@ -68,9 +66,8 @@ def train(
     """
     if steps % steps_per_call:
         raise ValueError(f"steps ({steps}) must be a multiple of steps_per_call {steps_per_call}.")
-    update = functools.partial(module.update, config)
     make = make_train_fn if seeds is None else make_seeds_train_fn
-    train_fn = make(update, dataset, config.batch_size, steps_per_call)
+    train_fn = make(agent.update, dataset, agent.config.batch_size, steps_per_call)
     calls = steps // steps_per_call
     history: list[dict[str, np.ndarray]] = []
     timer = Timer()
@@ -91,9 +88,9 @@ def train(
     return state, stacked
 
 
-def init_agents(module, config, obs_dim, action_dim, low, high, key, num_seeds: int | None = None):
-    """One agent (`num_seeds=None`) or `num_seeds` agents stacked with `init_seeds`."""
-    init_fn = lambda k: module.init(config, obs_dim, action_dim, low, high, k)
+def init_agents(agent, obs_dim, action_dim, low, high, key, num_seeds: int | None = None):
+    """One agent's state (`num_seeds=None`) or `num_seeds` states stacked with `init_seeds`."""
+    init_fn = lambda k: agent.init(obs_dim, action_dim, low, high, k)
     if num_seeds is None:
         return init_fn(key)
     return init_seeds(init_fn, jax.random.split(key, num_seeds))

@@ -49,14 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
-from sdepolicy.rl.agents import (
-    BCConfig,
-    DiffusionQLConfig,
-    ERDPQEConfig,
-    bc,
-    diffusion_ql,
-    erdpqe,
-)
+from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
 from sdepolicy.rl.transitions import Transitions
 
 MODES = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]], dtype=np.float32)
@@ -117,13 +110,13 @@ def true_reward(actions: np.ndarray) -> np.ndarray:
 
 
 def make_configs(T: int = 20, hidden: int = 128, num_critics: int = 10, eta: float = 2.5):
-    """The three agents' configs (module docstring)."""
+    """The three agents' classes and configs (module docstring)."""
     common = dict(diffusion_steps=T, hidden=hidden, batch_size=100)
     return {
-        "bc": (bc, BCConfig(schedule="vp", x0_clip=True, loss="nml", lr=3e-4, **common)),
-        "diffusion-ql": (diffusion_ql, DiffusionQLConfig(eta=eta, **common)),
+        "bc": (BC, BCConfig(schedule="vp", x0_clip=True, loss="nml", lr=3e-4, **common)),
+        "diffusion-ql": (DiffusionQL, DiffusionQLConfig(eta=eta, **common)),
         "erdpqe": (
-            erdpqe,
+            ERDPQE,
             ERDPQEConfig(
                 schedule="vp",
                 x0_clip=True,
@@ -144,16 +137,16 @@ def _sample(actor, obs, key):
 
 
 @eqx.filter_jit
-def _act(act_fn, config, state, obs, key):
-    return act_fn(config, state, obs, key)
+def _act(agent, state, obs, key):
+    return agent.act(state, obs, key)
 
 
-def evaluate(module, config, state, key, num: int = 1000) -> dict:
+def evaluate(agent, state, key, num: int = 1000) -> dict:
     """Policy samples and evaluation actions at $s = 0$, with their mode fractions and rewards."""
     obs = jnp.zeros((num, 1))
     k_pol, k_act = jax.random.split(key)
     policy = np.asarray(_sample(state.actor, obs, k_pol))
-    acts = np.asarray(_act(module.act, config, state, obs, k_act))
+    acts = np.asarray(_act(agent, state, obs, k_act))
     out = {"policy_samples": policy, "act_samples": acts}
     for name, a in (("policy", policy), ("act", acts)):
         out[f"{name}_mode_fractions"] = mode_fractions(a)
@@ -198,13 +191,13 @@ def run(
         "algos": {},
     }
     for name in algos:
-        module, config = configs[name]
+        agent_class, config = configs[name]
+        agent = agent_class(config)
         k_init, k_train, k_eval = jax.random.split(jax.random.fold_in(key, ALGOS.index(name)), 3)
         timer = Timer()
-        state = init_agents(module, config, 1, 2, LOW, HIGH, k_init)
+        state = init_agents(agent, 1, 2, LOW, HIGH, k_init)
         state, metrics = train(
-            module,
-            config,
+            agent,
             data,
             state,
             k_train,
@@ -214,7 +207,7 @@ def run(
             quiet=quiet,
         )
         train_time = timer.as_dict()
-        ev = evaluate(module, config, state, k_eval, num_eval)
+        ev = evaluate(agent, state, k_eval, num_eval)
         ev["train_time"] = train_time
         ev["config"] = config_dict(config)
         ev["final_metrics"] = {k: float(np.mean(v[-100:])) for k, v in metrics.items()}

@@ -61,8 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
-from sdepolicy.rl.agents import ERDPQEConfig, erdpqe
-from sdepolicy.rl.critics import aggregate_q
+from sdepolicy.rl import aggregate_q
+from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
 from sdepolicy.rl.training import select_seed
 from sdepolicy.rl.transitions import Transitions
 
@@ -164,12 +164,13 @@ def make_configs(
 
 @eqx.filter_jit
 def _rollout(config, state, key, episodes: int):
-    """Final rewards and states of `episodes` two-step episodes played with `erdpqe.act`."""
+    """Final rewards and states of `episodes` two-step episodes played with `ERDPQE.act`."""
+    agent = ERDPQE(config)
     k0, k1 = jax.random.split(key)
     s0 = jnp.zeros((episodes,))
-    a0 = erdpqe.act(config, state, obs(s0, 0), k0)[:, 0]
+    a0 = agent.act(state, obs(s0, 0), k0)[:, 0]
     s1 = step(s0, a0)
-    a1 = erdpqe.act(config, state, obs(s1, 1), k1)[:, 0]
+    a1 = agent.act(state, obs(s1, 1), k1)[:, 0]
     s2 = step(s1, a1)
     return reward(s2), a0, s2
 
@@ -249,10 +250,10 @@ def run(
     for name in variants:
         config = configs[name]
         timer = Timer()
-        states = init_agents(erdpqe, config, 2, 1, LOW, HIGH, k_init, num_seeds=seeds)
+        agent = ERDPQE(config)
+        states = init_agents(agent, 2, 1, LOW, HIGH, k_init, num_seeds=seeds)
         states, metrics = train(
-            erdpqe,
-            config,
+            agent,
             data,
             states,
             k_train,

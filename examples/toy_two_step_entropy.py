@@ -33,7 +33,7 @@ import toy_two_step as toy
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
 from sdepolicy.policy import policy_entropy
-from sdepolicy.rl.agents import erdpqe
+from sdepolicy.rl.agents import ERDPQE
 from sdepolicy.rl.training import select_seed
 from sdepolicy.sde import PosteriorSampler
 
@@ -96,10 +96,11 @@ def run(steps: int = 5000, seeds: int = 5, episodes: int = 1000) -> dict:
     for name in VARIANTS:
         config = configs[name]
         timer = Timer()
-        states = init_agents(erdpqe, config, 2, 1, toy.LOW, toy.HIGH, k_init, num_seeds=seeds)
+        agent = ERDPQE(config)
+        states = init_agents(agent, 2, 1, toy.LOW, toy.HIGH, k_init, num_seeds=seeds)
         states, metrics = train(
-            erdpqe, config, data, states, k_train, steps=steps, steps_per_call=500,
-            label=name, seeds=seeds,
+            agent, data, states, k_train, steps=steps, steps_per_call=500, label=name,
+            seeds=seeds,
         )  # fmt: skip
         train_time = timer.as_dict()
         ev = toy.evaluate(config, states, seeds, k_eval, episodes, a_grid)

@@ -178,7 +178,7 @@ def test_bench_entropy_quick(runs):
 def test_matmul_flop_count_multiplies_scans():
     sys.path.insert(0, str(BENCH))
     try:
-        import _bench_common as bc
+        import _bench_common as bench
     finally:
         sys.path.remove(str(BENCH))
 
@@ -186,10 +186,10 @@ def test_matmul_flop_count_multiplies_scans():
         h = jnp.einsum("bi,moi->mbo", a, b)  # (5, 3, 7): 2 * 5 * 3 * 7 * 4 FLOPs
         return jax.lax.scan(lambda x, _: (x @ x, None), h[0, :, :3], None, length=6)[0]
 
-    flops, has_while = bc.count_matmul_flops(f, jnp.ones((3, 4)), jnp.ones((5, 7, 4)))
+    flops, has_while = bench.count_matmul_flops(f, jnp.ones((3, 4)), jnp.ones((5, 7, 4)))
     assert flops == 2 * 5 * 3 * 7 * 4 + 6 * 2 * 3 * 3 * 3
     assert not has_while
-    spec = bc.AgentSpec("erdpqe", 64, 5)
-    hand = bc.analytic_update_flops(spec)
+    spec = bench.AgentSpec("erdpqe", 64, 5)
+    hand = bench.analytic_update_flops(spec)
     # docs/method.md §11: the 64-critic update is ~26 GFLOP, nearly all of it in the critics.
     assert 25e9 < hand["total"] < 28e9 and hand["critic"] > 0.95 * hand["total"]

@@ -1,5 +1,7 @@
 """The policy floor: denoiser networks, diffusion policies, diffusion losses, entropy estimators."""
 
+from .._activations import mish as mish
+from .._activations import mish_and_slope as mish_and_slope
 from .action_box import ActionBox as ActionBox
 from .diffusion_policy import SCHEDULES as SCHEDULES
 from .diffusion_policy import DiffusionPolicy as DiffusionPolicy
@@ -23,5 +25,3 @@ from .losses import mll_target as mll_target
 from .losses import noise_matching_error as noise_matching_error
 from .networks import Denoiser as Denoiser
 from .networks import SinusoidalTimeEmbedding as SinusoidalTimeEmbedding
-from .networks import mish as mish
-from .networks import mish_and_slope as mish_and_slope

@@ -8,13 +8,14 @@ schedule on the integer grid $0..T$; diffusion time $t$ is the reference code's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._activations import mish
 from .._typing import PRNGKey
 from ..sde import (
     AbstractSchedule,
@@ -106,6 +107,7 @@ class DiffusionPolicy(eqx.Module):
         hidden: int = 256,
         depth: int = 3,
         time_dim: int = 16,
+        activation: Callable[[Array], Array] = mish,
     ) -> DiffusionPolicy:
         """Build a policy with $\\mu = 0$, $\\lambda = 1$.
 
@@ -119,13 +121,20 @@ class DiffusionPolicy(eqx.Module):
             with an integer horizon (then `num_steps` is ignored).
         - `num_steps`: $T$ (default 5).
         - `x0_clip`: see the class docstring.
-        - `hidden`, `depth`, `time_dim`: the [`Denoiser`][]'s sizes.
+        - `hidden`, `depth`, `time_dim`: the [`Denoiser`][]'s sizes; `activation`: its
+            activation (default [`mish`][]).
 
         **Returns:** a `DiffusionPolicy`.
         """
         sde = MeanRevertingSDE(make_schedule(schedule, num_steps))
         denoiser = Denoiser(
-            state_dim, action_dim, key=key, hidden=hidden, depth=depth, time_dim=time_dim
+            state_dim,
+            action_dim,
+            key=key,
+            hidden=hidden,
+            depth=depth,
+            time_dim=time_dim,
+            activation=activation,
         )
         return cls(sde, denoiser, ActionBox(action_low, action_high), x0_clip)
 

@@ -1,4 +1,4 @@
-r"""The denoiser network of ER-DP-QE and Diffusion-QL (docs/method.md §6), and the Mish activation.
+r"""The denoiser network of ER-DP-QE and Diffusion-QL (docs/method.md §6).
 
 Architecture (both reference codes): a sinusoidal embedding of the step index (16) →
 Linear(16, 32) → Mish → Linear(32, 16); then $[x_t, \text{emb}, s]$ → `depth` × (Linear(hidden),
@@ -9,83 +9,15 @@ which is both PyTorch's and equinox's default `Linear` initialisation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._activations import mish
 from .._typing import PRNGKey
-
-# Above this, tanh(softplus(x)) equals 1 to within float64 rounding (1 - 2e^{-2x} ~ 1 - 8e-18),
-# and e^{2x} would overflow float32 beyond x ~ 44: return x itself.
-_MISH_LINEAR_ABOVE = 20.0
-
-
-def mish_and_slope(
-    x: Float[Array, "*shape"],
-) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
-    r"""$\operatorname{mish}(x)$ and its derivative $\operatorname{mish}'(x)$ from one exponential.
-
-    With $e = e^x$, $n = e(e + 2)$ and $d = n + 2$ (see [`mish`][]):
-
-    $$\operatorname{mish}(x) = x\,\frac{n}{d}, \qquad
-    \operatorname{mish}'(x) = \frac{n}{d} + x\,\frac{4e(e + 1)}{d^2},$$
-
-    since $n' = 2e(e + 1)$ and $(n/d)' = 2n'/d^2$. For $x > 20$ both branches are replaced by $x$
-    and $1$ (exact to float64 rounding); the input of the unused branch is set to 0 so that it
-    stays finite. Used by [`mish`][]'s derivative rule and by the Q-ensemble's hand-written
-    backward pass ([`sdepolicy.rl.critics.ensemble_mlp`][]), which keeps the slope from the
-    forward pass instead of differentiating the forward expression.
-
-    **Returns:** `(mish(x), mish'(x))`, elementwise.
-    """
-    large = x > _MISH_LINEAR_ABOVE
-    safe = jnp.where(large, jnp.zeros_like(x), x)
-    e = jnp.exp(safe)
-    n = e * (e + 2)
-    r = 1 / (n + 2)
-    ratio = n * r
-    value = jnp.where(large, x, safe * ratio)
-    slope = jnp.where(large, jnp.ones_like(x), ratio + safe * (4 * e * (e + 1)) * (r * r))
-    return value, slope
-
-
-@jax.custom_jvp
-def mish(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-    r"""The Mish activation $x \tanh(\operatorname{softplus}(x))$, with one exponential.
-
-    With $e = e^x$, $\tanh(\log(1 + e)) = \frac{(1+e)^2 - 1}{(1+e)^2 + 1} = \frac{n}{n + 2}$ where
-    $n = e(e + 2)$, so
-
-    $$\operatorname{mish}(x) = x\,\frac{n}{n + 2}.$$
-
-    This is exact (not an approximation) and costs one `exp` instead of `exp`, `log1p` and
-    `tanh`; on CPU the activation is a large share of a critic-ensemble step (docs/method.md §11). For
-    $x > 20$ the function returns $x$ (the two differ by less than float64 rounding), which keeps
-    $e^{2x}$ from overflowing; the `where` is applied to the input too so that gradients of the
-    unused branch stay finite.
-
-    The derivative is given in closed form (a `jax.custom_jvp`, see [`mish_and_slope`][]): the
-    backward pass multiplies by one slope computed with the forward value, instead of replaying
-    the dozen elementwise operations of the forward expression (measured in
-    `benchmarks/profile_update.py`: about a quarter of the 64-critic update's CPU time). The
-    rule is itself differentiable, so higher derivatives work too.
-
-    **Arguments:**
-
-    - `x`: any floating array.
-
-    **Returns:** $\operatorname{mish}(x)$, elementwise, same shape and dtype.
-    """
-    return mish_and_slope(x)[0]
-
-
-@mish.defjvp
-def _mish_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    value, slope = mish_and_slope(x)
-    return value, slope * dx
 
 
 class SinusoidalTimeEmbedding(eqx.Module):
@@ -136,6 +68,8 @@ class Denoiser(eqx.Module):
     - `hidden`: width of the hidden layers (default 256).
     - `depth`: number of hidden (Linear, Mish) layers (default 3).
     - `time_dim`: size of the time embedding (default 16; the first time layer has twice that).
+    - `activation`: the elementwise activation $\sigma$ written `mish` above (default
+        [`mish`][], the reference codes'; as `eqx.nn.MLP`'s `activation`).
     """
 
     time_embedding: SinusoidalTimeEmbedding
@@ -144,6 +78,7 @@ class Denoiser(eqx.Module):
     output_layer: eqx.nn.Linear
     state_dim: int = eqx.field(static=True)
     action_dim: int = eqx.field(static=True)
+    activation: Callable[[Array], Array] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -154,6 +89,7 @@ class Denoiser(eqx.Module):
         hidden: int = 256,
         depth: int = 3,
         time_dim: int = 16,
+        activation: Callable[[Array], Array] = mish,
     ):
         if min(state_dim, action_dim, hidden, depth) < 1:
             raise ValueError("Denoiser: state_dim, action_dim, hidden and depth must be >= 1.")
@@ -170,6 +106,7 @@ class Denoiser(eqx.Module):
         self.output_layer = eqx.nn.Linear(hidden, action_dim, key=keys[-1])
         self.state_dim = state_dim
         self.action_dim = action_dim
+        self.activation = activation
 
     def __call__(
         self,
@@ -188,8 +125,8 @@ class Denoiser(eqx.Module):
         **Returns:** $\hat\varepsilon$, the same shape as `x_t`.
         """
         first, second = self.time_layers
-        emb = second(mish(first(self.time_embedding(k))))
+        emb = second(self.activation(first(self.time_embedding(k))))
         h = jnp.concatenate([x_t, emb, state])
         for layer in self.hidden_layers:
-            h = mish(layer(h))
+            h = self.activation(layer(h))
         return self.output_layer(h)

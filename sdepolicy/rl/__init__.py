@@ -1,6 +1,13 @@
 """The offline-RL floor: datasets, presets, critics, agents, training, evaluation and runs."""
 
 from . import agents as agents
+from ._critics import AbstractCriticBackward as AbstractCriticBackward
+from ._critics import AutodiffBackward as AutodiffBackward
+from ._critics import QEnsemble as QEnsemble
+from ._fused_critic import FusedBackward as FusedBackward
+from ._pessimism import aggregate_q as aggregate_q
+from ._pessimism import ensemble_min as ensemble_min
+from ._pessimism import lcb as lcb
 from .agents import AGENTS as AGENTS
 from .agents import CONFIGS as CONFIGS
 from .agents import BCConfig as BCConfig
@@ -8,7 +15,6 @@ from .agents import DiffusionQLConfig as DiffusionQLConfig
 from .agents import ERDPQEConfig as ERDPQEConfig
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
-from .critics import QEnsemble as QEnsemble
 from .data import check_spaces as check_spaces
 from .data import episodes_to_transitions as episodes_to_transitions
 from .data import flatten_observation as flatten_observation

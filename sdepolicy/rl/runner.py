@@ -462,7 +462,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
 
 
 def _run(spec: RunSpec, out: pathlib.Path, on_checkpoint, preset, config) -> dict[str, Any]:
-    agent = AGENTS[spec.algo]
+    agent = AGENTS[spec.algo](config)
     ckpt_path = out / CHECKPOINT
     stored = read_header(ckpt_path).get("extra", {}).get("run") if spec.resume else None
     settings = _run_settings(spec, preset, stored, out)
@@ -508,7 +508,7 @@ def _run(spec: RunSpec, out: pathlib.Path, on_checkpoint, preset, config) -> dic
 
     # --- agents of all seeds ------------------------------------------------------------------
     obs_dim, act_dim = transitions.obs_dim, transitions.action_dim
-    init = lambda k: agent.init(config, obs_dim, act_dim, low, high, k)
+    init = lambda k: agent.init(obs_dim, act_dim, low, high, k)
     seed_keys = jnp.stack([jax.random.key(s) for s in spec.seeds])
     # Deserialised leaves are never weakly typed: strong types from the start let a resumed run
     # reuse the compilation of a fresh one in the same process (same values either way).
@@ -541,11 +541,11 @@ def _run(spec: RunSpec, out: pathlib.Path, on_checkpoint, preset, config) -> dic
     states = shard_seeds(states)
     transitions = jax.device_put(transitions)
 
-    update = _update_fn(spec.algo, config)
+    update = agent.update
     train = make_checked_seeds_train_fn(
         update, transitions, config.batch_size, chunk, strategy=spec.seed_strategy
     )
-    act_all = _act_fn(spec.algo, config)
+    act_all = _act_fn(agent)
     num_seeds = len(spec.seeds)
 
     def act(obs_flat, key):
@@ -665,17 +665,10 @@ def _finish(out, summary, history, diverged_at, elapsed, rate, num_seeds) -> dic
 
 
 @functools.cache
-def _update_fn(algo: str, config):
-    """One update function object per (algorithm, config): the compiled training code is keyed
-    on it, so runs in one process with the same configuration compile once."""
-    return functools.partial(AGENTS[algo].update, config)
-
-
-@functools.cache
-def _act_fn(algo: str, config):
-    """Batched evaluation actions for all seeds at once, compiled once per configuration."""
-    agent = AGENTS[algo]
-    return eqx.filter_jit(eqx.filter_vmap(lambda st, obs, k: agent.act(config, st, obs, k)))
+def _act_fn(agent):
+    """Batched evaluation actions for all seeds at once, compiled once per agent (an agent is
+    equal to, and hashes like, any other of the same algorithm and configuration)."""
+    return eqx.filter_jit(eqx.filter_vmap(agent.act))
 
 
 def _mean_std(x) -> dict[str, float]:

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 
 from .._typing import PRNGKey, RealScalarLike
 from ..policy import DiffusionPolicy
-from .critics import aggregate_q
+from ._pessimism import aggregate_q
 
 #: A critic ensemble: ``(states[b, obs], actions[b, act]) -> q[members, b]``, e.g. a `QEnsemble`.
 Critic = Callable[[Float[Array, "b obs"], Float[Array, "b act"]], Float[Array, "members b"]]

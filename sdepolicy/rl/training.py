@@ -77,8 +77,8 @@ def fused_steps(
     **Arguments:**
 
     - `update_fn`: a pure update `(state, batch) -> (state, metrics)`, e.g.
-        `functools.partial(erdpqe.update, config)`. Keep the same object across calls: it is a
-        static argument of the compiled function (hashed by identity).
+        `ERDPQE(config).update`. It is a static argument of the compiled function (hashed; an
+        agent's bound `update` equals that of any agent of the same class and config).
     - `dataset`: the whole dataset, on device.
     - `state`: the agent state.
     - `key`: PRNG key for batch sampling (the agent's own randomness lives in its state).
@@ -117,7 +117,7 @@ def init_seeds(init_fn: Callable[[PRNGKey], PyTree], keys: PRNGKeys) -> PyTree:
 
     **Arguments:**
 
-    - `init_fn`: `key -> state`, e.g. `lambda k: erdpqe.init(config, obs_dim, act_dim, lo, hi, k)`.
+    - `init_fn`: `key -> state`, e.g. `lambda k: agent.init(obs_dim, act_dim, lo, hi, k)`.
     - `keys`: a batch of PRNG keys (`jax.random.split(key, num_seeds)`).
     """
     states = [init_fn(keys[i]) for i in range(keys.shape[0])]

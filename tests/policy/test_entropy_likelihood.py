@@ -335,7 +335,7 @@ def test_likelihood_is_not_an_x0_estimator():
 
 def test_erdpqe_actor_loss_with_likelihood_entropy():
     from sdepolicy.rl import Transitions
-    from sdepolicy.rl.agents import ERDPQEConfig, erdpqe
+    from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
     from sdepolicy.rl.errors import ConfigError
     from sdepolicy.rl.presets import apply_overrides
 
@@ -356,14 +356,14 @@ def test_erdpqe_actor_loss_with_likelihood_entropy():
             next_observations=f32(rng.normal(size=(8, 3))),
             terminals=f32(np.zeros(8)),
         )
-        state = erdpqe.init(config, 3, 2, -np.ones(2), np.ones(2), jax.random.key(0))
+        agent = ERDPQE(config)
+        state = agent.init(3, 2, -np.ones(2), np.ones(2), jax.random.key(0))
 
         @eqx.filter_jit
         def run(state, batch):
             def loss(denoiser):
-                return erdpqe.actor_loss(
-                    config, denoiser, state.actor, state.critic, batch, jax.random.key(1)
-                )
+                actor = eqx.tree_at(lambda p: p.denoiser, state.actor, denoiser)
+                return agent.actor_loss(actor, state.critic, batch, jax.random.key(1))
 
             (value, aux), grads = eqx.filter_value_and_grad(loss, has_aux=True)(
                 state.actor.denoiser

@@ -8,7 +8,6 @@ dominates the cost of these tests, so the shapes are shared wherever possible (e
 call below has 96 rows) and compiled at XLA's lowest CPU optimisation level.
 """
 
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,10 +18,8 @@ from _rl_helpers import jit
 from _rl_helpers import member_net as _member_net
 
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl.agents import bc, diffusion_ql, erdpqe
-from sdepolicy.rl.agents.common import ema_update, polyak, td_targets
-from sdepolicy.rl.agents.diffusion_ql import DiffusionQLConfig
-from sdepolicy.rl.agents.erdpqe import ERDPQEConfig
+from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
+from sdepolicy.rl.agents._base import ema_update, polyak, td_targets
 from sdepolicy.rl.selection import select_actions
 from sdepolicy.rl.transitions import Transitions
 
@@ -31,7 +28,7 @@ LOW, HIGH = np.array([-1.0, -2.0]), np.array([1.0, 0.5])  # asymmetric: exercise
 GN = 0.02
 # x0_clip keeps a random policy's samples off the box corners, so candidates and next actions
 # differ from each other (with huge unclipped x0 predictions they all saturate).
-ERDPQE = ERDPQEConfig(
+ERDPQE_CFG = ERDPQEConfig(
     num_critics=4,
     hidden=HIDDEN,
     batch_size=BATCH,
@@ -42,11 +39,12 @@ ERDPQE = ERDPQEConfig(
     ema_every=2,
     grad_norm=GN,
 )
-DQL = DiffusionQLConfig(hidden=HIDDEN, batch_size=BATCH, max_q_backup=True, max_q_samples=3)
+DQL_CFG = DiffusionQLConfig(hidden=HIDDEN, batch_size=BATCH, max_q_backup=True, max_q_samples=3)
+AGENT, DQL = ERDPQE(ERDPQE_CFG), DiffusionQL(DQL_CFG)
 
 
-erdpqe_update = jit(erdpqe.update)
-dql_update = jit(diffusion_ql.update)
+erdpqe_update = jit(ERDPQE.update)
+dql_update = jit(DiffusionQL.update)
 _sample = jit(lambda policy, states, key: policy.sample(states, key))
 
 
@@ -78,21 +76,21 @@ def scaled_target(state, key, scale=5.0):
 
 @pytest.fixture(scope="module")
 def erdpqe_start():
-    state = erdpqe.init(ERDPQE, OBS, ACT, LOW, HIGH, jax.random.key(1))
+    state = AGENT.init(OBS, ACT, LOW, HIGH, jax.random.key(1))
     return scaled_target(state, jax.random.key(2))
 
 
 @pytest.fixture(scope="module")
 def erdpqe_step(erdpqe_start):
     batch = make_batch(3)
-    new, metrics = erdpqe_update(ERDPQE, erdpqe_start, batch)
+    new, metrics = erdpqe_update(AGENT, erdpqe_start, batch)
     return erdpqe_start, batch, new, metrics
 
 
 def test_erdpqe_per_member_max_q_targets(erdpqe_step):
     state, batch, _, metrics = erdpqe_step
     _, k_next, _ = jax.random.split(state.key, 3)
-    n = ERDPQE.max_q_samples
+    n = ERDPQE_CFG.max_q_samples
     rep = jnp.repeat(batch.next_observations, n, axis=0)
     next_actions = _sample(state.ema_actor, rep, k_next)
     assert bool(jnp.all((next_actions >= LOW - 1e-6) & (next_actions <= HIGH + 1e-6)))
@@ -157,7 +155,7 @@ def test_erdpqe_ema_schedule(erdpqe_start):
     state = erdpqe_start
     first = lambda s: s.denoiser.hidden_layers[0].weight
     for step in range(7):
-        new, _ = erdpqe_update(ERDPQE, state, make_batch(10 + step))
+        new, _ = erdpqe_update(AGENT, state, make_batch(10 + step))
         before, after, actor = first(state.ema_actor), first(new.ema_actor), first(new.actor)
         if step % 2:
             np.testing.assert_array_equal(after, before)
@@ -182,7 +180,7 @@ def test_ema_and_polyak_rules():
 
 @pytest.fixture(scope="module")
 def dql_step():
-    state = diffusion_ql.init(DQL, OBS, ACT, LOW, HIGH, jax.random.key(4))
+    state = DQL.init(OBS, ACT, LOW, HIGH, jax.random.key(4))
     state = scaled_target(state, jax.random.key(5))
     batch = make_batch(6)
     new, metrics = dql_update(DQL, state, batch)
@@ -194,7 +192,7 @@ def test_diffusion_ql_clipped_double_q_target(dql_step):
     assert state.critic.num_members == 2
     assert state.actor.x0_clip
     _, k_next, _ = jax.random.split(state.key, 3)
-    n = DQL.max_q_samples
+    n = DQL_CFG.max_q_samples
     rep = jnp.repeat(batch.next_observations, n, axis=0)
     next_q = state.target_critic(rep, _sample(state.ema_actor, rep, k_next))
     next_q = next_q.reshape(2, BATCH, n).max(axis=2)  # max-Q backup per critic, then the min
@@ -217,7 +215,8 @@ def test_diffusion_ql_q_term_flows_through_the_full_chain(dql_step):
     denoiser = state.actor.denoiser
 
     def q_term(d):
-        return diffusion_ql.actor_loss(DQL, d, state.actor, state.critic, batch, key)[1]["q_loss"]
+        actor = eqx.tree_at(lambda p: p.denoiser, state.actor, d)
+        return DQL.actor_loss(actor, state.critic, batch, key)[1]["q_loss"]
 
     value, grads = jit(lambda d: eqx.filter_value_and_grad(q_term)(d))(denoiser)
     for w in (grads.hidden_layers[0].weight, grads.time_layers[0].weight):
@@ -281,16 +280,16 @@ def test_selection_picks_the_dominant_candidate(aggregate):
 
 def test_erdpqe_act_shape_and_box(erdpqe_start):
     obs = jax.random.normal(jax.random.key(12), (5, OBS))
-    actions = jit(erdpqe.act)(ERDPQE, erdpqe_start, obs, jax.random.key(14))
+    actions = jit(ERDPQE.act)(AGENT, erdpqe_start, obs, jax.random.key(14))
     assert actions.shape == (5, ACT)
     assert bool(jnp.all((actions >= LOW - 1e-6) & (actions <= HIGH + 1e-6)))
 
 
 def test_bc_update_is_the_diffusion_loss_alone():
-    config = bc.BCConfig(hidden=HIDDEN, batch_size=BATCH, loss="mll")
-    state = bc.init(config, OBS, ACT, LOW, HIGH, jax.random.key(15))
+    agent = BC(BCConfig(hidden=HIDDEN, batch_size=BATCH, loss="mll"))
+    state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(15))
     batch = make_batch(16)
-    new, metrics = jit(bc.update)(config, state, batch)
+    new, metrics = jit(BC.update)(agent, state, batch)
     _, k_loss = jax.random.split(state.key)
     loss = jit(lambda p, s, a, k: p.loss(s, a, k, kind="mll")[0])
     expected = loss(state.actor, batch.observations, batch.actions, k_loss)

@@ -1,5 +1,5 @@
 """The Q-ensemble: stacked members equal separate networks, EDAC init, LCB/min aggregates, and
-the hand-written backward pass equals autodiff of the plain code."""
+the hand-written kernel (`FusedBackward`) equals autodiff of the plain code (`AutodiffBackward`)."""
 
 import functools
 
@@ -11,17 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sdepolicy.rl.critics as critics
+import sdepolicy.rl._fused_critic as fused_critic
 from sdepolicy.policy import mish
-from sdepolicy.rl.critics import (
+from sdepolicy.rl import (
+    AutodiffBackward,
+    FusedBackward,
     QEnsemble,
     aggregate_q,
     ensemble_min,
-    ensemble_mlp,
-    ensemble_mlp_reference,
     lcb,
-    member_groups,
 )
+from sdepolicy.rl._critics import ensemble_mlp_reference
+from sdepolicy.rl._fused_critic import ensemble_mlp, member_groups
+
+FUSED, PLAIN = FusedBackward(), AutodiffBackward()
 
 # The same sizes as the agent and training tests, so eagerly compiled ops are shared.
 OBS, ACT, M, HIDDEN = 4, 2, 4, 32
@@ -104,9 +107,10 @@ def test_lcb_is_unbiased_std_and_min():
         aggregate_q(q, "mean")
 
 
-def test_gradients_reach_every_member(batch):
+@pytest.mark.parametrize("backward", [FUSED, PLAIN])
+def test_gradients_reach_every_member(batch, backward):
     states, actions = batch
-    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(4))
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(4), backward=backward)
     grads = eqx.filter_grad(lambda e: jnp.sum(e(states, actions)))(ens)
     first = grads.weights[0]
     assert first.shape == (M, HIDDEN, OBS + ACT)
@@ -153,14 +157,14 @@ def test_fused_backward_equals_autodiff_of_the_plain_code(
         def loss(fn):
             return lambda w, b, x: jnp.sum(probe * jnp.sin(fn(w, b, x)))
 
-        fused = loss(lambda w, b, x: ensemble_mlp(w, b, x, groups))
-        plain = loss(ensemble_mlp_reference)
+        fused = loss(lambda w, b, x: ensemble_mlp(mish, groups, w, b, x))
+        plain = loss(lambda w, b, x: ensemble_mlp_reference(mish, w, b, x))
 
         # One compilation per example (op-by-op float64 dispatch is much slower), at XLA's lowest
         # CPU optimisation level (the same numbers, faster to compile).
         @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
         def both(w, b, x):
-            values = (ensemble_mlp(w, b, x, groups), ensemble_mlp_reference(w, b, x))
+            values = (ensemble_mlp(mish, groups, w, b, x), ensemble_mlp_reference(mish, w, b, x))
             grads = tuple(jax.grad(f, argnums=(0, 1, 2))(w, b, x) for f in (fused, plain))
             return values, grads
 
@@ -176,9 +180,9 @@ def test_fused_backward_under_jit_and_vmap_and_unused_cotangents(batch):
     input only (the actor's Q term) all agree with the plain code."""
     states, actions = batch
     keys = jax.random.split(jax.random.key(5), 3)
-    fused = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k))(keys)
-    plain = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k, backward="autodiff"))(keys)
-    assert fused.backward == "fused" and plain.backward == "autodiff"
+    fused = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k, backward=FUSED))(keys)
+    plain = jax.vmap(lambda k: QEnsemble(OBS, ACT, M, HIDDEN, key=k))(keys)
+    assert fused.backward is FUSED and isinstance(plain.backward, AutodiffBackward)
 
     def q_of_actions(ens, a):
         return jnp.sum(lcb(ens(states, a), 4.0))
@@ -198,7 +202,7 @@ def test_fused_backward_under_jit_and_vmap_and_unused_cotangents(batch):
 
 def test_grouped_members_on_cpu_and_forward_mode(batch, monkeypatch):
     """The paper's sizes are split into groups of 8 members on a CPU; small ensembles are one
-    group. Forward mode needs `backward="autodiff"`, and gives the same directional derivative."""
+    group. Forward mode needs `AutodiffBackward`, and gives the same directional derivative."""
     assert jax.default_backend() == "cpu"
     assert member_groups(64, 256, 256) == 8
     assert member_groups(10, 64, 256) == 1
@@ -207,11 +211,11 @@ def test_grouped_members_on_cpu_and_forward_mode(batch, monkeypatch):
     for m in (1, 5, 7, 10, 12, 64):
         assert m % member_groups(m, 256, 4096) == 0
     # A small group budget forces several groups through `QEnsemble.__call__` itself.
-    monkeypatch.setattr(critics, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)
+    monkeypatch.setattr(fused_critic, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)
     assert member_groups(M, HIDDEN, 16) == M
     states, actions = batch
-    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6))
-    plain = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="autodiff")
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward=FUSED)
+    plain = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward=PLAIN)
     g = eqx.filter_grad(lambda e: jnp.sum(jnp.tanh(e(states, actions))))
     for a, b in zip(jax.tree.leaves(g(ens)), jax.tree.leaves(g(plain)), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
@@ -224,38 +228,63 @@ def test_grouped_members_on_cpu_and_forward_mode(batch, monkeypatch):
     np.testing.assert_allclose(tangent, fd, rtol=2e-2, atol=2e-3)
     with pytest.raises(TypeError, match="forward-mode"):
         jax.jvp(lambda a: ens(states, a), (actions,), (direction,))
-    with pytest.raises(ValueError, match="backward"):
-        QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="manual")
+    with pytest.raises(TypeError, match="backward"):
+        QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(6), backward="fused")
 
 
-@pytest.mark.parametrize("shared_targets", [False, True])
-def test_squared_error_and_grad_fused_equals_autodiff(monkeypatch, shared_targets):
+def _mse(errors):
+    return jnp.mean(errors)
+
+
+def _sum_of_mses(errors):
+    return jnp.sum(jnp.mean(errors, axis=1))
+
+
+@pytest.mark.parametrize(("shared_targets", "loss"), [(False, _mse), (True, _sum_of_mses)])
+def test_regression_loss_fused_equals_autodiff(monkeypatch, shared_targets, loss):
     """The critics' regression loss computed group by group (forward then backward per group)
     gives the loss, Q and gradients of `eqx.filter_value_and_grad` on the plain code, float64,
-    with several groups; per-member and shared (Diffusion-QL's) targets."""
-    monkeypatch.setattr(critics, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)  # one member per group
+    with several groups; per-member targets with ER-DP-QE's MSE over batch x members, shared
+    targets with Diffusion-QL's sum of per-critic MSEs."""
+    monkeypatch.setattr(fused_critic, "_CPU_GROUP_BYTES", 4 * HIDDEN * 16)  # one member per group
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
         states = jnp.asarray(rng.normal(size=(16, OBS)))
         actions = jnp.asarray(rng.uniform(-1, 1, (16, ACT)))
         targets = jnp.asarray(rng.normal(size=(16,) if shared_targets else (M, 16)))
         to64 = lambda e: jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_array(a) else a, e)
-        fused = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7)))
-        plain = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7), backward="autodiff"))
+        fused = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7), backward=FUSED))
+        plain = to64(QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(7), backward=PLAIN))
         assert member_groups(M, HIDDEN, 16) == M
-        scale = 1.0 / (M * 16)
 
         def by_hand(ens):
             q = ens(states, actions)
-            return scale * jnp.sum((q - jnp.broadcast_to(targets, q.shape)) ** 2), q
+            return loss((q - jnp.broadcast_to(targets, q.shape)) ** 2), q
 
         (want_loss, want_q), want_grads = eqx.filter_value_and_grad(by_hand, has_aux=True)(plain)
         for ens in (fused, plain):
-            loss, q, grads = jax.jit(
-                lambda e: e.squared_error_and_grad(states, actions, targets, scale)
-            )(ens)
-            assert isinstance(grads, QEnsemble) and grads.backward == ens.backward
-            np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+            objective = lambda e: e.regression_loss(states, actions, targets, loss)
+            value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(objective, has_aux=True))
+            (value, q), grads = value_and_grad(ens)
+            np.testing.assert_allclose(value, want_loss, rtol=1e-12)
             np.testing.assert_allclose(q, want_q, rtol=1e-12, atol=1e-14)
             for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
                 np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_fused_regression_loss_refuses_a_loss_not_linear_in_the_squared_errors(batch):
+    """The fused kernel reads the loss's gradient off its transpose before the forward pass, so
+    it needs a loss linear in the squared errors; a Huber-like or root loss is refused clearly
+    (the plain code takes it)."""
+    states, actions = batch
+    targets = jnp.zeros((M, 16))
+    root = lambda errors: jnp.mean(jnp.sqrt(errors + 1.0))
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(8), backward=FUSED)
+    objective = lambda e: e.regression_loss(states, actions, targets, root)
+    with pytest.raises(ValueError, match="linear in the squared errors"):
+        eqx.filter_value_and_grad(objective, has_aux=True)(ens)
+    plain = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(8))
+    (value, _), _ = eqx.filter_value_and_grad(
+        lambda e: e.regression_loss(states, actions, targets, root), has_aux=True
+    )(plain)
+    assert bool(jnp.isfinite(value))

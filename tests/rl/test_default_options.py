@@ -7,7 +7,6 @@ Each option is checked against numbers it did not produce: the cosine grid's tab
 best candidate is known.
 """
 
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,8 +15,8 @@ import pytest
 from _rl_helpers import jit, member_net
 
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl.agents import erdpqe
-from sdepolicy.rl.agents.erdpqe import ERDPQEConfig, q_step_weights
+from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
+from sdepolicy.rl.agents.erdpqe import q_step_weights
 from sdepolicy.rl.errors import ConfigError
 from sdepolicy.rl.selection import select_actions
 from sdepolicy.rl.transitions import Transitions
@@ -73,7 +72,8 @@ def test_shared_pessimistic_target_and_critic_width(target):
         q_weighting="jacobian",
         lcb_beta=2.0,
     )
-    state = erdpqe.init(config, OBS, ACT, LOW, HIGH, jax.random.key(1))
+    agent = ERDPQE(config)
+    state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(1))
     # The critics are CRITIC_HIDDEN wide, the actor HIDDEN.
     assert [w.shape[1] for w in state.critic.weights[:-1]] == [CRITIC_HIDDEN] * 3
     assert state.actor.denoiser.hidden_layers[0].weight.shape[0] == HIDDEN
@@ -82,7 +82,7 @@ def test_shared_pessimistic_target_and_critic_width(target):
     spread = 3.0 * jax.random.normal(jax.random.key(2), w.shape) / np.sqrt(CRITIC_HIDDEN)
     state = eqx.tree_at(lambda s: s.target_critic.weights[-1], state, spread)
     batch = _batch(3)
-    _, metrics = jit(erdpqe.update)(config, state, batch)
+    _, metrics = jit(ERDPQE.update)(agent, state, batch)
 
     _, k_next, _ = jax.random.split(state.key, 3)
     next_a = jit(lambda p, s, k: p.sample(s, k))(state.ema_actor, batch.next_observations, k_next)

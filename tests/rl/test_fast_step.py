@@ -3,13 +3,12 @@ changing the maths).
 
 Optimised: the library as it runs by default, Mish with its closed-form derivative
 (`jax.custom_jvp`) and the Q-ensemble's hand-written backward pass (`critic_backward="fused"`,
-members in groups). Straightforward: the textbook `x tanh(softplus(x))` differentiated by JAX
-and the plain batch-major ensemble differentiated by JAX (`critic_backward="autodiff"`). Both
+`FusedBackward`, members in groups). Straightforward: the textbook `x tanh(softplus(x))` as both
+networks' activation (a constructor argument), differentiated by JAX, and the plain batch-major
+ensemble differentiated by JAX (`critic_backward="autodiff"`, `AutodiffBackward`). Both
 start from the same parameters and draw the same batches; after several fused updates every
 parameter, optimiser moment and metric agrees to float32 rounding.
 """
-
-import functools
 
 import equinox as eqx
 import jax
@@ -17,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sdepolicy.policy.networks as networks
-import sdepolicy.rl.critics as critics
-from sdepolicy.rl import Transitions, make_train_fn
-from sdepolicy.rl.agents import diffusion_ql, erdpqe
+import sdepolicy.rl._fused_critic as fused_critic
+from sdepolicy.policy import mish
+from sdepolicy.rl import AutodiffBackward, FusedBackward, Transitions, make_train_fn
+from sdepolicy.rl.agents import ERDPQE, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
 
 OBS, ACT, N, BATCH, STEPS = 4, 2, 256, 32, 4
 
@@ -42,33 +41,34 @@ def dataset():
     )
 
 
-def train(module, config, dataset, monkeypatch, straightforward):
+def train(agent, dataset, monkeypatch, straightforward):
     low, high = -np.ones(ACT, np.float32), np.ones(ACT, np.float32)
-    state = module.init(config, OBS, ACT, low, high, jax.random.key(0))
+    activation = textbook_mish if straightforward else mish
+    state = agent.init(OBS, ACT, low, high, jax.random.key(0), activation=activation)
     with monkeypatch.context() as m:
-        if straightforward:
-            m.setattr(networks, "mish", textbook_mish)
-            m.setattr(critics, "mish", textbook_mish)
-        else:
+        if not straightforward:
             # Several groups of members even at these small sizes: the grouped code path runs.
-            m.setattr(critics, "_CPU_GROUP_BYTES", 4 * config.hidden * BATCH)
-        step = make_train_fn(functools.partial(module.update, config), dataset, BATCH, STEPS)
+            m.setattr(fused_critic, "_CPU_GROUP_BYTES", 4 * agent.config.hidden * BATCH)
+        step = make_train_fn(agent.update, dataset, BATCH, STEPS)
         return jax.block_until_ready(step(state, jax.random.key(1)))
 
 
 @pytest.mark.parametrize("algo", ["erdpqe", "dql"])
 def test_optimised_step_equals_the_straightforward_step(algo, dataset, monkeypatch):
-    module = {"erdpqe": erdpqe, "dql": diffusion_ql}[algo]
-    make = {"erdpqe": erdpqe.ERDPQEConfig, "dql": diffusion_ql.DiffusionQLConfig}[algo]
+    agent_cls = {"erdpqe": ERDPQE, "dql": DiffusionQL}[algo]
+    make = {"erdpqe": ERDPQEConfig, "dql": DiffusionQLConfig}[algo]
     extra = {"num_critics": 4, "ema_start": 1, "ema_every": 1} if algo == "erdpqe" else {}
-    fast_cfg = make(hidden=32, batch_size=BATCH, critic_backward="fused", **extra)
-    plain_cfg = make(hidden=32, batch_size=BATCH, critic_backward="autodiff", **extra)
-    fast, fast_metrics = train(module, fast_cfg, dataset, monkeypatch, straightforward=False)
-    plain, plain_metrics = train(module, plain_cfg, dataset, monkeypatch, straightforward=True)
-    assert fast.critic.backward == "fused" and plain.critic.backward == "autodiff"
+    fast_agent = agent_cls(make(hidden=32, batch_size=BATCH, critic_backward="fused", **extra))
+    plain_agent = agent_cls(make(hidden=32, batch_size=BATCH, critic_backward="autodiff", **extra))
+    fast, fast_metrics = train(fast_agent, dataset, monkeypatch, straightforward=False)
+    plain, plain_metrics = train(plain_agent, dataset, monkeypatch, straightforward=True)
+    assert isinstance(fast.critic.backward, FusedBackward)
+    assert isinstance(plain.critic.backward, AutodiffBackward)
+    assert plain.critic.activation is textbook_mish
+    assert plain.actor.denoiser.activation is textbook_mish
     assert int(fast.step) == int(plain.step) == STEPS
 
-    start = module.init(fast_cfg, OBS, ACT, -np.ones(ACT), np.ones(ACT), jax.random.key(0))
+    start = fast_agent.init(OBS, ACT, -np.ones(ACT), np.ones(ACT), jax.random.key(0))
     leaves = lambda s: jax.tree.leaves(eqx.filter(s, eqx.is_inexact_array))
     moved = 0
     for got, want, before in zip(leaves(fast), leaves(plain), leaves(start), strict=True):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sdepolicy.rl.agents import DiffusionQLConfig, ERDPQEConfig
-from sdepolicy.rl.agents.common import cosine_every_schedule, lr_decay_of, make_optimizer
+from sdepolicy.rl.agents._base import cosine_every_schedule, lr_decay_of, make_optimizer
 from sdepolicy.rl.errors import ConfigError
 
 
@@ -107,15 +107,16 @@ def test_config_fields(config_cls):
 
 def test_agent_state_carries_the_schedule_count():
     """With lr_decay on, the agents' optimiser states hold the schedule's update count."""
-    from sdepolicy.rl.agents import erdpqe
+    from sdepolicy.rl.agents import ERDPQE
 
     config = ERDPQEConfig(num_critics=2, hidden=8, lr_decay=True, lr_decay_every=5)
-    state = erdpqe.init(config, 3, 1, np.array([-1.0]), np.array([1.0]), jax.random.key(0))
+    state = ERDPQE(config).init(3, 1, np.array([-1.0]), np.array([1.0]), jax.random.key(0))
     leaves = jax.tree.leaves(state.actor_opt_state) + jax.tree.leaves(state.critic_opt_state)
     counts = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.integer)]
     # Adam's own count and the schedule's, for each of the two optimisers.
     assert len(counts) == 4
-    off = erdpqe.init(ERDPQEConfig(num_critics=2, hidden=8), 3, 1, np.array([-1.0]),
-                      np.array([1.0]), jax.random.key(0))  # fmt: skip
+    off = ERDPQE(ERDPQEConfig(num_critics=2, hidden=8)).init(
+        3, 1, np.array([-1.0]), np.array([1.0]), jax.random.key(0)
+    )
     off_leaves = jax.tree.leaves(off.actor_opt_state) + jax.tree.leaves(off.critic_opt_state)
     assert len([x for x in off_leaves if jnp.issubdtype(x.dtype, jnp.integer)]) == 2

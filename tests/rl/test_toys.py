@@ -162,7 +162,7 @@ def test_two_step_configs():
     assert (ent.alpha, ent.num_critics, ent.q_aggregate) == (0.05, 2, "min")
     assert (lcb.alpha, lcb.num_critics, lcb.q_aggregate, lcb.lcb_beta) == (0.05, 6, "lcb", 4.0)
     # For two members the LCB with beta = 1/sqrt(2) is the min: `act` then scores by min(Q1, Q2).
-    from sdepolicy.rl.critics import aggregate_q
+    from sdepolicy.rl import aggregate_q
 
     q = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7)), jnp.float32)
     np.testing.assert_allclose(aggregate_q(q, "lcb", base.lcb_beta), jnp.min(q, axis=0), atol=1e-6)

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdepolicy.rl.agents import erdpqe
-from sdepolicy.rl.agents.erdpqe import ERDPQEConfig
+from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
 from sdepolicy.rl.training import init_seeds, make_seeds_train_fn, make_train_fn, select_seed
 from sdepolicy.rl.transitions import Transitions
 
@@ -15,6 +14,7 @@ OBS, ACT, N, K, CALLS = 4, 2, 256, 10, 30
 LOW, HIGH = -np.ones(ACT), np.ones(ACT)
 # critic_lr 1e-3 (not 3e-4) so that a few hundred steps of a 32-wide critic show a clear fall.
 CONFIG = ERDPQEConfig(num_critics=4, hidden=32, batch_size=32, critic_lr=1e-3)
+AGENT = ERDPQE(CONFIG)
 TRACES = {"count": 0}
 
 
@@ -22,7 +22,7 @@ def counted_update(state, batch):
     """The ER-DP-QE update, counting how often it is traced (a Python side effect runs only
     while tracing)."""
     TRACES["count"] += 1
-    return erdpqe.update(CONFIG, state, batch)
+    return AGENT.update(state, batch)
 
 
 def make_dataset(seed):
@@ -36,7 +36,7 @@ def make_dataset(seed):
 
 
 def init(key):
-    return erdpqe.init(CONFIG, OBS, ACT, LOW, HIGH, key)
+    return AGENT.init(OBS, ACT, LOW, HIGH, key)
 
 
 @pytest.fixture(scope="module")

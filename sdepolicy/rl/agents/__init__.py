@@ -1,22 +1,26 @@
-"""Agents: data (an `eqx.Module` state) plus pure `init`, `update` and `act` functions.
+"""Agents: an `eqx.Module` holding a config, with `init`, `update` and `act`; the state they
+work on is data (`AgentState`), and `update` is pure.
 
-Each algorithm is a module with the same API; pick one by name with `AGENTS`:
+    from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
+    agent = ERDPQE(ERDPQEConfig())
+    state = agent.init(obs_dim, act_dim, low, high, key)
+    state, metrics = eqx.filter_jit(agent.update)(state, batch)   # the agent is static
 
-    from sdepolicy.rl.agents import erdpqe
-    state = erdpqe.init(config, obs_dim, act_dim, low, high, key)
-    state, metrics = eqx.filter_jit(erdpqe.update)(config, state, batch)  # config is static
+Each agent states only what is its own (networks, critic target and loss, actor loss, action
+selection); the update step is shared (`AbstractAgent.update`).
 """
 
-from . import bc as bc
-from . import diffusion_ql as diffusion_ql
-from . import erdpqe as erdpqe
+from ._base import AbstractActorCritic as AbstractActorCritic
+from ._base import AbstractAgent as AbstractAgent
+from ._base import AgentState as AgentState
+from .bc import BC as BC
 from .bc import BCConfig as BCConfig
-from .bc import BCState as BCState
-from .common import ActorCriticState as ActorCriticState
+from .diffusion_ql import DiffusionQL as DiffusionQL
 from .diffusion_ql import DiffusionQLConfig as DiffusionQLConfig
+from .erdpqe import ERDPQE as ERDPQE
 from .erdpqe import ERDPQEConfig as ERDPQEConfig
 
-#: Agent modules by name (the names `sdepolicy.rl.presets` uses), each with `init`, `update` and
-#: `act`, and their config classes.
-AGENTS = {"erdpqe": erdpqe, "diffusion-ql": diffusion_ql, "bc": bc}
+#: Agent classes by name (the names `sdepolicy.rl.presets` uses), each built from its config,
+#: and their config classes.
+AGENTS = {"erdpqe": ERDPQE, "diffusion-ql": DiffusionQL, "bc": BC}
 CONFIGS = {"erdpqe": ERDPQEConfig, "diffusion-ql": DiffusionQLConfig, "bc": BCConfig}

@@ -7,26 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Int, PyTree, UInt32
-
-from ..._typing import PRNGKey
 from ...policy import DiffusionPolicy
-from ..transitions import Transitions
-from .common import apply_gradients, ema_update, make_optimizer, raw_key, trainable, with_denoiser
+from ._base import AbstractAgent, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
 class BCConfig:
-    """Hyper-parameters of diffusion behaviour cloning; the defaults are the official codes'
+    r"""Hyper-parameters of diffusion behaviour cloning; the defaults are the official codes'
     `Diffusion_BC` (plain Adam: no gradient clipping, no learning-rate decay; it acts with the
     online actor, so the EMA copy kept here never changes what is reported;
     `docs/method.md §8.3`).
 
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
-    - `loss`: `"nml"` or `"mll"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
+    - `loss`: `"nml"` or `"mll"`; `x0_clip`: clip $\hat x_0$ in the sampler.
     - `lr`, `grad_norm`: Adam learning rate and the global-norm clip (0: none, the default).
     - `batch_size`, `hidden`: batch size and width of the denoiser.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
@@ -59,83 +52,40 @@ class BCConfig:
         check_config_fields(self)
 
 
-class BCState(eqx.Module):
-    """The state of a behaviour-cloning agent: actor, its EMA, the optax state, the step count
-    and the agent's raw PRNG key."""
+class BC(AbstractAgent):
+    """Diffusion behaviour cloning (module docstring): `BC(config)`, then `init`, `update` and
+    `act`. What is its own: the diffusion loss alone as the actor loss, plain Adam, and one
+    sample of the online actor to act."""
 
-    actor: DiffusionPolicy
-    ema_actor: DiffusionPolicy
-    opt_state: PyTree
-    step: Int[Array, ""]
-    key: UInt32[Array, "2"]
+    config: BCConfig
 
+    def __check_init__(self):
+        if not isinstance(self.config, BCConfig):
+            raise TypeError(f"BC needs a BCConfig, got {type(self.config).__name__}.")
 
-def init(
-    config: BCConfig,
-    obs_dim: int,
-    action_dim: int,
-    action_low: Float[ArrayLike, " act"],
-    action_high: Float[ArrayLike, " act"],
-    key: PRNGKey,
-) -> BCState:
-    """A fresh agent: random actor, EMA = copy, Adam state, step 0."""
-    k_actor, k_state = jax.random.split(key)
-    actor = DiffusionPolicy.create(
-        obs_dim,
-        action_dim,
-        action_low,
-        action_high,
-        key=k_actor,
-        schedule=config.schedule,
-        num_steps=config.diffusion_steps,
-        x0_clip=config.x0_clip,
-        hidden=config.hidden,
-    )
-    opt = make_optimizer(config.lr, config.grad_norm)
-    return BCState(
-        actor=actor,
-        ema_actor=actor,
-        opt_state=opt.init(trainable(actor.denoiser)),
-        step=jnp.zeros((), jnp.int32),
-        key=raw_key(k_state),
-    )
+    def make_actor(self, obs_dim, action_dim, action_low, action_high, *, key, activation):
+        config = self.config
+        return DiffusionPolicy.create(
+            obs_dim,
+            action_dim,
+            action_low,
+            action_high,
+            key=key,
+            schedule=config.schedule,
+            num_steps=config.diffusion_steps,
+            x0_clip=config.x0_clip,
+            hidden=config.hidden,
+            activation=activation,
+        )
 
+    def actor_optimizer(self):
+        return make_optimizer(self.config.lr, self.config.grad_norm)
 
-def update(
-    config: BCConfig, state: BCState, batch: Transitions
-) -> tuple[BCState, dict[str, Float[Array, ""]]]:
-    """One step on the diffusion loss, then the EMA rule. Metrics: `bc_loss` (= `actor_loss`)
-    and `actor_grad_norm` (before clipping)."""
-    key, k_loss = jax.random.split(state.key)
+    def actor_loss(self, actor, critic, batch, key):
+        """The diffusion loss (diagnostic `bc_loss`, the same number)."""
+        loss = actor.loss(batch.observations, batch.actions, key, kind=self.config.loss)[0]
+        return loss, {"bc_loss": loss}
 
-    def loss_fn(denoiser):
-        actor = with_denoiser(state.actor, denoiser)
-        return actor.loss(batch.observations, batch.actions, k_loss, kind=config.loss)[0]
-
-    loss, grads = eqx.filter_value_and_grad(loss_fn)(state.actor.denoiser)
-    denoiser, opt_state, a_norm = apply_gradients(
-        make_optimizer(config.lr, config.grad_norm), state.actor.denoiser, grads, state.opt_state
-    )
-    ema_denoiser = ema_update(
-        state.ema_actor.denoiser,
-        denoiser,
-        state.step,
-        config.ema_decay,
-        config.ema_start,
-        config.ema_every,
-    )
-    new_state = BCState(
-        actor=with_denoiser(state.actor, denoiser),
-        ema_actor=with_denoiser(state.ema_actor, ema_denoiser),
-        opt_state=opt_state,
-        step=state.step + 1,
-        key=key,
-    )
-    return new_state, {"bc_loss": loss, "actor_loss": loss, "actor_grad_norm": a_norm}
-
-
-def act(
-    config: BCConfig, state: BCState, observations: Float[Array, "n obs"], key: PRNGKey
-) -> Float[Array, "n act"]:
-    """One sample per state from the online actor (no critic to choose among candidates)."""
-    return state.actor.sample(observations, key)
+    def act(self, state, observations, key):
+        """One sample per state from the online actor (no critic to choose among candidates)."""
+        return state.actor.sample(observations, key)

@@ -1,7 +1,8 @@
 r"""Diffusion-QL (Wang, Hunt, Zhou 2023; docs/method.md §7): a VP diffusion policy trained with noise
 matching plus a Q term back-propagated through the full reverse chain, and two critics.
 
-One update, in the reference code's order:
+What is Diffusion-QL's own (the rest of the update, the EMA actor and the Polyak targets, is
+every agent's: `sdepolicy/rl/agents/_base.py`):
 
 1. **Critics.** $y = r + \gamma(1 - \text{terminal})\min_j \bar Q_j(s', a')$, $a'$ from the EMA
    actor (max-Q backup: max over `max_q_samples` actions per critic, then the min); loss
@@ -10,9 +11,8 @@ One update, in the reference code's order:
    chain (differentiable) and $(j, k)$ = (1, 2) or (2, 1) at random:
    $\mathcal L = \mathcal L_\text{nml} + \eta\,(-\operatorname{mean} Q_j(s, a^0) /
    \operatorname{sg}\operatorname{mean}|Q_k(s, a^0)|)$.
-3. **EMA actor** every `ema_every` steps from `ema_start` on (before it: the initial actor, as
-   the reference code's `step_ema`), then
-4. **Polyak** critic targets, every step.
+3. **Acting**: candidates from the online actor, one picked by softmax over
+   $\min(\bar Q_1, \bar Q_2)$.
 
 $\hat x_0$ is clipped to $[-1, 1]$ at every sampler step; the schedule is the VP one.
 """
@@ -21,29 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from ..._typing import PRNGKey
 from ...policy import DiffusionPolicy
 from ...sde import vp_schedule
-from ..critics import QEnsemble
+from .._critics import QEnsemble
 from ..selection import select_actions
-from ..transitions import Transitions
-from .common import (
-    ActorCriticState,
-    apply_gradients,
-    finish_step,
-    lr_decay_of,
-    make_optimizer,
-    next_state_values,
-    raw_key,
-    td_targets,
-    trainable,
-    with_denoiser,
-)
+from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +48,7 @@ class DiffusionQLConfig:
         temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
-        `lr_decay_t_max` (`sdepolicy.rl.agents.common.cosine_every_schedule`).
+        `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
     - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
         backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
         `sdepolicy.rl.critics`).
@@ -113,151 +98,90 @@ class DiffusionQLConfig:
             )
 
 
-def init(
-    config: DiffusionQLConfig,
-    obs_dim: int,
-    action_dim: int,
-    action_low: Float[ArrayLike, " act"],
-    action_high: Float[ArrayLike, " act"],
-    key: PRNGKey,
-) -> ActorCriticState:
-    """A fresh agent: VP diffusion policy with $\\hat x_0$ clipping (EMA = copy), two critics
-    with PyTorch's default initialisation (target = copy), Adam states, step 0."""
-    k_actor, k_critic, k_state = jax.random.split(key, 3)
-    actor = DiffusionPolicy.create(
-        obs_dim,
-        action_dim,
-        action_low,
-        action_high,
-        key=k_actor,
-        schedule=vp_schedule(config.diffusion_steps, config.beta_min, config.beta_max),
-        x0_clip=True,
-        hidden=config.hidden,
-    )
-    critic = QEnsemble(
-        obs_dim,
-        action_dim,
-        2,
-        config.critic_hidden or config.hidden,
-        init="default",
-        key=k_critic,
-        backward=config.critic_backward,
-    )
-    actor_opt = make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config))
-    critic_opt = make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config))
-    return ActorCriticState(
-        actor=actor,
-        ema_actor=actor,
-        critic=critic,
-        target_critic=critic,
-        actor_opt_state=actor_opt.init(trainable(actor.denoiser)),
-        critic_opt_state=critic_opt.init(trainable(critic)),
-        step=jnp.zeros((), jnp.int32),
-        key=raw_key(k_state),
-    )
+class DiffusionQL(AbstractActorCritic):
+    r"""Diffusion-QL (module docstring): `DiffusionQL(config)`, then `init`, `update` and `act`.
 
-
-def actor_loss(
-    config: DiffusionQLConfig,
-    denoiser: PyTree,
-    actor: DiffusionPolicy,
-    critic: QEnsemble,
-    batch: Transitions,
-    key: PRNGKey,
-) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-    """Noise matching plus the Q term through the full reverse chain (docs/method.md §7)."""
-    actor = with_denoiser(actor, denoiser)
-    k_bc, k_chain, k_coin = jax.random.split(key, 3)
-    bc_loss, _ = actor.loss(batch.observations, batch.actions, k_bc, kind="nml")
-    q = critic(batch.observations, actor.sample(batch.observations, k_chain))
-    first = jax.random.bernoulli(k_coin)
-    q_j = jnp.where(first, q[0], q[1])
-    q_k = jnp.where(first, q[1], q[0])
-    q_loss = -jnp.mean(q_j) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q_k)))
-    return bc_loss + config.eta * q_loss, {"bc_loss": bc_loss, "q_loss": q_loss}
-
-
-def update(
-    config: DiffusionQLConfig, state: ActorCriticState, batch: Transitions
-) -> tuple[ActorCriticState, dict[str, Float[Array, ""]]]:
-    """One Diffusion-QL update (module docstring); pure, `jit` it with `config` static.
-
-    **Returns:** `(state, metrics)` with scalar metrics `critic_loss`, `actor_loss`, `bc_loss`,
-    `q_loss`, `q_mean` (mean of $Q_j(s, a)$ over batch and both critics, before the critic
-    step) and the gradients' global norms before clipping, `critic_grad_norm` and
-    `actor_grad_norm`.
+    What is its own: a VP policy with $\hat x_0$ clipping, two critics with PyTorch's default
+    initialisation and the clipped double-Q target, the sum of the two critics' MSEs, the Q term
+    through the full reverse chain, and evaluation by softmax over $\min(\bar Q_1, \bar Q_2)$.
     """
-    key, k_next, k_actor = jax.random.split(state.key, 3)
 
-    next_values = next_state_values(
-        state.ema_actor,
-        state.target_critic,
-        batch.next_observations,
-        k_next,
-        config.max_q_backup,
-        config.max_q_samples,
-    )
-    # Clipped double Q: one target shared by both critics.
-    targets = td_targets(batch.rewards, batch.terminals, jnp.min(next_values, axis=0), config.gamma)
+    config: DiffusionQLConfig
 
-    # F.mse_loss(q1, y) + F.mse_loss(q2, y) in the reference code: a sum over the two critics of
-    # the mean over the batch, both regressing to the same target.
-    c_loss, q_data, c_grads = state.critic.squared_error_and_grad(
-        batch.observations, batch.actions, targets, 1.0 / batch.rewards.shape[0]
-    )
-    critic, critic_opt_state, c_norm = apply_gradients(
-        make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config)),
-        state.critic,
-        c_grads,
-        state.critic_opt_state,
-    )
+    def __check_init__(self):
+        if not isinstance(self.config, DiffusionQLConfig):
+            raise TypeError(
+                f"DiffusionQL needs a DiffusionQLConfig, got {type(self.config).__name__}."
+            )
 
-    (a_loss, aux), a_grads = eqx.filter_value_and_grad(
-        lambda d: actor_loss(config, d, state.actor, critic, batch, k_actor), has_aux=True
-    )(state.actor.denoiser)
-    denoiser, actor_opt_state, a_norm = apply_gradients(
-        make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config)),
-        state.actor.denoiser,
-        a_grads,
-        state.actor_opt_state,
-    )
-    new_state = finish_step(
-        state,
-        denoiser,
-        critic,
-        actor_opt_state,
-        critic_opt_state,
-        key,
-        tau=config.tau,
-        ema_decay=config.ema_decay,
-        ema_start=config.ema_start,
-        ema_every=config.ema_every,
-    )
-    metrics = {
-        "critic_loss": c_loss,
-        "actor_loss": a_loss,
-        **aux,
-        "q_mean": jnp.mean(q_data),
-        "critic_grad_norm": c_norm,
-        "actor_grad_norm": a_norm,
-    }
-    return new_state, metrics
+    def make_actor(self, obs_dim, action_dim, action_low, action_high, *, key, activation):
+        config = self.config
+        return DiffusionPolicy.create(
+            obs_dim,
+            action_dim,
+            action_low,
+            action_high,
+            key=key,
+            schedule=vp_schedule(config.diffusion_steps, config.beta_min, config.beta_max),
+            x0_clip=True,
+            hidden=config.hidden,
+            activation=activation,
+        )
 
+    def make_critic(self, obs_dim, action_dim, *, key, activation):
+        config = self.config
+        return QEnsemble(
+            obs_dim,
+            action_dim,
+            2,
+            config.critic_hidden or config.hidden,
+            init="default",
+            key=key,
+            activation=activation,
+            backward=CRITIC_BACKWARDS[config.critic_backward],
+        )
 
-def act(
-    config: DiffusionQLConfig,
-    state: ActorCriticState,
-    observations: Float[Array, "n obs"],
-    key: PRNGKey,
-) -> Float[Array, "n act"]:
-    r"""Evaluation actions: `eval_candidates` samples per state from the online actor, one picked
-    by softmax over $\min(\bar Q_1, \bar Q_2)$ of the target critics."""
-    return select_actions(
-        state.actor,
-        state.target_critic,
-        observations,
-        key,
-        num_candidates=config.eval_candidates,
-        aggregate="min",
-        temperature=config.eval_temperature,
-    )
+    def critic_targets(self, state, batch, key):
+        r"""Clipped double Q: one target $r + \gamma(1 - \text{terminal})\min_j \bar Q_j(s',
+        a')$ shared by both critics."""
+        config = self.config
+        next_q = next_state_values(
+            state.ema_actor,
+            state.target_critic,
+            batch.next_observations,
+            key,
+            config.max_q_backup,
+            config.max_q_samples,
+        )
+        return td_targets(batch.rewards, batch.terminals, jnp.min(next_q, axis=0), config.gamma)
+
+    def critic_loss(self, squared_errors):
+        """`F.mse_loss(q1, y) + F.mse_loss(q2, y)` in the reference code: the sum over the two
+        critics of the mean over the batch."""
+        return jnp.sum(jnp.mean(squared_errors, axis=1))
+
+    def actor_loss(self, actor, critic, batch, key):
+        """Noise matching plus the Q term through the full reverse chain (docs/method.md §7);
+        diagnostics `bc_loss` and `q_loss`."""
+        k_bc, k_chain, k_coin = jax.random.split(key, 3)
+        bc_loss, _ = actor.loss(batch.observations, batch.actions, k_bc, kind="nml")
+        q = critic(batch.observations, actor.sample(batch.observations, k_chain))
+        first = jax.random.bernoulli(k_coin)
+        q_j = jnp.where(first, q[0], q[1])
+        q_k = jnp.where(first, q[1], q[0])
+        q_loss = -jnp.mean(q_j) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q_k)))
+        return bc_loss + self.config.eta * q_loss, {"bc_loss": bc_loss, "q_loss": q_loss}
+
+    def act(self, state, observations, key):
+        r"""Evaluation actions: `eval_candidates` samples per state from the online actor, one
+        picked by softmax over $\min(\bar Q_1, \bar Q_2)$ of the target critics."""
+        config = self.config
+        return select_actions(
+            state.actor,
+            state.target_critic,
+            observations,
+            key,
+            num_candidates=config.eval_candidates,
+            aggregate="min",
+            temperature=config.eval_temperature,
+        )

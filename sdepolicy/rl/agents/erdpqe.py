@@ -1,6 +1,7 @@
 r"""ER-DP-QE: the entropy-regularised diffusion policy with a Q-ensemble (docs/method.md §5, §6).
 
-One update, in the reference code's order:
+What is ER-DP-QE's own (the rest of the update, the EMA actor and the Polyak target, is every
+agent's: `sdepolicy/rl/agents/_base.py`):
 
 1. **Critic.** Per member $m$, $y_m = r + \gamma(1 - \text{terminal})\,\bar Q_m(s', a')$ with
    $a'$ from the EMA actor's posterior sampler (max-Q backup: the max over `max_q_samples`
@@ -14,54 +15,35 @@ One update, in the reference code's order:
 
    with $\hat a_0$ the denoiser's one-step prediction from the diffusion loss (the chain is not
    run) and $H \approx -\log\pi(\hat a_0 \mid s)$ the selected entropy estimator.
-3. **EMA actor** every `ema_every` steps from `ema_start` on (before it: the initial actor, as
-   the reference code's `step_ema`), then
-4. **Polyak** critic target with rate $\tau$, every step.
-
-Both optimisers are Adam after global-norm clipping to `grad_norm`.
-
-Note: before `ema_start` the EMA actor stays at its *initial* parameters, as in the reference code
-(its `step_ema` returns early), so the first `ema_start` TD targets use the initial actor.
+3. **Acting**: candidates from the online actor, one picked by softmax over the target critic's
+   LCB (docs/method.md §6.5).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Int, PyTree
+from jaxtyping import Array, Float, Int
 
-from ..._typing import PRNGKey
 from ...policy import DiffusionPolicy, get_entropy_estimator, policy_entropy
-from ..critics import QEnsemble, aggregate_q
+from .._critics import QEnsemble
+from .._pessimism import aggregate_q
 from ..selection import select_actions
-from ..transitions import Transitions
-from .common import (
-    ActorCriticState,
-    apply_gradients,
-    finish_step,
-    lr_decay_of,
-    make_optimizer,
-    next_state_values,
-    raw_key,
-    td_targets,
-    trainable,
-    with_denoiser,
-)
+from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
 
 
 @dataclasses.dataclass(frozen=True)
 class ERDPQEConfig:
-    """Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (docs/method.md §6, §8).
+    r"""Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (docs/method.md §6, §8).
 
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
-    - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\\beta$ and the actor's pessimism
+    - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\beta$ and the actor's pessimism
         (`"lcb"` or `"min"`).
     - `alpha`, `eta`: weights of the entropy and Q terms; `entropy`: `"reference"`, `"paper"`
         or `"likelihood"` (the policy's own entropy, `sdepolicy.policy.policy_entropy`).
-    - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\\hat x_0$ in the sampler.
+    - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\hat x_0$ in the sampler.
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
     - `target_aggregate`: how the TD target reads the target ensemble: `"member"` (each
         critic bootstraps from its own target, the reference code), or one shared pessimistic
@@ -77,7 +59,7 @@ class ERDPQEConfig:
         temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
-        `lr_decay_t_max` (`sdepolicy.rl.agents.common.cosine_every_schedule`).
+        `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
     - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
         backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
         `sdepolicy.rl.critics`).
@@ -151,49 +133,116 @@ class ERDPQEConfig:
             )
 
 
-def init(
-    config: ERDPQEConfig,
-    obs_dim: int,
-    action_dim: int,
-    action_low: Float[ArrayLike, " act"],
-    action_high: Float[ArrayLike, " act"],
-    key: PRNGKey,
-) -> ActorCriticState:
-    """A fresh agent: random actor (the EMA actor is its copy), EDAC-initialised Q-ensemble (the
-    target is its copy), Adam states, step 0."""
-    k_actor, k_critic, k_state = jax.random.split(key, 3)
-    actor = DiffusionPolicy.create(
-        obs_dim,
-        action_dim,
-        action_low,
-        action_high,
-        key=k_actor,
-        schedule=config.schedule,
-        num_steps=config.diffusion_steps,
-        x0_clip=config.x0_clip,
-        hidden=config.hidden,
-    )
-    critic = QEnsemble(
-        obs_dim,
-        action_dim,
-        config.num_critics,
-        config.critic_hidden or config.hidden,
-        init="edac",
-        key=k_critic,
-        backward=config.critic_backward,
-    )
-    actor_opt = make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config))
-    critic_opt = make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config))
-    return ActorCriticState(
-        actor=actor,
-        ema_actor=actor,
-        critic=critic,
-        target_critic=critic,
-        actor_opt_state=actor_opt.init(trainable(actor.denoiser)),
-        critic_opt_state=critic_opt.init(trainable(critic)),
-        step=jnp.zeros((), jnp.int32),
-        key=raw_key(k_state),
-    )
+class ERDPQE(AbstractActorCritic):
+    r"""ER-DP-QE (module docstring): `ERDPQE(config)`, then `init`, `update` and `act`.
+
+    What is its own: $M$ EDAC-initialised critics each bootstrapping from its own target (or
+    one shared pessimistic target), the MSE over batch $\times$ members, the actor loss of
+    docs/method.md §5.4 on the one-step prediction $\hat a_0$, and evaluation by softmax over
+    the target critic's LCB.
+    """
+
+    config: ERDPQEConfig
+
+    def __check_init__(self):
+        if not isinstance(self.config, ERDPQEConfig):
+            raise TypeError(f"ERDPQE needs an ERDPQEConfig, got {type(self.config).__name__}.")
+
+    def make_actor(self, obs_dim, action_dim, action_low, action_high, *, key, activation):
+        config = self.config
+        return DiffusionPolicy.create(
+            obs_dim,
+            action_dim,
+            action_low,
+            action_high,
+            key=key,
+            schedule=config.schedule,
+            num_steps=config.diffusion_steps,
+            x0_clip=config.x0_clip,
+            hidden=config.hidden,
+            activation=activation,
+        )
+
+    def make_critic(self, obs_dim, action_dim, *, key, activation):
+        config = self.config
+        return QEnsemble(
+            obs_dim,
+            action_dim,
+            config.num_critics,
+            config.critic_hidden or config.hidden,
+            init="edac",
+            key=key,
+            activation=activation,
+            backward=CRITIC_BACKWARDS[config.critic_backward],
+        )
+
+    def critic_targets(self, state, batch, key):
+        r"""Per member $y_m = r + \gamma(1 - \text{terminal})\,\bar Q_m(s', a')$; with
+        `target_aggregate` `"min"` or `"lcb"`, one shared pessimistic $\bar Q(s', a')$."""
+        config = self.config
+        next_q = next_state_values(
+            state.ema_actor,
+            state.target_critic,
+            batch.next_observations,
+            key,
+            config.max_q_backup,
+            config.max_q_samples,
+        )
+        if config.target_aggregate != "member":
+            shared = aggregate_q(next_q, config.target_aggregate, config.lcb_beta)
+            next_q = jnp.broadcast_to(shared[None], next_q.shape)
+        return td_targets(batch.rewards, batch.terminals, next_q, config.gamma)
+
+    def critic_loss(self, squared_errors):
+        r"""MSE over batch $\times$ members to the per-member targets."""
+        return jnp.mean(squared_errors)
+
+    def actor_loss(self, actor, critic, batch, key):
+        """The actor loss of docs/method.md §5.4 (module docstring); diagnostics `bc_loss`,
+        `q_loss` and `entropy` (the mean estimate over the batch)."""
+        config = self.config
+        k_bc, k_ent = jax.random.split(key)
+        # `actor.loss`'s own draws, taken out: the Q term's weighting sees each sample's step.
+        steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
+        obs, actions = batch.observations, batch.actions
+        bc_loss, x0_hat = actor.loss_at(obs, actions, steps, noise, config.loss)
+        # The Q term sees the clipped prediction, in the environment's box (the critic's input).
+        policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
+        q = critic(batch.observations, policy_actions)
+        q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
+        q_loss = -jnp.mean(q_step_weights(actor, steps, config.q_weighting) * q_pess)
+        q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
+        # The entropy estimate sees the unclipped prediction, as the reference code does.
+        if config.entropy == "likelihood":
+            # The policy's own entropy: its posterior chain from fresh noise, not x0_hat. A
+            # differential entropy may be ~0 or negative, so it is scaled per action dimension
+            # instead of by mean|H| (proofs/entropy_likelihood.md §4).
+            h = policy_entropy(actor, batch.observations, k_ent)
+            scale = actor.action_dim
+        else:
+            estimator = get_entropy_estimator(config.entropy)
+            keys = jax.random.split(k_ent, x0_hat.shape[0])
+            h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
+            scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
+        ent_loss = -jnp.mean(h) / scale
+        loss = bc_loss + config.eta * q_loss + config.alpha * ent_loss
+        return loss, {"bc_loss": bc_loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
+
+    def act(self, state, observations, key):
+        """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
+        the online actor, one picked by softmax over the target critic's LCB (as the reference
+        code, whatever `q_aggregate` the actor trained with)."""
+        config = self.config
+        return select_actions(
+            state.actor,
+            state.target_critic,
+            observations,
+            key,
+            num_candidates=config.eval_candidates,
+            aggregate="lcb",
+            lcb_beta=config.lcb_beta,
+            temperature=config.eval_temperature,
+        )
 
 
 def q_step_weights(
@@ -214,130 +263,3 @@ def q_step_weights(
     theta = jax.vmap(actor.sde.schedule.cumulative)(times)
     variance = jax.vmap(actor.sde.marginal_variance)(times)
     return jax.lax.stop_gradient(jnp.exp(-theta) / jnp.sqrt(variance))
-
-
-def actor_loss(
-    config: ERDPQEConfig,
-    denoiser: PyTree,
-    actor: DiffusionPolicy,
-    critic: QEnsemble,
-    batch: Transitions,
-    key: PRNGKey,
-) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-    """The actor loss of docs/method.md §5 as a function of the denoiser (what the optimiser trains)."""
-    actor = with_denoiser(actor, denoiser)
-    k_bc, k_ent = jax.random.split(key)
-    # `actor.loss`'s own draws, taken out so that the Q term's weighting sees each sample's step.
-    steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
-    bc_loss, x0_hat = actor.loss_at(batch.observations, batch.actions, steps, noise, config.loss)
-    # The Q term sees the clipped prediction, in the environment's box (the critic's input).
-    policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
-    q = critic(batch.observations, policy_actions)
-    q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
-    q_loss = -jnp.mean(q_step_weights(actor, steps, config.q_weighting) * q_pess)
-    q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
-    # The entropy estimate sees the unclipped prediction, as the reference code does.
-    if config.entropy == "likelihood":
-        # The policy's own entropy: its posterior chain from fresh noise, not x0_hat. A
-        # differential entropy may be ~0 or negative, so it is scaled per action dimension
-        # instead of by mean|H| (proofs/entropy_likelihood.md §4).
-        h = policy_entropy(actor, batch.observations, k_ent)
-        scale = actor.action_dim
-    else:
-        estimator = get_entropy_estimator(config.entropy)
-        keys = jax.random.split(k_ent, x0_hat.shape[0])
-        h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
-        scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
-    ent_loss = -jnp.mean(h) / scale
-    loss = bc_loss + config.eta * q_loss + config.alpha * ent_loss
-    aux = {"bc_loss": bc_loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
-    return loss, aux
-
-
-def update(
-    config: ERDPQEConfig, state: ActorCriticState, batch: Transitions
-) -> tuple[ActorCriticState, dict[str, Float[Array, ""]]]:
-    """One ER-DP-QE update (module docstring); pure, `jit` it with `config` static.
-
-    **Returns:** `(state, metrics)` with scalar metrics `critic_loss`, `actor_loss`, `bc_loss`,
-    `q_loss`, `entropy` (mean estimate over the batch), `q_mean` (mean of $Q_m(s, a)$ over
-    batch and members, before the critic step) and the gradients' global norms before
-    clipping, `critic_grad_norm` and `actor_grad_norm`.
-    """
-    key, k_next, k_actor = jax.random.split(state.key, 3)
-
-    next_values = next_state_values(
-        state.ema_actor,
-        state.target_critic,
-        batch.next_observations,
-        k_next,
-        config.max_q_backup,
-        config.max_q_samples,
-    )
-    if config.target_aggregate != "member":
-        shared = aggregate_q(next_values, config.target_aggregate, config.lcb_beta)
-        next_values = jnp.broadcast_to(shared[None], next_values.shape)
-    targets = td_targets(batch.rewards, batch.terminals, next_values, config.gamma)
-    # The critics' loss, MSE over batch x members to the per-member targets, with its gradient
-    # (with critic_backward="fused": one group of critics at a time).
-    c_loss, q_data, c_grads = state.critic.squared_error_and_grad(
-        batch.observations, batch.actions, targets, 1.0 / targets.size
-    )
-    critic, critic_opt_state, c_norm = apply_gradients(
-        make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config)),
-        state.critic,
-        c_grads,
-        state.critic_opt_state,
-    )
-
-    (a_loss, aux), a_grads = eqx.filter_value_and_grad(
-        lambda d: actor_loss(config, d, state.actor, critic, batch, k_actor), has_aux=True
-    )(state.actor.denoiser)
-    denoiser, actor_opt_state, a_norm = apply_gradients(
-        make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config)),
-        state.actor.denoiser,
-        a_grads,
-        state.actor_opt_state,
-    )
-    new_state = finish_step(
-        state,
-        denoiser,
-        critic,
-        actor_opt_state,
-        critic_opt_state,
-        key,
-        tau=config.tau,
-        ema_decay=config.ema_decay,
-        ema_start=config.ema_start,
-        ema_every=config.ema_every,
-    )
-    metrics = {
-        "critic_loss": c_loss,
-        "actor_loss": a_loss,
-        **aux,
-        "q_mean": jnp.mean(q_data),
-        "critic_grad_norm": c_norm,
-        "actor_grad_norm": a_norm,
-    }
-    return new_state, metrics
-
-
-def act(
-    config: ERDPQEConfig,
-    state: ActorCriticState,
-    observations: Float[Array, "n obs"],
-    key: PRNGKey,
-) -> Float[Array, "n act"]:
-    """Evaluation actions (docs/method.md §6): `eval_candidates` samples per state from the online actor,
-    one picked by softmax over the target critic's LCB (as the reference code, whatever
-    `q_aggregate` the actor trained with)."""
-    return select_actions(
-        state.actor,
-        state.target_critic,
-        observations,
-        key,
-        num_candidates=config.eval_candidates,
-        aggregate="lcb",
-        lcb_beta=config.lcb_beta,
-        temperature=config.eval_temperature,
-    )

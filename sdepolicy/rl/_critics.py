@@ -1,0 +1,242 @@
+r"""A Q-ensemble: $M$ independent critics $Q_m(s, a)$ stored as one module.
+
+Every parameter carries a leading member axis, so the forward pass of all $M$ critics is one
+batched matmul per layer rather than $M$ calls; this is what makes the paper's $M = 64$
+affordable.
+
+How the ensemble is differentiated is an object of its own, chosen when the ensemble is built,
+as diffrax chooses an `adjoint`: [`AutodiffBackward`][] (the default) differentiates the plain
+code below with JAX; [`sdepolicy.rl.FusedBackward`][] (`sdepolicy/rl/_fused_critic.py`) is the
+hand-written kernel that computes the same values and gradients faster on a CPU. Both serve the
+two things an agent asks of its critics: their values ([`QEnsemble.__call__`][]) and the value
+and gradient of the critics' regression loss, written by the agent as a function of the squared
+TD errors ([`QEnsemble.regression_loss`][]).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._activations import mish
+from .._typing import PRNGKey
+
+#: The critics' regression loss as the agent writes it: the squared TD errors
+#: $(Q_m(s_i, a_i) - y_{mi})^2$, shape `(members, batch)`, to a scalar.
+RegressionLoss = Callable[[Float[Array, "members batch"]], Float[Array, ""]]
+#: An elementwise activation, e.g. `mish` or `jax.nn.relu`.
+Activation = Callable[[Array], Array]
+Params = tuple[tuple[Array, ...], tuple[Array, ...]]
+
+
+def _init_params(
+    sizes: list[int], num_members: int, init: str, key: PRNGKey
+) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    """Weights `(M, out, in)` and biases `(M, out)` of every layer, initialised as in the
+    reference code (see `QEnsemble`)."""
+    shapes = [((o, i), (o,)) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    total = sum(o * i + o for (o, i), _ in shapes)
+    # One uniform draw for every parameter of every member, sliced afterwards: the same law as
+    # layer-by-layer draws, but one random-number kernel for XLA to compile instead of two per
+    # layer (each costs ~0.4 s of CPU compile time, which dominates building small ensembles).
+    u = jax.random.uniform(key, (num_members, total), minval=-1.0, maxval=1.0)
+    weights, biases, offset = [], [], 0
+    last = len(shapes) - 1
+    for j, ((fan_out, fan_in), _) in enumerate(shapes):
+        # "default" is nn.Linear's init: weight and bias ~ U(±1/sqrt(fan_in)). The reference
+        # code's ensemble stores each weight as (in, out) and calls kaiming_uniform_(a=sqrt(5)),
+        # for which PyTorch takes the fan-in from the tensor's second axis: the *output* width.
+        # So under "edac" every weight layer, the first included, is U(±1/sqrt(fan_out))
+        # (docs/method.md §6.1); its biases are all overwritten below.
+        bound = 1.0 / math.sqrt(fan_out if init == "edac" else fan_in)
+        if init == "edac" and j == last:
+            bound = 3e-3  # EDAC: output layer ~ U(±3e-3), members start near Q = 0
+        n_w = fan_out * fan_in
+        w = bound * u[:, offset : offset + n_w].reshape(num_members, fan_out, fan_in)
+        b = bound * u[:, offset + n_w : offset + n_w + fan_out]
+        offset += n_w + fan_out
+        if init == "edac" and j != last:
+            b = jnp.full_like(b, 0.1)  # EDAC: every (hidden) bias 0.1
+        weights.append(w)
+        biases.append(b)
+    return tuple(weights), tuple(biases)
+
+
+def ensemble_mlp_reference(
+    activation: Activation,
+    weights: tuple[Array, ...],
+    biases: tuple[Array, ...],
+    x: Float[Array, "batch in"],
+) -> Float[Array, "members batch"]:
+    r"""The ensemble's MLP written plainly (batch-major activations, autodiff for derivatives):
+    $h_1 = \sigma(W_0 x + b_0)$, $h_{j+1} = \sigma(W_j h_j + b_j)$, $Q = W_\text{out} h +
+    b_\text{out}$ for every member, $\sigma$ = `activation`. The definition the fused kernel
+    (`sdepolicy.rl.FusedBackward`) is tested against; works with every JAX transformation,
+    forward mode included."""
+    (w0, *ws), (b0, *bs) = weights, biases
+    # The input is shared by all members: one (b, in) x (M, out, in) contraction.
+    h = activation(jnp.einsum("bi,moi->mbo", x, w0) + b0[:, None, :])
+    for w, b in zip(ws[:-1], bs[:-1], strict=True):
+        h = activation(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
+    return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
+
+
+class AbstractCriticBackward(eqx.Module):
+    """How a [`QEnsemble`][] computes, and is differentiated through, its two operations.
+
+    Both methods are differentiable with respect to the parameters `(weights, biases)`;
+    `values` also with respect to its input `x` (the actor's Q term differentiates through the
+    action). Concrete classes: [`AutodiffBackward`][] and `sdepolicy.rl.FusedBackward`.
+    """
+
+    @abc.abstractmethod
+    def values(
+        self,
+        activation: Activation,
+        weights: tuple[Array, ...],
+        biases: tuple[Array, ...],
+        x: Float[Array, "batch in"],
+    ) -> Float[Array, "members batch"]:
+        """$Q_m(x_i)$ for every member $m$ and row $i$ (see [`ensemble_mlp_reference`][])."""
+
+    @abc.abstractmethod
+    def regression_loss(
+        self,
+        activation: Activation,
+        loss: RegressionLoss,
+        weights: tuple[Array, ...],
+        biases: tuple[Array, ...],
+        x: Float[Array, "batch in"],
+        targets: Float[Array, "members batch"],
+    ) -> tuple[Float[Array, ""], Float[Array, "members batch"]]:
+        """`(loss(E), Q)` with $E_{mi} = (Q_m(x_i) - y_{mi})^2$, differentiable in the
+        parameters only (`x` and `targets` are data)."""
+
+
+class AutodiffBackward(AbstractCriticBackward):
+    """The plain code ([`ensemble_mlp_reference`][]) differentiated by JAX: every JAX
+    transformation works, forward mode included; the reference for the fused kernel."""
+
+    def values(self, activation, weights, biases, x):
+        return ensemble_mlp_reference(activation, weights, biases, x)
+
+    def regression_loss(self, activation, loss, weights, biases, x, targets):
+        q = ensemble_mlp_reference(activation, weights, biases, x)
+        return loss((q - targets) ** 2), q
+
+
+_AUTODIFF = AutodiffBackward()
+
+
+class QEnsemble(eqx.Module):
+    r"""$M$ critics $Q_m(s, a)$, each an MLP on $[s, a]$ with `depth` hidden layers of width
+    `hidden`, with stacked parameters.
+
+    **Arguments:**
+
+    - `obs_dim`, `action_dim`: sizes of $s$ and $a$.
+    - `num_members`: $M$ (the paper: 64; Diffusion-QL's two critics: 2).
+    - `hidden`, `depth`: width and number of hidden layers (the paper: 256, 3).
+    - `init`: `"edac"` (the ER-DP-QE reference code's: every weight layer, the first
+        included, $\sim U(\pm 1/\sqrt{\text{fan\_out}})$, because it stores weights as
+        `(in, out)` and PyTorch's `kaiming_uniform_` reads the fan-in from the second axis; then
+        every hidden bias $0.1$ and the output layer's weight and bias
+        $\sim U(-3\cdot10^{-3}, 3\cdot10^{-3})$; `docs/method.md §6.1`) or `"default"`
+        (`nn.Linear`'s default, weight and bias $\sim U(\pm 1/\sqrt{\text{fan\_in}})$:
+        Diffusion-QL's critics).
+    - `key`: PRNG key; members are independent draws.
+    - `activation`: the elementwise activation of the hidden layers (default
+        [`sdepolicy.policy.mish`][], as the reference codes).
+    - `backward`: an [`AbstractCriticBackward`][]: [`AutodiffBackward`][] (default) or
+        `sdepolicy.rl.FusedBackward` (the hand-written kernel, faster; no forward mode). Both
+        compute the same function and gradients.
+
+    **Attributes:**
+
+    - `weights`: per layer, an array `(M, out, in)`; the last layer has `out = 1`.
+    - `biases`: per layer, an array `(M, out)`.
+
+    Member `m` is the MLP $h_0 = [s, a]$, $h_j = \sigma(W_j[m] h_{j-1} + b_j[m])$,
+    $Q_m = W_\text{out}[m] h + b_\text{out}[m]$.
+    """
+
+    weights: tuple[Float[Array, "members out in"], ...]
+    biases: tuple[Float[Array, "members out"], ...]
+    num_members: int = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
+    backward: AbstractCriticBackward = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_members: int = 64,
+        hidden: int = 256,
+        depth: int = 3,
+        init: str = "edac",
+        *,
+        key: PRNGKey,
+        activation: Activation = mish,
+        backward: AbstractCriticBackward = _AUTODIFF,
+    ):
+        if not isinstance(backward, AbstractCriticBackward):
+            raise TypeError(
+                "QEnsemble: `backward` must be an AbstractCriticBackward (AutodiffBackward() or "
+                f"FusedBackward()), got {backward!r}."
+            )
+        if init not in ("edac", "default"):
+            raise ValueError(f"QEnsemble: init must be 'edac' or 'default', got {init!r}.")
+        if min(obs_dim + action_dim, num_members, hidden, depth) < 1:
+            raise ValueError("QEnsemble: sizes, num_members and depth must be positive.")
+        sizes = [obs_dim + action_dim] + [hidden] * depth + [1]
+        self.weights, self.biases = _init_params(sizes, num_members, init, key)
+        self.num_members = num_members
+        self.activation = activation
+        self.backward = backward
+
+    def __call__(
+        self, states: Float[Array, "batch obs"], actions: Float[Array, "batch act"]
+    ) -> Float[Array, "members batch"]:
+        r"""$Q_m(s_i, a_i)$ for every member $m$ and row $i$.
+
+        **Returns:** an array of shape `(num_members, batch)`.
+        """
+        x = jnp.concatenate([states, actions], axis=-1)
+        return self.backward.values(self.activation, tuple(self.weights), tuple(self.biases), x)
+
+    def regression_loss(
+        self,
+        states: Float[Array, "batch obs"],
+        actions: Float[Array, "batch act"],
+        targets: Float[Array, "*members batch"],
+        loss: RegressionLoss,
+    ) -> tuple[Float[Array, ""], Float[Array, "members batch"]]:
+        r"""The critics' regression loss $L = \ell(E)$ on the squared TD errors
+        $E_{mi} = (Q_m(s_i, a_i) - y_{mi})^2$, and the values $Q$.
+
+        Differentiate it with respect to the ensemble (`eqx.filter_value_and_grad(...,
+        has_aux=True)`, $Q$ the auxiliary output): states, actions and targets are data
+        (their gradient is stopped). With `FusedBackward`, $\ell$ must be linear in $E$ (a
+        weighted sum, as every mean squared error is).
+
+        **Arguments:**
+
+        - `states`, `actions`: the batch.
+        - `targets`: $y$, per member `(members, batch)` or shared `(batch,)` (broadcast).
+        - `loss`: $\ell$, the agent's reduction of the squared errors, e.g. `jnp.mean` for the
+            MSE over batch $\times$ members.
+
+        **Returns:** `(loss, q)`.
+        """
+        x = jax.lax.stop_gradient(jnp.concatenate([states, actions], axis=-1))
+        y = jax.lax.stop_gradient(
+            jnp.broadcast_to(targets, (self.num_members, x.shape[0])).astype(x.dtype)
+        )
+        weights, biases = tuple(self.weights), tuple(self.biases)
+        return self.backward.regression_loss(self.activation, loss, weights, biases, x, y)

@@ -1,0 +1,393 @@
+r"""What every agent shares: its state, its optimisers, the target-network rules, and the one
+update step.
+
+An agent is an `eqx.Module` holding its config (a frozen dataclass, so an agent is hashable and
+can be a static argument of `jax.jit`). It states only what is its own:
+
+- its networks ([`AbstractAgent.make_actor`][], [`AbstractActorCritic.make_critic`][]);
+- its actor loss ([`AbstractAgent.actor_loss`][]) and its action selection
+  ([`AbstractAgent.act`][]);
+- for an actor-critic agent, its critic target ([`AbstractActorCritic.critic_targets`][]) and
+  its critic loss on the squared TD errors ([`AbstractActorCritic.critic_loss`][]).
+
+[`AbstractAgent.init`][] and [`AbstractAgent.update`][] are the same for all agents. One update,
+in the reference codes' order (docs/method.md §6.4):
+
+1. **Critic** (actor-critic agents): the agent's TD targets, then one optimiser step on its
+   critic loss (the Q-ensemble's own backward, `QEnsemble.regression_loss`);
+2. **Actor**, against the freshly updated critic: one optimiser step on the agent's actor loss;
+3. **EMA actor** every `ema_every` steps from `ema_start` on (before it: the initial actor, as
+   the reference code's `step_ema`);
+4. **Polyak** average of the critic target with rate `tau`, every step.
+
+Both optimisers are Adam after global-norm clipping (no clipping when `grad_norm` is 0).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree, UInt32
+
+from ..._activations import mish
+from ..._typing import PRNGKey, RealScalarLike
+from ...policy import DiffusionPolicy
+from .._critics import Activation, AutodiffBackward, QEnsemble
+from .._fused_critic import FusedBackward
+from ..transitions import Transitions
+
+Metrics = dict[str, Float[Array, ""]]
+
+#: The Q-ensemble backward named by a config's `critic_backward`.
+CRITIC_BACKWARDS = {"fused": FusedBackward(), "autodiff": AutodiffBackward()}
+
+
+class AgentState(eqx.Module):
+    r"""The state of an agent: parameters, optimiser states, targets, step counter and key.
+
+    **Attributes:**
+
+    - `actor`: the online diffusion policy (trained; samples evaluation candidates).
+    - `ema_actor`: its exponential moving average (samples the TD targets' next actions).
+    - `critic`, `target_critic`: the Q-ensemble and its Polyak average (None for BC).
+    - `actor_opt_state`, `critic_opt_state`: optax states (the critic's None for BC).
+    - `step`: number of updates done so far.
+    - `key`: the agent's own PRNG key (raw `uint32[2]`, so checkpoints serialise it as is).
+    """
+
+    actor: DiffusionPolicy
+    ema_actor: DiffusionPolicy
+    critic: QEnsemble | None
+    target_critic: QEnsemble | None
+    actor_opt_state: PyTree
+    critic_opt_state: PyTree
+    step: Int[Array, ""]
+    key: UInt32[Array, "2"]
+
+
+def raw_key(key: PRNGKey) -> UInt32[Array, "2"]:
+    """A new-style key as its raw `uint32[2]` data (raw keys pass through)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def cosine_every_schedule(lr: float, every: int, t_max: int) -> optax.Schedule:
+    r"""The reference codes' learning-rate decay as a function of the update count $n$:
+
+    $$\text{lr}(n) = \text{lr}_0\,\tfrac12\bigl(1 + \cos(\pi \lfloor n / P \rfloor / T_\max)
+    \bigr),$$
+
+    PyTorch's `CosineAnnealingLR(T_max, eta_min=0)` stepped once every $P$ = `every` updates
+    (both codes step it once per `train()` call, i.e. once per evaluation period;
+    `docs/method.md §6.7`).
+
+    **Arguments:**
+
+    - `lr`: the initial learning rate $\text{lr}_0$.
+    - `every`: updates per scheduler step $P$ (`eval_every_epochs * steps_per_epoch`).
+    - `t_max`: the scheduler's `T_max` in scheduler steps (the reference: the task's epochs).
+
+    **Returns:**
+
+    An optax schedule `count -> lr`.
+    """
+    if every < 1 or t_max < 1:
+        raise ValueError(
+            f"cosine_every_schedule: every ({every}) and t_max ({t_max}) must be >= 1."
+        )
+
+    def schedule(count):
+        k = (count // every).astype(jnp.float32)
+        return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * k / t_max))
+
+    return schedule
+
+
+def make_optimizer(
+    lr: float, grad_norm: float, decay: tuple[int, int] | None = None
+) -> optax.GradientTransformation:
+    r"""Adam after global-norm clipping to `grad_norm` (no clipping when `grad_norm <= 0`, as
+    the reference code's `if grad_norm > 0`).
+
+    With `decay = (every, t_max)` the learning rate follows [`cosine_every_schedule`][]. The
+    schedule reads the update count kept in the optimiser state, so a run resumed from a
+    checkpoint continues the same schedule.
+    """
+    adam = optax.adam(lr if decay is None else cosine_every_schedule(lr, *decay))
+    return optax.chain(optax.clip_by_global_norm(grad_norm), adam) if grad_norm > 0 else adam
+
+
+def lr_decay_of(config) -> tuple[int, int] | None:
+    """`(lr_decay_every, lr_decay_t_max)` of an agent config when its `lr_decay` is on, else
+    None: the `decay` argument of [`make_optimizer`][]."""
+    if not getattr(config, "lr_decay", False):
+        return None
+    return (int(config.lr_decay_every), int(config.lr_decay_t_max))
+
+
+def _trainable(tree: PyTree) -> PyTree:
+    """The arrays an optimiser updates: every floating array leaf."""
+    return eqx.filter(tree, eqx.is_inexact_array)
+
+
+def _optimizer_step(
+    optimizer: optax.GradientTransformation, module: PyTree, grads: PyTree, opt_state: PyTree
+) -> tuple[PyTree, PyTree, Float[Array, ""]]:
+    """One optimiser step on the floating arrays of `module`; also the global norm of `grads`
+    before any clipping (a diagnostic worth logging: it says how often clipping acts)."""
+    updates, opt_state = optimizer.update(grads, opt_state, _trainable(module))
+    return eqx.apply_updates(module, updates), opt_state, optax.tree.norm(grads)
+
+
+def _with_denoiser(policy: DiffusionPolicy, denoiser: PyTree) -> DiffusionPolicy:
+    # The denoiser is the only trained part of a policy (the schedule and box are fixed).
+    return eqx.tree_at(lambda p: p.denoiser, policy, denoiser)
+
+
+def polyak(target: PyTree, online: PyTree, tau: RealScalarLike) -> PyTree:
+    r"""$\bar\phi \leftarrow \tau\phi + (1 - \tau)\bar\phi$ on the floating arrays."""
+    return jax.tree.map(
+        lambda t, o: tau * o + (1 - tau) * t if eqx.is_inexact_array(t) else t, target, online
+    )
+
+
+def ema_update(
+    ema: PyTree,
+    online: PyTree,
+    step: Int[Array, ""],
+    decay: float,
+    start: int,
+    every: int,
+) -> PyTree:
+    r"""The EMA actor rule of the reference code's `step_ema`.
+
+    On steps where `step % every == 0` and `step >= start`:
+    $\bar\phi \leftarrow d\,\bar\phi + (1 - d)\,\phi$. Otherwise the EMA is unchanged; in
+    particular before `start` it stays at its initial value (the initial actor), exactly as the
+    reference code's `step_ema` returns early there, so the first `start` steps bootstrap from
+    the initial actor's actions.
+    """
+    active = (step % every == 0) & (step >= start)
+    # Separate weights for old and new (rather than ema + w (online - ema)) so "unchanged" is exact.
+    keep = jnp.where(active, decay, 1.0)
+    take = jnp.where(active, 1.0 - decay, 0.0)
+
+    def mix(e, o):
+        if not eqx.is_inexact_array(e):
+            return e
+        return keep.astype(e.dtype) * e + take.astype(e.dtype) * o
+
+    return jax.tree.map(mix, ema, online)
+
+
+def next_state_values(
+    ema_actor: DiffusionPolicy,
+    target_critic: QEnsemble,
+    next_observations: Float[Array, "batch obs"],
+    key: PRNGKey,
+    max_q_backup: bool,
+    max_q_samples: int,
+) -> Float[Array, "members batch"]:
+    r"""$\bar Q_m(s', a')$ per member with $a' \sim \pi_\text{EMA}(\cdot \mid s')$ (posterior
+    sampler), or with max-Q backup $\max_{j \le N} \bar Q_m(s', a'_j)$ over $N$ = `max_q_samples`
+    actions per $s'$, the max taken per member.
+    """
+    if not max_q_backup:
+        return target_critic(next_observations, ema_actor.sample(next_observations, key))
+    batch = next_observations.shape[0]
+    # Row i*N + j is the j-th sample for s'_i (torch.repeat_interleave in the reference code).
+    repeated = jnp.repeat(next_observations, max_q_samples, axis=0)
+    q = target_critic(repeated, ema_actor.sample(repeated, key))
+    return jnp.max(q.reshape(q.shape[0], batch, max_q_samples), axis=-1)
+
+
+def td_targets(
+    rewards: Float[Array, " batch"],
+    terminals: Float[Array, " batch"],
+    next_values: Float[Array, "*members batch"],
+    gamma: RealScalarLike,
+) -> Float[Array, "*members batch"]:
+    r"""$y = r + \gamma (1 - \text{terminal})\,\bar Q(s', a')$, gradient stopped."""
+    return jax.lax.stop_gradient(rewards + gamma * (1.0 - terminals) * next_values)
+
+
+class AbstractAgent(eqx.Module):
+    """An agent: its config and its own rules; [`init`][AbstractAgent.init] and
+    [`update`][AbstractAgent.update] are shared (module docstring).
+
+    Subclasses say how they build their actor, what their actor loss is, how they act and
+    which optimiser trains the actor; actor-critic agents subclass [`AbstractActorCritic`][].
+    """
+
+    config: eqx.AbstractVar[Any]
+
+    @abc.abstractmethod
+    def make_actor(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: Float[ArrayLike, " act"],
+        action_high: Float[ArrayLike, " act"],
+        *,
+        key: PRNGKey,
+        activation: Activation,
+    ) -> DiffusionPolicy:
+        """A fresh actor for this agent."""
+
+    @abc.abstractmethod
+    def actor_optimizer(self) -> optax.GradientTransformation:
+        """The actor's optimiser (built from the config; one place for `init` and `update`)."""
+
+    @abc.abstractmethod
+    def actor_loss(
+        self,
+        actor: DiffusionPolicy,
+        critic: QEnsemble | None,
+        batch: Transitions,
+        key: PRNGKey,
+    ) -> tuple[Float[Array, ""], Metrics]:
+        """The actor's loss and scalar diagnostics, as a function of the (trained) actor,
+        against the freshly updated critic (None for BC)."""
+
+    @abc.abstractmethod
+    def act(
+        self, state: AgentState, observations: Float[Array, "n obs"], key: PRNGKey
+    ) -> Float[Array, "n act"]:
+        """Evaluation actions, one per observation, in the environment's box."""
+
+    def init(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: Float[ArrayLike, " act"],
+        action_high: Float[ArrayLike, " act"],
+        key: PRNGKey,
+        *,
+        activation: Activation = mish,
+    ) -> AgentState:
+        """A fresh agent: random actor (the EMA actor is its copy), the critics (the target is
+        their copy), optimiser states, step 0.
+
+        **Arguments:**
+
+        - `obs_dim`, `action_dim`: sizes of states and actions.
+        - `action_low`, `action_high`: the environment's action box.
+        - `key`: PRNG key.
+        - `activation`: the networks' activation (default Mish, the reference codes').
+        """
+        actor_critic = isinstance(self, AbstractActorCritic)
+        keys = jax.random.split(key, 3 if actor_critic else 2)
+        actor = self.make_actor(
+            obs_dim, action_dim, action_low, action_high, key=keys[0], activation=activation
+        )
+        critic = critic_opt_state = None
+        if actor_critic:
+            critic = self.make_critic(obs_dim, action_dim, key=keys[1], activation=activation)
+            critic_opt_state = self.critic_optimizer().init(_trainable(critic))
+        return AgentState(
+            actor=actor,
+            ema_actor=actor,
+            critic=critic,
+            target_critic=critic,
+            actor_opt_state=self.actor_optimizer().init(_trainable(actor.denoiser)),
+            critic_opt_state=critic_opt_state,
+            step=jnp.zeros((), jnp.int32),
+            key=raw_key(keys[-1]),
+        )
+
+    def update(self, state: AgentState, batch: Transitions) -> tuple[AgentState, Metrics]:
+        """One update (module docstring); pure, `jit` it with the agent static.
+
+        **Returns:** `(state, metrics)` with scalar metrics: `actor_loss`, the actor loss's
+        diagnostics (`bc_loss`, ...), `actor_grad_norm` (the gradient's global norm before
+        clipping) and, for actor-critic agents, `critic_loss`, `q_mean` (mean of $Q_m(s, a)$
+        over batch and members, before the critic step) and `critic_grad_norm`.
+        """
+        critic, critic_opt_state, metrics = state.critic, state.critic_opt_state, {}
+        if isinstance(self, AbstractActorCritic):
+            key, k_critic, k_actor = jax.random.split(state.key, 3)
+            targets = self.critic_targets(state, batch, k_critic)
+
+            def critic_objective(critic):
+                obs, actions = batch.observations, batch.actions
+                return critic.regression_loss(obs, actions, targets, self.critic_loss)
+
+            (c_loss, q), c_grads = eqx.filter_value_and_grad(critic_objective, has_aux=True)(
+                state.critic
+            )
+            critic, critic_opt_state, c_norm = _optimizer_step(
+                self.critic_optimizer(), state.critic, c_grads, state.critic_opt_state
+            )
+            metrics = {"critic_loss": c_loss, "q_mean": jnp.mean(q), "critic_grad_norm": c_norm}
+        else:
+            key, k_actor = jax.random.split(state.key)
+
+        def actor_objective(denoiser):
+            return self.actor_loss(_with_denoiser(state.actor, denoiser), critic, batch, k_actor)
+
+        (a_loss, aux), a_grads = eqx.filter_value_and_grad(actor_objective, has_aux=True)(
+            state.actor.denoiser
+        )
+        denoiser, actor_opt_state, a_norm = _optimizer_step(
+            self.actor_optimizer(), state.actor.denoiser, a_grads, state.actor_opt_state
+        )
+        config = self.config
+        ema_denoiser = ema_update(
+            state.ema_actor.denoiser,
+            denoiser,
+            state.step,
+            config.ema_decay,
+            config.ema_start,
+            config.ema_every,
+        )
+        target_critic = None if critic is None else polyak(state.target_critic, critic, config.tau)
+        new_state = AgentState(
+            actor=_with_denoiser(state.actor, denoiser),
+            ema_actor=_with_denoiser(state.ema_actor, ema_denoiser),
+            critic=critic,
+            target_critic=target_critic,
+            actor_opt_state=actor_opt_state,
+            critic_opt_state=critic_opt_state,
+            step=state.step + 1,
+            key=key,
+        )
+        return new_state, {**metrics, "actor_loss": a_loss, **aux, "actor_grad_norm": a_norm}
+
+
+class AbstractActorCritic(AbstractAgent):
+    """An agent with a Q-ensemble (ER-DP-QE, Diffusion-QL). Besides [`AbstractAgent`][]'s
+    methods it says how it builds its critics, what their TD targets are and what their loss is;
+    both optimisers are Adam on the config's `actor_lr` and `critic_lr` after clipping to its
+    `grad_norm`, with its learning-rate decay."""
+
+    @abc.abstractmethod
+    def make_critic(
+        self, obs_dim: int, action_dim: int, *, key: PRNGKey, activation: Activation
+    ) -> QEnsemble:
+        """A fresh Q-ensemble for this agent."""
+
+    @abc.abstractmethod
+    def critic_targets(
+        self, state: AgentState, batch: Transitions, key: PRNGKey
+    ) -> Float[Array, "*members batch"]:
+        """The TD targets, per member `(members, batch)` or shared `(batch,)`."""
+
+    @abc.abstractmethod
+    def critic_loss(self, squared_errors: Float[Array, "members batch"]) -> Float[Array, ""]:
+        r"""The critics' loss from their squared TD errors $(Q_m(s_i, a_i) - y_{mi})^2$ (linear
+        in them, so the fused kernel can compute it group by group)."""
+
+    def actor_optimizer(self) -> optax.GradientTransformation:
+        config = self.config
+        return make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config))
+
+    def critic_optimizer(self) -> optax.GradientTransformation:
+        """The critics' optimiser."""
+        config = self.config
+        return make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config))
