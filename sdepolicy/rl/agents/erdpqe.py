@@ -229,7 +229,9 @@ def actor_loss(
     k_bc, k_ent = jax.random.split(key)
     # `actor.loss`'s own draws, taken out so that the Q term's weighting sees each sample's step.
     steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
-    bc_loss, x0_hat = actor.loss_at(batch.observations, batch.actions, steps, noise, config.loss)
+    bc_loss, x0_hat = actor.loss_at(
+        batch.observations, batch.actions, noise, steps=steps, kind=config.loss
+    )
     # The Q term sees the clipped prediction, in the environment's box (the critic's input).
     policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
     q = critic(batch.observations, policy_actions)
