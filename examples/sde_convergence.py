@@ -119,7 +119,7 @@ class DiagonalMixture(eqx.Module):
         stds = jnp.sqrt(self.stds**2 * a**2 + v)
         return DiagonalMixture(self.weights, means, stds)
 
-    def posterior_mean_x0(self, sde: sp.MeanRevertingSDE, t, x: Float[Array, "n d"]):
+    def posterior_mean_x0(self, sde: sp.MeanRevertingSDE, x: Float[Array, "n d"], *, t):
         r"""$E[x_0 \mid x_t = x] = \sum_k r_k(x)\,\big(m_k + \tfrac{s_k^2 a_t}{s_k^2 a_t^2 +
         v_t}(x - m_{k,t})\big)$, with $r_k$ the responsibilities under the law of $x_t$."""
         a = sde.decay(0.0, t)
@@ -255,11 +255,13 @@ def make_sde() -> sp.MeanRevertingSDE:
 
 
 def exact_score(sde: sp.MeanRevertingSDE, law: DiagonalMixture):
-    return lambda t, x: law.propagate(sde, t).score(x)
+    """The exact score of `law` propagated to time t, as a sampler calls it: `f(t, x, args)`."""
+    return lambda t, x, args: law.propagate(sde, t).score(x)
 
 
 def exact_x0(sde: sp.MeanRevertingSDE, law: DiagonalMixture):
-    return lambda t, x: law.posterior_mean_x0(sde, t, x)
+    r"""The exact $E[x_0 \mid x_t]$ under `law`, as `f(t, x, args)`."""
+    return lambda t, x, args: law.posterior_mean_x0(sde, x, t=t)
 
 
 @eqx.filter_jit

@@ -77,11 +77,13 @@ def _start_state_entropy(actor, key):
     sampler = PosteriorSampler(actor.sde, x0_bounds=actor.sampler().x0_bounds)
     s0 = toy.obs(jnp.zeros((1,)), 0)[0]
 
+    def predict(t, x, state):
+        return actor.sde.x0_from_noise(x, actor.predict_noise(t, x, state), t=t)
+
     def draw(k):
         k_T, k_chain = jax.random.split(k)
         x_T = jax.random.normal(k_T, (1,))
-        predict = lambda t, x: actor.sde.x0_from_noise(x, actor.predict_noise(x, t, s0), t)  # noqa: E731
-        return sampler(predict, x_T, k_chain)[0]
+        return sampler(predict, x_T, k_chain, s0)[0]
 
     return estimate, jax.vmap(draw)(jax.random.split(k_draw, 20_000))
 

@@ -66,7 +66,7 @@ class DiffusionPolicy(eqx.Module):
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][] over unit-box actions (integer horizon $T$).
-    - `denoiser`: the [`Denoiser`][] $\varepsilon_\phi(a_t, k, s)$.
+    - `denoiser`: the [`Denoiser`][] $\varepsilon_\phi(k, a_t, s)$.
     - `box`: the environment's [`ActionBox`][].
     - `x0_clip`: clip $\hat x_0$ to $[-1, 1]$ at every sampler step (the reference codes'
         "action clip"; docs/method.md §9.4).
@@ -154,17 +154,18 @@ class DiffusionPolicy(eqx.Module):
     # --- one sample ----------------------------------------------------------------------
 
     def predict_noise(
-        self, x_t: Float[Array, " action"], t: Float[Array, ""], state: Float[Array, " state"]
+        self, t: Float[Array, ""], x_t: Float[Array, " action"], state: Float[Array, " state"]
     ) -> Float[Array, " action"]:
-        r"""$\hat\varepsilon = \varepsilon_\phi(x_t, t - 1, s)$ (the network sees $k = t - 1$)."""
-        return self.denoiser(x_t, t - 1, state)
+        r"""$\hat\varepsilon = \varepsilon_\phi(t - 1, x_t, s)$ at diffusion time `t` (the
+        network sees $k = t - 1$); a noise predictor `f(t, y, args)` with the state as `args`."""
+        return self.denoiser(t - 1, x_t, state)
 
     def predict_x0(
-        self, x_t: Float[Array, " action"], t: Float[Array, ""], state: Float[Array, " state"]
+        self, t: Float[Array, ""], x_t: Float[Array, " action"], state: Float[Array, " state"]
     ) -> Float[Array, " action"]:
         r"""$\hat x_0 = (x_t - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$, clipped to
         $[-1, 1]$ when `x0_clip`."""
-        x0 = self.sde.x0_from_noise(x_t, self.predict_noise(x_t, t, state), t)
+        x0 = self.sde.x0_from_noise(x_t, self.predict_noise(t, x_t, state), t=t)
         return jnp.clip(x0, *_UNIT) if self.x0_clip else x0
 
     # --- sampling --------------------------------------------------------------------------
@@ -198,8 +199,9 @@ class DiffusionPolicy(eqx.Module):
         shape = (states.shape[0], self.action_dim)
         x_T = self.sde.prior(shape, states.dtype).sample(init_key)
         # The sampler clips x0 itself when asked, so hand it the unclipped prediction; a module
-        # (not a fresh closure) so that eager calls hit the sampler's compilation cache.
-        return self.sampler()(_BatchedX0(self, states), x_T, chain_key)
+        # (not a fresh closure) so that eager calls hit the sampler's compilation cache. The
+        # states travel as the sampler's `args`.
+        return self.sampler()(_BatchedX0(self), x_T, chain_key, states)
 
     def sample(
         self, states: Float[Array, "batch state"], key: PRNGKey
@@ -232,7 +234,7 @@ class DiffusionPolicy(eqx.Module):
         """
         check_loss_kind(kind)
         steps, noise = self.draw_steps_and_noise(actions, key)
-        return self.loss_at(states, actions, steps, noise, kind)
+        return self.loss_at(states, actions, noise, steps=steps, kind=kind)
 
     def draw_steps_and_noise(
         self, actions: Float[Array, "batch action"], key: PRNGKey
@@ -240,8 +242,9 @@ class DiffusionPolicy(eqx.Module):
         r"""The random draws of [`loss`][]: $k \sim \mathcal U\{0..T-1\}$ per sample from the
         first half of `split(key)`, $\varepsilon \sim \mathcal N(0, I)$ from the second.
 
-        **Returns:** `(steps, noise)`, to pass to [`loss_at`][] (for a caller that needs the
-        steps too, such as a per-step weighting of another loss term).
+        **Returns:** `(steps, noise)`, to pass to [`loss_at`][] as `loss_at(states, actions,
+        noise, steps=steps)` (for a caller that needs the steps too, such as a per-step
+        weighting of another loss term).
         """
         step_key, noise_key = jax.random.split(key)
         steps = jax.random.randint(step_key, (actions.shape[0],), 0, self.num_steps)
@@ -252,15 +255,17 @@ class DiffusionPolicy(eqx.Module):
         self,
         states: Float[Array, "batch state"],
         actions: Float[Array, "batch action"],
-        steps: Int[Array, " batch"],
         noise: Float[Array, "batch action"],
+        *,
+        steps: Int[Array, " batch"],
         kind: str = "nml",
     ) -> tuple[Float[Array, ""], Float[Array, "batch action"]]:
-        r"""The diffusion loss for given steps $k$ and noises $\varepsilon$.
+        r"""The diffusion loss for given noises $\varepsilon$ and steps $k$ (the steps, like
+        every time, keyword-only).
 
         With $u^0$ the actions in the unit box and $t = k + 1$:
         $a_t = u^0 e^{-\Theta_t} + \sqrt{v_t}\,\varepsilon$, $\hat\varepsilon =
-        \varepsilon_\phi(a_t, k, s)$, $\hat x_0 = (a_t - \sqrt{v_t}\hat\varepsilon)e^{\Theta_t}$;
+        \varepsilon_\phi(k, a_t, s)$, $\hat x_0 = (a_t - \sqrt{v_t}\hat\varepsilon)e^{\Theta_t}$;
         NML averages $(\hat\varepsilon - \varepsilon)^2$, MLL averages
         $(a_{\text{pred}} - \tilde\mu(a_t, u^0))^2$ (see `losses.py`), over batch and action.
 
@@ -271,29 +276,29 @@ class DiffusionPolicy(eqx.Module):
         times = (steps + 1).astype(unit.dtype)
 
         def per_sample(x_0, eps, t, state):
-            law = self.sde.marginal(x_0, t)
+            law = self.sde.marginal(x_0, t=t)
             x_t = law.mean + jnp.sqrt(law.variance) * eps
-            eps_hat = self.predict_noise(x_t, t, state)
-            x0_hat = self.sde.x0_from_noise(x_t, eps_hat, t)
+            eps_hat = self.predict_noise(t, x_t, state)
+            x0_hat = self.sde.x0_from_noise(x_t, eps_hat, t=t)
             if kind == "nml":
                 error = noise_matching_error(eps_hat, eps)
             else:
-                error = mll_error(self.sde, x_t, x_0, eps_hat, t)
+                error = mll_error(self.sde, x_t, x_0, eps_hat, t=t)
             return error, x0_hat
 
         errors, x0_hat = jax.vmap(per_sample)(unit, noise, times, states)
         return jnp.mean(errors), x0_hat
 
-    def _predict_x0_unclipped(self, x_t, t, state):
-        return self.sde.x0_from_noise(x_t, self.predict_noise(x_t, t, state), t)
+    def _predict_x0_unclipped(self, t, x_t, state):
+        return self.sde.x0_from_noise(x_t, self.predict_noise(t, x_t, state), t=t)
 
 
 class _BatchedX0(eqx.Module):
-    r"""The unclipped $\hat x_0$ of a batch of states, as a pytree the sampler can cache on."""
+    r"""The unclipped $\hat x_0$ of a batch, `f(t, x, states)`, as a pytree the sampler can
+    cache on."""
 
     policy: DiffusionPolicy
-    states: Float[Array, "batch state"]
 
-    def __call__(self, t, x):
-        batched = jax.vmap(self.policy._predict_x0_unclipped, in_axes=(0, None, 0))
-        return batched(x, t, self.states)
+    def __call__(self, t, x, states):
+        batched = jax.vmap(self.policy._predict_x0_unclipped, in_axes=(None, 0, 0))
+        return batched(t, x, states)

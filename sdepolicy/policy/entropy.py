@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._typing import PRNGKey
 from ..sde import MeanRevertingSDE, PosteriorSampler, X0Predictor
@@ -94,12 +94,12 @@ def paper_entropy(
     _check_horizon(sde, _FIRST, "paper_entropy", strict=True)
     last = sde.horizon
     first_key, last_key = jax.random.split(key)
-    a1 = sde.transition(x0_hat, 0.0, _FIRST).sample(first_key)
+    a1 = sde.transition(x0_hat, s=0.0, t=_FIRST).sample(first_key)
     if terminal == "prior":
         aT = sde.prior(x0_hat.shape, x0_hat.dtype).sample(last_key)
     else:
-        aT = sde.transition(a1, _FIRST, last).sample(last_key)
-    return -sde.posterior(aT, x0_hat, _FIRST, last).log_prob(a1)
+        aT = sde.transition(a1, s=_FIRST, t=last).sample(last_key)
+    return -sde.posterior(aT, x0_hat, s=_FIRST, t=last).log_prob(a1)
 
 
 def paper_entropy_coefficients(
@@ -309,6 +309,8 @@ def chain_entropy(
     predict_x0: X0Predictor,
     x_T: Float[Array, " action"],
     key: PRNGKey,
+    args: PyTree = None,
+    *,
     times: Float[ArrayLike, " n"] | None = None,
     x0_bounds: tuple[float, float] | None = None,
 ) -> Float[Array, ""]:
@@ -317,7 +319,8 @@ def chain_entropy(
     The chain is that of [`PosteriorSampler`][] on the grid $0 = t_0 < \dots < t_N = T$,
     before its output clipping: $x_{t_N} = $ `x_T` $\sim \mathcal N(\mu, \lambda^2 I)$,
     $x_{t_{i-1}} = \tilde\mu_i(x_{t_i}) + \sqrt{\tilde\beta_i}\,\xi_i$ for $i = N..2$, and the
-    noise-free last step $a^0 = g(y) = \tilde\mu_1(y, \hat x_0(t_1, y))$ with $y = x_{t_1}$.
+    noise-free last step $a^0 = g(y) = \tilde\mu_1(y, \hat x_0(t_1, y, \text{args}))$ with
+    $y = x_{t_1}$.
     With $q$ the forward transitions of the SDE, the returned value is
 
     $$\hat H = -\log p(x_{t_N}) + \sum_{i=2}^N \Big[-\log p(x_{t_{i-1}} \mid x_{t_i}) +
@@ -338,10 +341,12 @@ def chain_entropy(
     **Arguments:**
 
     - `sde`: the [`MeanRevertingSDE`][].
-    - `predict_x0`: $\hat x_0$ as `f(t, x)` for ONE sample, unclipped.
+    - `predict_x0`: $\hat x_0$ as `f(t, x, args)` for ONE sample, unclipped (the sampler's
+        calling convention).
     - `x_T`: the chain's start, a draw from `sde.prior` (its log-density enters the
         estimate).
     - `key`: PRNG key for the chain's noise.
+    - `args`: passed to `predict_x0` (e.g. the RL state).
     - `times`: the grid (default: the integers $0..T$ of a piecewise-constant schedule).
     - `x0_bounds`: `(low, high)` to clip $\hat x_0$ in the steps $i = N..2$, as the sampler's
         `x0_bounds` (the bound holds for any kernel means). The last step stays unclipped: a
@@ -363,15 +368,15 @@ def chain_entropy(
         def body(carry, inputs):
             x, acc = carry
             s, t, k = inputs
-            x0_hat = predict_x0(t, x)
+            x0_hat = predict_x0(t, x, args)
             if x0_bounds is not None:
                 x0_hat = jnp.clip(x0_hat, *x0_bounds)
-            law = sde.posterior(x, x0_hat, s, t)
+            law = sde.posterior(x, x0_hat, s=s, t=t)
             xi = jax.random.normal(k, x.shape, dt)
             x_new = law.mean + jnp.sqrt(law.variance) * xi
             var = jnp.broadcast_to(law.variance, x.shape)
             neg_log_p = jnp.sum(0.5 * jnp.log(2 * math.pi * var) + 0.5 * xi**2)
-            log_q = sde.transition(x_new, s, t).log_prob(x)
+            log_q = sde.transition(x_new, s=s, t=t).log_prob(x)
             return (x_new, acc + neg_log_p + log_q), None
 
         (y, total), _ = jax.lax.scan(body, (y, total), (*pairs, keys))
@@ -379,7 +384,7 @@ def chain_entropy(
 
     # The last step has zero variance (s = 0): it is a map, whose Jacobian enters instead.
     def last_step(z):
-        return sde.posterior(z, predict_x0(t_1, z), t_0, t_1).mean
+        return sde.posterior(z, predict_x0(t_1, z, args), s=t_0, t=t_1).mean
 
     jac = jax.jacfwd(last_step)(y).reshape(y.size, y.size)
     _, log_det = jnp.linalg.slogdet(jac)
@@ -418,9 +423,15 @@ def policy_entropy(
     sde = policy.sde
 
     def one(state, x, k):
-        def predict_x0(t, z):
-            return sde.x0_from_noise(z, policy.predict_noise(z, t, state), t)
-
-        return chain_entropy(sde, predict_x0, x, k, sampler.times, sampler.x0_bounds)
+        # The unclipped x0-hat, `f(t, z, state)`: the state is the predictor's `args`.
+        return chain_entropy(
+            sde,
+            policy._predict_x0_unclipped,
+            x,
+            k,
+            state,
+            times=sampler.times,
+            x0_bounds=sampler.x0_bounds,
+        )
 
     return jax.vmap(one)(states, x_T, keys)

@@ -7,8 +7,9 @@ r"""The two diffusion ("behaviour cloning") losses of ER-DP-QE, per sample (docs
   it onto the posterior mean $\tilde\mu(x_t, x_0)$ of $p(x_{t-1} \mid x_t, x_0)$, the optimal
   reverse path.
 
-These functions act on one sample (any array shape) at an integer diffusion time $t \ge 1$;
-`DiffusionPolicy.loss` vmaps them over a batch.
+These functions act on one sample (any array shape) at an integer diffusion time $t \ge 1$,
+given keyword-only like every time of the closed forms; `DiffusionPolicy.loss` vmaps them over a
+batch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def mll_prediction(
     sde: MeanRevertingSDE,
     x_t: Float[Array, "*shape"],
     noise_pred: Float[Array, "*shape"],
+    *,
     t: RealScalarLike,
 ) -> Float[Array, "*shape"]:
     r"""One Euler step of the reverse-time SDE from $t$ to $t - 1$, without noise.
@@ -51,7 +53,7 @@ def mll_prediction(
     """
     dt = x_t.dtype
     increment = sde.schedule.integral(t - 1, t).astype(dt)
-    score = sde.score_from_noise(noise_pred, t)
+    score = sde.score_from_noise(noise_pred, t=t)
     mean = sde.mean.astype(dt)
     diffusion_sq = (2 * sde.stationary_std**2).astype(dt) * increment
     return x_t - (increment * (mean - x_t) - diffusion_sq * score)
@@ -61,6 +63,7 @@ def mll_target(
     sde: MeanRevertingSDE,
     x_t: Float[Array, "*shape"],
     x_0: Float[Array, "*shape"],
+    *,
     t: RealScalarLike,
 ) -> Float[Array, "*shape"]:
     r"""The MLL regression target: the posterior mean $\tilde\mu$ of $p(x_{t-1} \mid x_t, x_0)$.
@@ -77,7 +80,7 @@ def mll_target(
 
     **Returns:** $\tilde\mu$.
     """
-    return sde.posterior(x_t, x_0, t - 1, t).mean
+    return sde.posterior(x_t, x_0, s=t - 1, t=t).mean
 
 
 def noise_matching_error(
@@ -92,13 +95,14 @@ def mll_error(
     x_t: Float[Array, "*shape"],
     x_0: Float[Array, "*shape"],
     noise_pred: Float[Array, "*shape"],
+    *,
     t: RealScalarLike,
 ) -> Float[Array, "*shape"]:
     r"""Elementwise squared error $(x_{\text{pred}} - \tilde\mu)^2$ (MLL; average it).
 
     See [`mll_prediction`][] and [`mll_target`][].
     """
-    return (mll_prediction(sde, x_t, noise_pred, t) - mll_target(sde, x_t, x_0, t)) ** 2
+    return (mll_prediction(sde, x_t, noise_pred, t=t) - mll_target(sde, x_t, x_0, t=t)) ** 2
 
 
 def check_loss_kind(kind: str) -> None:

@@ -52,7 +52,8 @@ class SinusoidalTimeEmbedding(eqx.Module):
 
 
 class Denoiser(eqx.Module):
-    r"""The noise predictor $\varepsilon_\phi(x_t, k, s)$: an MLP with a time embedding (docs/method.md §6).
+    r"""The noise predictor $\varepsilon_\phi(k, x_t, s)$: an MLP with a time embedding
+    (docs/method.md §6), called in diffrax's order `denoiser(t, x_t, state)`.
 
     $$\text{emb} = W_2\,\operatorname{mish}(W_1\,\text{sin-emb}(k) + b_1) + b_2, \qquad
     h_0 = [x_t, \text{emb}, s], \qquad h_{j} = \operatorname{mish}(A_j h_{j-1} + c_j),\
@@ -110,22 +111,25 @@ class Denoiser(eqx.Module):
 
     def __call__(
         self,
+        t: Float[Array, ""],
         x_t: Float[Array, " action"],
-        k: Float[Array, ""],
         state: Float[Array, " state"],
     ) -> Float[Array, " action"]:
         r"""Predict the noise in `x_t`.
 
         **Arguments:**
 
+        - `t`: the network's time input, which is the reference code's step index
+            $k = \tau - 1$ for diffusion time $\tau$ (so $\tau = 1..T$ enters as $0..T-1$),
+            as a float scalar. [`DiffusionPolicy.predict_noise`][] takes the diffusion time
+            and does the shift.
         - `x_t`: the noisy action.
-        - `k`: the reference code's step index $k = t - 1$, as a float scalar.
-        - `state`: the RL state $s$.
+        - `state`: the RL state $s$ (the `args` of the calling convention).
 
         **Returns:** $\hat\varepsilon$, the same shape as `x_t`.
         """
         first, second = self.time_layers
-        emb = second(self.activation(first(self.time_embedding(k))))
+        emb = second(self.activation(first(self.time_embedding(t))))
         h = jnp.concatenate([x_t, emb, state])
         for layer in self.hidden_layers:
             h = self.activation(layer(h))

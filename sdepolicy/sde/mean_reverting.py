@@ -26,8 +26,10 @@ from .schedules import AbstractSchedule
 #: converted with `jnp.asarray` (integers to the default float).
 StateLike = Float[ArrayLike, "*shape"] | Sequence[Any]
 
-#: A score (or any vector field) as a function of diffusion time and state: ``f(t, x) -> array``.
-ScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"]], Float[Array, "*shape"]]
+#: A score (or any vector field a solver or sampler calls) in diffrax's calling convention:
+#: ``f(t, x, args) -> array like x``, with `args` whatever the sampler was given (default
+#: `None`; README, "Calling convention").
+ScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]
 
 
 def _as_float_array(x) -> Array:
@@ -46,8 +48,16 @@ class MeanRevertingSDE(eqx.Module):
     - `stationary_std`: $\lambda > 0$; $\lambda^2$ is the stationary variance. Default 1.
 
     With $\mu = 0$, $\lambda = 1$ this is the VP-SDE with $\beta(t) = 2\theta(t)$.
-    Times must satisfy $0 \le s < t$ for the transition and $0 \le s < t$, $t > 0$ for the
+    Times must satisfy $0 \le s \le t$ for the transition and $0 \le s < t$ for the
     posterior.
+
+    The closed forms take their states positionally and their times keyword-only, so the
+    earlier time cannot be confused with the later state:
+    `sde.marginal(x_0, t=t)`, `sde.transition(x_s, s=s, t=t)`,
+    `sde.posterior(x_t, x_0, s=s, t=t)`, `sde.x0_from_noise(x_t, eps, t=t)`. Functions of time
+    alone (`decay(s, t)`, `marginal_variance(t)`, ...) stay positional, and the vector fields
+    (`drift`, `diffusion`, the terms' fields) are diffrax's `f(t, y, args)` (README, "Calling
+    convention").
     """
 
     schedule: AbstractSchedule
@@ -129,7 +139,9 @@ class MeanRevertingSDE(eqx.Module):
 
     # --- closed-form laws --------------------------------------------------------------------
 
-    def transition(self, x_s: StateLike, s: RealScalarLike, t: RealScalarLike) -> DiagonalGaussian:
+    def transition(
+        self, x_s: StateLike, *, s: RealScalarLike, t: RealScalarLike
+    ) -> DiagonalGaussian:
         r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
         e^{-2\Theta(s,t)}) I)$ for $0 \le s \le t$ ($s = t$ is the point mass at $x_s$).
 
@@ -142,9 +154,9 @@ class MeanRevertingSDE(eqx.Module):
         mean = self.mean + (x_s - self.mean) * self.decay(s, t).astype(dt)
         return DiagonalGaussian(mean, self.transition_variance(s, t).astype(dt))
 
-    def marginal(self, x_0: StateLike, t: RealScalarLike) -> DiagonalGaussian:
+    def marginal(self, x_0: StateLike, *, t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_0)$: the transition from time 0."""
-        return self.transition(x_0, 0.0, t)
+        return self.transition(x_0, s=0.0, t=t)
 
     def prior(self, shape: int | Sequence[int] = (), dtype=None) -> DiagonalGaussian:
         r"""The stationary law $\mathcal N(\mu, \lambda^2 I)$ with the given shape (an int or a
@@ -158,6 +170,7 @@ class MeanRevertingSDE(eqx.Module):
         self,
         x_t: StateLike,
         x_0: StateLike,
+        *,
         s: RealScalarLike,
         t: RealScalarLike,
     ) -> DiagonalGaussian:
@@ -182,25 +195,25 @@ class MeanRevertingSDE(eqx.Module):
 
     # --- score and noise parametrisations ----------------------------------------------------
 
-    def score(self, x_t: StateLike, x_0: StateLike, t: RealScalarLike) -> Float[Array, "*shape"]:
+    def score(self, x_t: StateLike, x_0: StateLike, *, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$ for $t > 0$."""
         check_times("score", t=t)
         x_t = _as_float_array(x_t)
-        law = self.marginal(x_0, t)
+        law = self.marginal(x_0, t=t)
         return -(x_t - law.mean) / law.variance
 
     def noise_from_x0(
-        self, x_t: StateLike, x_0: StateLike, t: RealScalarLike
+        self, x_t: StateLike, x_0: StateLike, *, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$
         ($t > 0$)."""
         check_times("noise_from_x0", t=t)
         x_t = _as_float_array(x_t)
-        law = self.marginal(x_0, t)
+        law = self.marginal(x_0, t=t)
         return (x_t - law.mean) / jnp.sqrt(law.variance)
 
     def x0_from_noise(
-        self, x_t: StateLike, noise: StateLike, t: RealScalarLike
+        self, x_t: StateLike, noise: StateLike, *, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$."""
         check_times("x0_from_noise", t=t, strict=False)
@@ -210,7 +223,7 @@ class MeanRevertingSDE(eqx.Module):
         std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
         return self.mean + (x_t - self.mean - std * noise) * jnp.exp(th).astype(dt)
 
-    def score_from_noise(self, noise: StateLike, t: RealScalarLike) -> Float[Array, "*shape"]:
+    def score_from_noise(self, noise: StateLike, *, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$-\hat\varepsilon / \sqrt{v_t}$ for $t > 0$ (at $t = 0$ it divides by zero)."""
         check_times("score_from_noise", t=t)
         noise = _as_float_array(noise)
@@ -238,7 +251,7 @@ class MeanRevertingSDE(eqx.Module):
         r"""$f - \sigma^2 \nabla\log p_t$: the drift of the reverse-time SDE (Anderson)."""
 
         def vector_field(t, x, args):
-            return self.drift(t, x) - self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x)
+            return self.drift(t, x) - self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x, args)
 
         return vector_field
 
@@ -274,7 +287,7 @@ class _ReverseTimeDrift(eqx.Module):
     def __call__(self, tau, y, args):
         t = self.horizon - tau
         sigma2 = self.sde.sigma(t).astype(y.dtype) ** 2
-        return sigma2 * self.score_fn(t, y) - self.sde.drift(t, y)
+        return sigma2 * self.score_fn(t, y, args) - self.sde.drift(t, y)
 
 
 class _ReverseTimeDiffusion(eqx.Module):
@@ -293,4 +306,4 @@ class _ProbabilityFlowField(eqx.Module):
 
     def __call__(self, t, x, args):
         half_sigma2 = 0.5 * self.sde.sigma(t).astype(x.dtype) ** 2
-        return self.sde.drift(t, x) - half_sigma2 * self.score_fn(t, x)
+        return self.sde.drift(t, x) - half_sigma2 * self.score_fn(t, x, args)

@@ -10,12 +10,17 @@ All are pure functions of their inputs and work under `jit`, `vmap` and `grad`. 
 is wrapped in `eqx.filter_jit`: without it every eager call re-traces and re-compiles the scan or
 the diffrax solve (seconds each). The predictor/score is then static *by identity* unless it is
 an `eqx.Module` (whose arrays stay dynamic), so pass the same function or module object, not a
-fresh closure per call, to hit the compilation cache.
+fresh closure per call, to hit the compilation cache; data it depends on (parameters, a state to
+condition on) can travel in `args` instead.
+
+One calling convention (README, "Calling convention"): every function a sampler calls is
+diffrax's `f(t, y, args)`, and every sampler is called as `sampler(fn, x_T, key, args=None)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -29,13 +34,13 @@ from .errors import SDEInputError, concrete
 from .mean_reverting import MeanRevertingSDE, ScoreFn
 from .schedules import PiecewiseConstantSchedule
 
-#: Predicts $\hat x_0$ from diffusion time and state: ``f(t, x_t) -> x0_hat``.
-X0Predictor = Callable[[Float[Array, ""], Float[Array, "*shape"]], Float[Array, "*shape"]]
+#: Predicts $\hat x_0$ from diffusion time and state, diffrax's way: ``f(t, x_t, args) -> x0_hat``.
+X0Predictor = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]
 
 
 class NoiseToX0(eqx.Module):
     r"""An $\hat x_0$ predictor made from a noise predictor:
-    $\hat x_0 = \mu + (x - \mu - \sqrt{v_t}\,\hat\varepsilon(t, x))\,e^{\Theta_t}$.
+    $\hat x_0 = \mu + (x - \mu - \sqrt{v_t}\,\hat\varepsilon(t, x, \text{args}))\,e^{\Theta_t}$.
 
     A module (a pytree), not a closure: its arrays are dynamic leaves, so the samplers'
     `filter_jit` reuses one compilation across calls and across parameter values of an
@@ -45,25 +50,32 @@ class NoiseToX0(eqx.Module):
     sde: MeanRevertingSDE
     predict_noise: ScoreFn
 
-    def __call__(self, t: RealScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        return self.sde.x0_from_noise(x, self.predict_noise(t, x), t)
+    def __call__(
+        self, t: RealScalarLike, x: Float[Array, "*shape"], args: PyTree = None
+    ) -> Float[Array, "*shape"]:
+        r"""$\hat x_0$ at `(t, x)`; `args` is passed on to the noise predictor."""
+        return self.sde.x0_from_noise(x, self.predict_noise(t, x, args), t=t)
 
 
 class NoiseToScore(eqx.Module):
-    r"""A score made from a noise predictor: $-\hat\varepsilon(t, x)/\sqrt{v_t}$ (undefined at
-    $t = 0$, where $v_0 = 0$: the ODE/SDE samplers refuse `t_end = 0` with one). Built by
-    [`noise_to_score`][]."""
+    r"""A score made from a noise predictor: $-\hat\varepsilon(t, x, \text{args})/\sqrt{v_t}$
+    (undefined at $t = 0$, where $v_0 = 0$: the ODE/SDE samplers refuse `t_end = 0` with one).
+    Built by [`noise_to_score`][]."""
 
     sde: MeanRevertingSDE
     predict_noise: ScoreFn
 
-    def __call__(self, t: RealScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        return self.sde.score_from_noise(self.predict_noise(t, x), t)
+    def __call__(
+        self, t: RealScalarLike, x: Float[Array, "*shape"], args: PyTree = None
+    ) -> Float[Array, "*shape"]:
+        """The score at `(t, x)`; `args` is passed on to the noise predictor."""
+        return self.sde.score_from_noise(self.predict_noise(t, x, args), t=t)
 
 
 def noise_to_x0_predictor(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToX0:
-    r"""Turn a noise predictor $\hat\varepsilon(t, x)$ into an $\hat x_0$ predictor (a
-    [`NoiseToX0`][] module, so repeated sampler calls hit the compilation cache)."""
+    r"""Turn a noise predictor $\hat\varepsilon(t, x, \text{args})$ into an $\hat x_0$
+    predictor (a [`NoiseToX0`][] module, so repeated sampler calls hit the compilation
+    cache)."""
     return NoiseToX0(sde, predict_noise)
 
 
@@ -170,19 +182,22 @@ class PosteriorSampler(eqx.Module):
         self,
         predict_x0: X0Predictor,
         x_t: Float[Array, "*shape"],
+        key: PRNGKey,
+        args: PyTree = None,
+        *,
         s: RealScalarLike,
         t: RealScalarLike,
-        key: PRNGKey,
     ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
-        r"""One step $x_t \to x_s$; returns `(x_s, x0_hat)`."""
+        r"""One step $x_t \to x_s$ ($s < t$, keyword-only like the closed forms); `args` is
+        passed to `predict_x0(t, x_t, args)`. Returns `(x_s, x0_hat)`."""
         # Times may be Python numbers when a step is used on its own; the predictor is promised
         # a scalar array.
         s = jnp.asarray(s, x_t.dtype)
         t = jnp.asarray(t, x_t.dtype)
-        x0_hat = predict_x0(t, x_t)
+        x0_hat = predict_x0(t, x_t, args)
         if self.x0_bounds is not None:
             x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
-        law = self.sde.posterior(x_t, x0_hat, s, t)
+        law = self.sde.posterior(x_t, x0_hat, s=s, t=t)
         # sqrt has an infinite derivative at 0: mask the zero-variance final step explicitly so
         # gradients through the chain stay finite.
         positive = law.variance > 0
@@ -196,6 +211,7 @@ class PosteriorSampler(eqx.Module):
         predict_x0: X0Predictor,
         x_T: Float[Array, "*shape"],
         key: PRNGKey,
+        args: PyTree = None,
         *,
         return_path: bool = False,
     ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
@@ -203,9 +219,10 @@ class PosteriorSampler(eqx.Module):
 
         **Arguments:**
 
-        - `predict_x0`: $\hat x_0$ as a function `(t, x_t)`.
+        - `predict_x0`: $\hat x_0$ as a function `(t, x_t, args)`.
         - `x_T`: the starting point (e.g. `sde.prior(shape).sample(key)`).
         - `key`: PRNG key for the posterior noise.
+        - `args`: passed to `predict_x0` (e.g. parameters or a state to condition on).
         - `return_path`: also return the states $x_{t_N}, \dots, x_{t_0}$ (stacked).
 
         **Returns:** the sample at $t_0$ (and the path if asked).
@@ -216,7 +233,7 @@ class PosteriorSampler(eqx.Module):
 
         def body(x, inputs):
             s, t, k = inputs
-            x_new, _ = self.step(predict_x0, x, s, t, k)
+            x_new, _ = self.step(predict_x0, x, k, args, s=s, t=t)
             return x_new, x_new
 
         x, path = jax.lax.scan(body, x_T, (*pairs, keys))

@@ -40,7 +40,7 @@ def _theta(schedule, t) -> float:
 
 
 def check_posterior(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> None:
-    r"""`sde.posterior(y, x, s, t)` against conditioning the joint Gaussian of $(x_s, x_t)$
+    r"""`sde.posterior(y, x, s=s, t=t)` against conditioning the joint Gaussian of $(x_s, x_t)$
     given $x_0 = x$ on $x_t = y$ with numpy (per element: the noise is isotropic)."""
     sde, x0, xt = case.sde, np.asarray(case.x), np.asarray(case.y)
     if case.s == case.t:
@@ -55,7 +55,7 @@ def check_posterior(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> None
     gain = cov_st / v_t
     want_mean = m_s + gain * (xt - m_t)
     want_var = v_s - gain * cov_st
-    got = sde.posterior(jnp.asarray(xt), jnp.asarray(x0), case.s, case.t)
+    got = sde.posterior(jnp.asarray(xt), jnp.asarray(x0), s=case.s, t=case.t)
     np.testing.assert_allclose(got.mean, want_mean, rtol=rtol, atol=atol, err_msg="posterior mean")
     np.testing.assert_allclose(
         np.broadcast_to(got.variance, x0.shape),
@@ -67,7 +67,7 @@ def check_posterior(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> None
 
 
 def check_transition(case: Case, rtol: float = 1e-7, atol: float = 1e-9) -> None:
-    r"""`sde.transition(x, s, t)` against a diffrax solve of the moment ODEs, which reads only
+    r"""`sde.transition(x, s=s, t=t)` against a diffrax solve of the moment ODEs, which reads only
     `schedule.rate` (Tsit5, tolerances $10^{-10}$, the schedule's jumps given to the
     controller)."""
     sde, xs = case.sde, jnp.asarray(case.x)
@@ -75,7 +75,7 @@ def check_transition(case: Case, rtol: float = 1e-7, atol: float = 1e-9) -> None
         m_ode, v_ode = _moment_solve(sde, xs, jnp.asarray(case.s), jnp.asarray(case.t))
     else:
         m_ode, v_ode = xs, jnp.zeros(())
-    law = sde.transition(xs, case.s, case.t)
+    law = sde.transition(xs, s=case.s, t=case.t)
     np.testing.assert_allclose(law.mean, m_ode, rtol=rtol, atol=atol, err_msg="transition mean")
     np.testing.assert_allclose(law.variance, v_ode, rtol=rtol, atol=atol, err_msg="variance")
 
@@ -114,10 +114,10 @@ def check_chapman_kolmogorov(case: Case, rtol: float = 1e-10, atol: float = 1e-1
     read as an affine map at two points, composed with the first."""
     sde, xs = case.sde, jnp.asarray(case.x)
     mu = jnp.broadcast_to(sde.mean, xs.shape).astype(xs.dtype)
-    first = sde.transition(xs, case.s, case.u)
-    zero, one = sde.transition(mu, case.u, case.t), sde.transition(mu + 1.0, case.u, case.t)
+    first = sde.transition(xs, s=case.s, t=case.u)
+    zero, one = sde.transition(mu, s=case.u, t=case.t), sde.transition(mu + 1.0, s=case.u, t=case.t)
     b = one.mean - zero.mean
-    direct = sde.transition(xs, case.s, case.t)
+    direct = sde.transition(xs, s=case.s, t=case.t)
     np.testing.assert_allclose(
         direct.mean, zero.mean + b * (first.mean - mu), rtol=rtol, atol=atol, err_msg="mean"
     )
@@ -153,7 +153,7 @@ def check_cumulative(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> Non
 
 
 def check_score(case: Case, rtol: float = 1e-9, atol: float = 1e-9) -> None:
-    r"""`sde.score(y, x, t)` equals $\nabla_y$ of $\log\mathcal N(y; m_t, v_t)$ written from
+    r"""`sde.score(y, x, t=t)` equals $\nabla_y$ of $\log\mathcal N(y; m_t, v_t)$ written from
     $\Theta_t$ alone."""
     sde = case.sde
     x0, xt = jnp.asarray(case.x), jnp.asarray(case.y)
@@ -166,7 +166,7 @@ def check_score(case: Case, rtol: float = 1e-9, atol: float = 1e-9) -> None:
         return jnp.sum(-0.5 * (y - m) ** 2 / v - 0.5 * jnp.log(2 * np.pi * v))
 
     np.testing.assert_allclose(
-        sde.score(xt, x0, case.t), jax.grad(log_density)(xt), rtol=rtol, atol=atol
+        sde.score(xt, x0, t=case.t), jax.grad(log_density)(xt), rtol=rtol, atol=atol
     )
 
 

@@ -77,7 +77,7 @@ def _hand_chain(policy: DiffusionPolicy, states, key):
         v_t, v_s, v_st = (1 - np.exp(-2 * c) for c in (cum[t], cum[t - 1], cum[t] - cum[t - 1]))
         eps = np.asarray(
             _denoise(
-                policy.denoiser, jnp.asarray(a, jnp.float32), jnp.full((BATCH,), t - 1.0), states
+                policy.denoiser, jnp.full((BATCH,), t - 1.0), jnp.asarray(a, jnp.float32), states
             )
         )
         x0 = (a - np.sqrt(v_t) * eps) * np.exp(cum[t])
@@ -108,13 +108,13 @@ def test_sample_is_the_posterior_chain_in_the_env_box(x0_clip):
 
 @eqx.filter_jit
 def _predictions(clipped, free, x_t, t, state):
-    eps = free.predict_noise(x_t, t, state)
+    eps = free.predict_noise(t, x_t, state)
     return {
-        "clipped": clipped.predict_x0(x_t, t, state),
-        "raw": free.predict_x0(x_t, t, state),
-        "from_noise": free.sde.x0_from_noise(x_t, eps, t),
+        "clipped": clipped.predict_x0(t, x_t, state),
+        "raw": free.predict_x0(t, x_t, state),
+        "from_noise": free.sde.x0_from_noise(x_t, eps, t=t),
         "eps": eps,
-        "eps_k": free.denoiser(x_t, t - 1.0, state),
+        "eps_k": free.denoiser(t - 1.0, x_t, state),
     }
 
 

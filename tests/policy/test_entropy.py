@@ -94,22 +94,22 @@ def _results(name: str) -> dict:
 
     def checks(key):
         k1, kT = jax.random.split(key)
-        a1 = sde.transition(x0, 0.0, 1.0).sample(k1)
+        a1 = sde.transition(x0, s=0.0, t=1.0).sample(k1)
         out = {}
         for terminal in TERMINALS:
             if terminal == "prior":
                 aT = sde.prior(x0.shape, x0.dtype).sample(kT)
             else:
-                aT = sde.transition(a1, 1.0, T).sample(kT)
+                aT = sde.transition(a1, s=1.0, t=T).sample(kT)
             out[f"bayes_{terminal}"] = -(
-                sde.transition(a1, 1.0, T).log_prob(aT)
-                + sde.transition(x0, 0.0, 1.0).log_prob(a1)
-                - sde.transition(x0, 0.0, T).log_prob(aT)
+                sde.transition(a1, s=1.0, t=T).log_prob(aT)
+                + sde.transition(x0, s=0.0, t=1.0).log_prob(a1)
+                - sde.transition(x0, s=0.0, t=T).log_prob(aT)
             )
         # The reference's a^T is the prior draw with the whole key; a1 is its Euler point.
         aT = sde.prior(x0.shape, x0.dtype).sample(key)
         euler = sde.mean + (x0 - sde.mean) * (1 - sde.schedule.integral(0.0, 1.0))
-        out["shifted_posterior"] = -shifted.posterior(aT, x0, 1.0, T - 1).log_prob(euler)
+        out["shifted_posterior"] = -shifted.posterior(aT, x0, s=1.0, t=T - 1).log_prob(euler)
         out["grad_forward"] = jax.grad(lambda x: paper_entropy(sde, x, key, "forward"))(x0)
         out["grad_reference"] = jax.grad(lambda x: reference_entropy(sde, x, key))(x0)
         # H is quadratic in x0 for fixed noise, so a difference of gradients is its Hessian

@@ -107,7 +107,7 @@ def gaussian_predictor(sde, spread):
     base = jnp.asarray(_covariance(1.0))
     mean = jnp.asarray(MEAN)
 
-    def predict(t, x):
+    def predict(t, x, args):
         e = jnp.exp(-sde.schedule.cumulative(t))
         cov = spread**2 * base
         gain = e * cov @ jnp.linalg.inv(e**2 * cov + (1 - e**2) * jnp.eye(2))
@@ -184,7 +184,7 @@ def mixture_predictor(sde):
     """The exact E[x0 | x_t] of the 1-D mixture: responsibilities times component posteriors."""
     w, c, s = (jnp.asarray(a) for a in (WEIGHTS, CENTRES, STDS))
 
-    def predict(t, x):
+    def predict(t, x, args):
         e = jnp.exp(-sde.schedule.cumulative(t))
         var = s**2 * e**2 + (1 - e**2)
         log_r = jnp.log(w) - 0.5 * jnp.log(var) - (x[0] - e * c) ** 2 / (2 * var)
@@ -208,7 +208,7 @@ def test_mixture_agrees_with_monte_carlo():
     # The reference: the library's sampler's paths. y = x_{t_1}; its density is the average of
     # the noisy kernel t_2 -> t_1 over independent paths' x_{t_2}; then the slope of the last step.
     sampler = PosteriorSampler(sde)
-    last = lambda u: predict(jnp.asarray(1.0), u[None])[0]  # noqa: E731
+    last = lambda u: predict(jnp.asarray(1.0), u[None], None)[0]  # noqa: E731
 
     def path(key):
         k_start, k_chain = jax.random.split(key)
@@ -219,7 +219,8 @@ def test_mixture_agrees_with_monte_carlo():
     def reference(keys):
         paths = jax.vmap(path)(keys)  # (paths, T + 1), from t_N down to t_0
         y, x2 = paths[:4000, -2], paths[4000:, -3][:, None]  # x_{t_1}; independent x_{t_2}
-        law = jax.vmap(lambda x: sde.posterior(x, predict(jnp.asarray(2.0), x), 1.0, 2.0))(x2)
+        x0_at_2 = lambda x: predict(jnp.asarray(2.0), x, None)  # noqa: E731
+        law = jax.vmap(lambda x: sde.posterior(x, x0_at_2(x), s=1.0, t=2.0))(x2)
         mean_1, var_1 = law.mean[:, 0], law.variance[0]
         log_kernel = -0.5 * jnp.log(2 * math.pi * var_1) - (y[:, None] - mean_1[None]) ** 2 / (
             2 * var_1
@@ -256,9 +257,9 @@ def test_spread_changes_likelihood_but_not_paper():
             chol = spread * jnp.asarray(np.linalg.cholesky(_covariance(1.0)))
             x0 = jnp.asarray(MEAN) + chol @ jax.random.normal(k_x0, (2,), jnp.float64)
             t = jax.random.randint(k_t, (), 1, T + 1).astype(jnp.float64)
-            law = sde.marginal(x0, t)
+            law = sde.marginal(x0, t=t)
             x_t = law.mean + jnp.sqrt(law.variance) * jax.random.normal(k_eps, (2,), jnp.float64)
-            x0_hat = gaussian_predictor(sde, spread)(t, x_t)
+            x0_hat = gaussian_predictor(sde, spread)(t, x_t, None)
             return x0_hat, paper_entropy(sde, x0_hat, k_h, terminal="forward")
 
         return jax.vmap(one)(keys)
@@ -301,10 +302,12 @@ def test_policy_entropy_is_chain_entropy_of_the_policy():
         x_T = jax.random.normal(init_key, (4, 2), jnp.float64)
 
         def one(state, x, k):
-            def predict(t, z):
-                return policy.sde.x0_from_noise(z, policy.predict_noise(z, t, state), t)
+            # Written out from the public API, not the policy's private helper that
+            # `policy_entropy` uses; the state as the predictor's `args`.
+            def predict(t, z, state):
+                return policy.sde.x0_from_noise(z, policy.predict_noise(t, z, state), t=t)
 
-            return chain_entropy(policy.sde, predict, x, k, x0_bounds=bounds)
+            return chain_entropy(policy.sde, predict, x, k, state, x0_bounds=bounds)
 
         return got, jax.vmap(one)(states, x_T, jax.random.split(chain_key, 4))
 

@@ -64,7 +64,7 @@ def _compute(policy, states, actions, steps, noise, key):
         keyed = lambda p, kind=kind: p.loss(states, actions, key, kind)
         grads = eqx.filter_grad(lambda p, keyed=keyed: keyed(p)[0])(policy)
         out[kind] = {
-            "at": policy.loss_at(states, actions, steps, noise, kind),
+            "at": policy.loss_at(states, actions, noise, steps=steps, kind=kind),
             "keyed": keyed(policy),
             "grad": eqx.filter(grads.denoiser, eqx.is_inexact_array),
         }
@@ -90,7 +90,7 @@ def _hand(policy, states, actions, steps, noise):
     decay = np.exp(-cum[t])[:, None]
     std = np.sqrt(1 - decay**2)
     a_t = np.asarray(actions) * decay + std * np.asarray(noise)
-    eps_hat = np.asarray(_denoise(policy.denoiser, a_t, t - 1.0, states))
+    eps_hat = np.asarray(_denoise(policy.denoiser, t - 1.0, a_t, states))
     x0_hat = (a_t - std * eps_hat) / decay
     return cum, t, a_t, eps_hat, x0_hat
 
@@ -133,7 +133,7 @@ def test_nml_loss_and_x0_hat_equal_their_definitions():
 
 def test_x0_hat_is_not_clipped_even_with_x0_clip():
     states, actions, steps, noise = _batch()
-    loss_at = eqx.filter_jit(lambda p, *args: p.loss_at(*args, kind="nml"))
+    loss_at = eqx.filter_jit(lambda p, s, a, k, e: p.loss_at(s, a, e, steps=k, kind="nml"))
     clipped = loss_at(_policy(x0_clip=True), states, actions, steps, noise)
     free = _results()["nml"]["at"]
     assert np.max(np.abs(np.asarray(clipped[1]))) > 1.5  # an untrained net at t = 5 overshoots
@@ -143,7 +143,7 @@ def test_x0_hat_is_not_clipped_even_with_x0_clip():
 
 @jax.jit
 def _targets(sde, x_t, x_0, t):
-    return mll_target(sde, x_t, x_0, t), sde.posterior(x_t, x_0, t - 1, t).mean
+    return mll_target(sde, x_t, x_0, t=t), sde.posterior(x_t, x_0, s=t - 1, t=t).mean
 
 
 @pytest.mark.parametrize("t", [1, 2, 3, 4, 5])
@@ -165,11 +165,11 @@ def _weak_sde():
 
 @jax.jit
 def _predictions(sde, x_t, eps_hat, t):
-    score = lambda s, x: sde.score_from_noise(eps_hat, s)
+    score = lambda s, x, args: sde.score_from_noise(eps_hat, t=s)
     # On (t-1, t] the rate is constant, so one step of length 1 of the diffrax reverse drift
     # (evaluated at t, from where the reverse SDE starts) is the same Euler step.
     euler = x_t - sde.reverse_drift(score)(t, x_t, None) * 1.0
-    return mll_prediction(sde, x_t, eps_hat, t), euler
+    return mll_prediction(sde, x_t, eps_hat, t=t), euler
 
 
 @pytest.mark.parametrize("which", ["cosine", "weak"])
@@ -204,9 +204,9 @@ def test_mll_optimum_is_not_the_true_noise():
     # docs/method.md §4: under MLL the optimal eps_hat is not eps (yet NML's is); keep this behaviour.
     @jax.jit
     def errors(sde, x_0, eps, t):
-        law = sde.marginal(x_0, t)
+        law = sde.marginal(x_0, t=t)
         x_t = law.mean + jnp.sqrt(law.variance) * eps
-        return jnp.sum(mll_error(sde, x_t, x_0, eps, t))
+        return jnp.sum(mll_error(sde, x_t, x_0, eps, t=t))
 
     x_0, eps = np.array([0.5, -0.2]), np.array([1.1, -0.7])
     for t in (2.0, 3.0, 5.0):

@@ -129,8 +129,8 @@ def test_denoiser_matches_a_hand_forward_pass_and_vmaps():
 
     @eqx.filter_jit
     def run(net, x_t, k, state):
-        jac = jax.jacrev(net, argnums=(0, 1, 2))(x_t[0], k[1], state[0])
-        return jax.vmap(net)(x_t, k, state), jac
+        jac = jax.jacrev(net, argnums=(0, 1, 2))(k[1], x_t[0], state[0])
+        return jax.vmap(net)(k, x_t, state), jac
 
     batched, jac = run(net, x_t, k, state)
     assert batched.shape == (5, 2)

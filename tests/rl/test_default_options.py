@@ -36,7 +36,7 @@ def test_jacobian_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
     # |d x0_hat / d eps_hat| read off the policy's own x0 map by autodiff, at every step.
     x_t = jnp.array([0.3, -0.2])
     for t in range(1, 6):
-        jac = jax.jacobian(lambda e, t=t: policy.sde.x0_from_noise(x_t, e, jnp.float32(t)))(
+        jac = jax.jacobian(lambda e, t=t: policy.sde.x0_from_noise(x_t, e, t=jnp.float32(t)))(
             jnp.zeros(ACT)
         )
         np.testing.assert_allclose(np.abs(np.diag(jac)) * weights[t - 1], 1.0, rtol=1e-4)

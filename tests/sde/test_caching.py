@@ -17,7 +17,7 @@ class _Eps(eqx.Module):
     c: jax.Array
     traces: list = eqx.field(static=True)
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, args):
         self.traces.append(1)
         return self.c * jnp.tanh(x)
 

@@ -90,7 +90,7 @@ def test_mixture_score_and_posterior_mean_are_exact(sde, mixture):
     def closed_forms(t):
         law_t = mixture.propagate(sde, t)
         autodiff = jax.vmap(jax.grad(lambda z: law_t.log_prob(z[None])[0]))(x)
-        return law_t.score(x), autodiff, mixture.posterior_mean_x0(sde, t, x)[:, 0]
+        return law_t.score(x), autodiff, mixture.posterior_mean_x0(sde, x, t=t)[:, 0]
 
     for t in (0.3, 1.0, 2.5, 4.6):
         score, autodiff, post_mean = closed_forms(jnp.asarray(t))

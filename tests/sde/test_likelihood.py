@@ -194,6 +194,6 @@ def test_default_prior_another_solver_and_validation():
         sp.LogLikelihood(sde, t0=5.0)
     assert sp.LogLikelihood(sde).uses_exact_divergence(32)
     assert not sp.LogLikelihood(sde).uses_exact_divergence(33)
-    noise_score = sp.noise_to_score(sde, lambda t, x: jnp.tanh(x))
+    noise_score = sp.noise_to_score(sde, lambda t, x, args: jnp.tanh(x))
     with pytest.raises(SDEInputError, match="t0 > 0"):
         sp.LogLikelihood(sde)(noise_score, jnp.zeros(2))

@@ -52,15 +52,15 @@ def test_posterior_is_gaussian_conditioning(data):
     sde, shape, mu, lam, x_0, x_t = data.draw(_setup())
     s, t = data.draw(times(sde.schedule, 2, min_gap_frac=0.02))
     d = int(np.prod(shape))
-    at_s = sde.transition(x_0, 0.0, s)
-    at_t = sde.transition(x_0, 0.0, t)
+    at_s = sde.transition(x_0, s=0.0, t=s)
+    at_t = sde.transition(x_0, s=0.0, t=t)
     b = float(sde.decay(s, t))
     v_s = float(at_s.variance)
     v_t = float(at_t.variance)
     mean = np.concatenate([np.ravel(at_s.mean), np.ravel(at_t.mean)])
     cov = np.block([[v_s * np.eye(d), b * v_s * np.eye(d)], [b * v_s * np.eye(d), v_t * np.eye(d)]])
     cond_mean, cond_cov = condition_gaussian(mean, cov, np.arange(d, 2 * d), np.ravel(x_t))
-    post = sde.posterior(x_t, x_0, s, t)
+    post = sde.posterior(x_t, x_0, s=s, t=t)
     assert post.mean.shape == shape
     np.testing.assert_allclose(np.ravel(post.mean), cond_mean, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(
@@ -91,14 +91,14 @@ def test_adjacent_steps_are_proposition_3_1(data):
     seed = data.draw(st.integers(0, 2**31 - 1))
     x_0 = rng_array(seed, shape, 2.0)
     x_t = rng_array(seed + 1, shape, 2.0)
-    post = sp.MeanRevertingSDE(schedule).posterior(jnp.asarray(x_t), jnp.asarray(x_0), t - 1, t)
+    post = sp.MeanRevertingSDE(schedule).posterior(jnp.asarray(x_t), jnp.asarray(x_0), s=t - 1, t=t)
     np.testing.assert_allclose(post.mean, c_xt * x_t + c_x0 * x_0, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(post.variance, var, rtol=1e-10, atol=1e-14)
 
     mu = data.draw(means(shape))
     lam = data.draw(st.floats(0.2, 3.0))
     post = sp.MeanRevertingSDE(schedule, mu, lam).posterior(
-        jnp.asarray(x_t), jnp.asarray(x_0), t - 1, t
+        jnp.asarray(x_t), jnp.asarray(x_0), s=t - 1, t=t
     )
     expected = mu + c_xt * (x_t - mu) + c_x0 * (x_0 - mu)
     np.testing.assert_allclose(post.mean, expected, rtol=1e-10, atol=1e-12)
@@ -119,9 +119,10 @@ def test_posterior_mean_is_the_argmax(data):
     t = s + sde.horizon * (0.05 + 0.45 * u_t)
 
     def log_joint(x_s):
-        return sde.transition(x_s, s, t).log_prob(x_t) + sde.transition(x_0, 0.0, s).log_prob(x_s)
+        later = sde.transition(x_s, s=s, t=t).log_prob(x_t)
+        return later + sde.transition(x_0, s=0.0, t=s).log_prob(x_s)
 
-    post = sde.posterior(x_t, x_0, s, t)
+    post = sde.posterior(x_t, x_0, s=s, t=t)
     beta = float(post.variance)
     grad_at_mean = jax.grad(log_joint)(post.mean)
     np.testing.assert_allclose(grad_at_mean, 0.0, atol=1e-8 / beta)
@@ -142,13 +143,13 @@ def test_posterior_limits(data):
     sde, shape, mu, lam, x_0, x_t = data.draw(_setup())
     (t,) = data.draw(times(sde.schedule, 1))
     t = max(t, 0.1 * sde.horizon)
-    exact = sde.posterior(x_t, x_0, 0.0, t)
+    exact = sde.posterior(x_t, x_0, s=0.0, t=t)
     np.testing.assert_allclose(exact.mean, x_0, rtol=1e-13, atol=1e-13)
     assert float(exact.variance) == 0.0
-    near = sde.posterior(x_t, x_0, 1e-7 * t, t)
+    near = sde.posterior(x_t, x_0, s=1e-7 * t, t=t)
     np.testing.assert_allclose(near.mean, x_0, atol=1e-5)
     assert 0 < float(near.variance) < 1e-5 * lam**2
-    close = sde.posterior(x_t, x_0, t * (1 - 1e-7), t)
+    close = sde.posterior(x_t, x_0, s=t * (1 - 1e-7), t=t)
     np.testing.assert_allclose(close.mean, x_t, atol=1e-5)
     assert 0 < float(close.variance) < 1e-5 * lam**2
 
@@ -171,7 +172,7 @@ def test_ddpm_posterior(betas, data):
     var = (1 - abar[i - 1]) / (1 - abar[i]) * betas[i - 1]
     seed = data.draw(st.integers(0, 2**31 - 1))
     x_0, x_i = rng_array(seed, (4,)), rng_array(seed + 1, (4,))
-    post = sp.MeanRevertingSDE(schedule).posterior(jnp.asarray(x_i), jnp.asarray(x_0), i - 1, i)
+    post = sp.MeanRevertingSDE(schedule).posterior(jnp.asarray(x_i), jnp.asarray(x_0), s=i - 1, t=i)
     np.testing.assert_allclose(post.mean, mean_x0 * x_0 + mean_xi * x_i, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(post.variance, var, rtol=1e-10, atol=1e-15)
 

@@ -90,11 +90,11 @@ def test_code_matches_transition_and_posterior_proofs(name):
     for s, t in TIMES:
         th_s, th_st = (float(sde.schedule.integral(0.0, s)), float(sde.schedule.integral(s, t)))
         a, b = sympy.exp(-sympy.Float(th_s, 20)), sympy.exp(-sympy.Float(th_st, 20))
-        law = sde.transition(jnp.asarray(x_s), s, t)
+        law = sde.transition(jnp.asarray(x_s), s=s, t=t)
         np.testing.assert_allclose(law.mean, _num(tr.transition_mean(x_s, mu, b)), rtol=1e-12)
         np.testing.assert_allclose(law.variance, _num(tr.transition_variance(lam, b)), rtol=1e-12)
         c_t, c_0, beta = post.posterior_coefficients(a, b, lam)
-        got = sde.posterior(jnp.asarray(x_t), jnp.asarray(x_0), s, t)
+        got = sde.posterior(jnp.asarray(x_t), jnp.asarray(x_0), s=s, t=t)
         want_mean = post.posterior_mean(a, b, lam, x_t, x_0, mu)
         np.testing.assert_allclose(got.mean, _num(want_mean), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(got.variance, _num(beta), rtol=1e-12, atol=1e-14)
@@ -114,13 +114,13 @@ def test_code_matches_score_and_noise_proof():
         want_x0 = sn.x0_from_noise(x_t, eps, d).subs(values)
         want_eps = sn.noise_from_x0(x_t, x_0, d).subs(values)
         m, v = (e.subs(values) for e in sn.marginal_moments(x_0, d))
-        got_x0 = sde.x0_from_noise(jnp.asarray(x_t), jnp.asarray(eps), t)
+        got_x0 = sde.x0_from_noise(jnp.asarray(x_t), jnp.asarray(eps), t=t)
         np.testing.assert_allclose(got_x0, _num(want_x0), rtol=1e-11)
         np.testing.assert_allclose(
-            sde.noise_from_x0(jnp.asarray(x_t), jnp.asarray(x_0), t), _num(want_eps), rtol=1e-12
+            sde.noise_from_x0(jnp.asarray(x_t), jnp.asarray(x_0), t=t), _num(want_eps), rtol=1e-12
         )
         np.testing.assert_allclose(
-            sde.score(jnp.asarray(x_t), jnp.asarray(x_0), t), _num(-(x_t - m) / v), rtol=1e-12
+            sde.score(jnp.asarray(x_t), jnp.asarray(x_0), t=t), _num(-(x_t - m) / v), rtol=1e-12
         )
 
 

@@ -46,7 +46,7 @@ def _gaussian_law(schedule, t):
 
 
 def _exact_score(schedule):
-    def score(t, x):
+    def score(t, x, args):
         # broadcast_to: strict rank promotion forbids (2,) against a batch (paths, 2).
         _, m, v = (jnp.broadcast_to(u, x.shape) for u in _gaussian_law(schedule, t))
         return -(x - m) / v
@@ -57,7 +57,7 @@ def _exact_score(schedule):
 def _exact_x0(schedule):
     r"""$E[x_0 \mid x_t] = m_0 + s_0^2 a_t (x_t - M_t) / V_t$."""
 
-    def predict(t, x):
+    def predict(t, x, args):
         a, m, v = _gaussian_law(schedule, t)
         return DATA_MEAN + DATA_STD**2 * a * (x - m) / v  # per path (under vmap): shape (2,)
 
@@ -132,7 +132,7 @@ def test_true_x0_predictor_lands_on_x0(data):
     sde = sp.MeanRevertingSDE(schedule, mu, data.draw(st.floats(0.2, 3.0)))
     sampler = sp.PosteriorSampler(sde, times=jnp.asarray(grid))
     x_T = sde.prior(shape).sample(jax.random.key(seed % 1000))
-    out = sampler(lambda t, x: x_0, x_T, jax.random.key(1))
+    out = sampler(lambda t, x, args: x_0, x_T, jax.random.key(1))
     np.testing.assert_allclose(out, x_0, rtol=1e-12, atol=1e-12)
 
 
@@ -156,7 +156,7 @@ def test_scan_sampler_equals_a_python_loop(make, grid):
     grid = np.asarray(sampler.times) if grid is None else grid
     weights = jnp.asarray(rng_array(1, (3, 3)))
 
-    def predict(t, x):  # a nonlinear, time-dependent x0 predictor
+    def predict(t, x, args):  # a nonlinear, time-dependent x0 predictor
         return 2.0 * jnp.tanh(x @ weights) + 0.1 * t
 
     x_T = jnp.asarray(rng_array(2, shape))
@@ -169,7 +169,7 @@ def test_scan_sampler_equals_a_python_loop(make, grid):
     for j, i in enumerate(range(len(grid) - 1, 0, -1)):
         s, t = grid[i - 1], grid[i]
         th_s, th_t = float(schedule.cumulative(s)), float(schedule.cumulative(t))
-        x0_hat = np.asarray(predict(jnp.asarray(t), jnp.asarray(x)))
+        x0_hat = np.asarray(predict(jnp.asarray(t), jnp.asarray(x), None))
         den = 1 - math.exp(-2 * th_t)
         c_t = (1 - math.exp(-2 * th_s)) * math.exp(-(th_t - th_s)) / den
         c_0 = (1 - math.exp(-2 * (th_t - th_s))) * math.exp(-th_s) / den
@@ -196,10 +196,10 @@ def test_one_step_has_the_posterior_law():
     s, t = 2.6, 3.3
     x_t = jnp.asarray([2.0, -3.0, 1.5])
 
-    def predict(t, x):
+    def predict(t, x, args):
         return jnp.sin(x) + t
 
-    step = jax.jit(jax.vmap(lambda k: sampler.step(predict, x_t, s, t, k)[0]))
+    step = jax.jit(jax.vmap(lambda k: sampler.step(predict, x_t, k, s=s, t=t)[0]))
     samples = np.asarray(step(jax.random.split(jax.random.key(7), n)))
 
     x0_hat = np.sin(np.asarray(x_t)) + t
@@ -238,13 +238,13 @@ def test_x0_and_output_clipping():
     # A predictor far outside the box: every x0_hat is clipped, and the last step (variance 0,
     # coefficient 1 on x0_hat) lands exactly on the clipped value.
     far = jnp.asarray([5.0, -7.0, 0.25])
-    out = clipped(lambda t, x: far, x_T, key)
+    out = clipped(lambda t, x, args: far, x_T, key)
     np.testing.assert_allclose(out, [1.0, -1.0, 0.25], rtol=1e-12, atol=1e-12)
-    _, x0_hat = clipped.step(lambda t, x: far, x_T, 2.0, 3.0, key)
+    _, x0_hat = clipped.step(lambda t, x, args: far, x_T, key, s=2.0, t=3.0)
     np.testing.assert_array_equal(x0_hat, [1.0, -1.0, 0.25])
 
     # output_bounds clip only the returned sample: equal to clipping the unbounded chain.
-    def predict(t, x):
+    def predict(t, x, args):
         return 3.0 * jnp.tanh(x)
 
     free = sp.PosteriorSampler(sde)(predict, x_T, key)
@@ -280,7 +280,7 @@ class _X0Pred(eqx.Module):
 
     c: jax.Array
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, args):
         return self.c * jnp.tanh(x) + 0.3 * self.c**2
 
 
@@ -288,7 +288,7 @@ class _Score(eqx.Module):
     c: jax.Array
     sde: sp.MeanRevertingSDE
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, args):
         v = self.sde.marginal_variance(t) + 0.5
         return -(x - self.c) / v + 0.1 * self.c * jnp.sin(x)
 

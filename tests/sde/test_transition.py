@@ -74,7 +74,7 @@ def _ode_and_closed_form(which, const_value, lin_ends, pw_increments, lam, mu, x
         max_steps=20_000,
     )
     laws = [
-        jax.vmap(lambda t, sch=sch: sp.MeanRevertingSDE(sch, mu, lam).transition(x_s, s, t))(ts)
+        jax.vmap(lambda t, sch=sch: sp.MeanRevertingSDE(sch, mu, lam).transition(x_s, s=s, t=t))(ts)
         for sch in bank
     ]
     closed_mean = jnp.stack([law.mean for law in laws])[which]
@@ -136,7 +136,7 @@ def test_transition_matches_moment_odes(cases):
     np.testing.assert_allclose(v_closed, v_ode, rtol=1e-7, atol=1e-9)
     # The padded bank schedule is the drawn one on [0, T] (spot check at the last time).
     for i, (schedule, shape, lam, mu, x_s, s, ts) in enumerate(cases):
-        law = sp.MeanRevertingSDE(schedule, mu, lam).transition(jnp.asarray(x_s), s, ts[-1])
+        law = sp.MeanRevertingSDE(schedule, mu, lam).transition(jnp.asarray(x_s), s=s, t=ts[-1])
         size = int(np.prod(shape))
         np.testing.assert_allclose(
             np.asarray(law.mean).reshape(-1), m_ode[i, -1, :size], rtol=1e-7, atol=1e-8
@@ -160,15 +160,15 @@ def test_chapman_kolmogorov(data):
     sde = sp.MeanRevertingSDE(schedule, mu, lam)
     x_s = jnp.asarray(rng_array(data.draw(st.integers(0, 2**31 - 1)), shape, 2.0))
     s, u, t = data.draw(times(schedule, 3, min_gap_frac=0.01))
-    first = sde.transition(x_s, s, u)
+    first = sde.transition(x_s, s=s, t=u)
     # The law of x_t | x_u as an affine map x_u -> mu + b (x_u - mu), read off at two points
     # (so the composition uses the second transition only as a black box).
-    zero = sde.transition(jnp.asarray(np.broadcast_to(mu, shape)), u, t)
-    one = sde.transition(jnp.asarray(np.broadcast_to(mu, shape)) + 1.0, u, t)
+    zero = sde.transition(jnp.asarray(np.broadcast_to(mu, shape)), s=u, t=t)
+    one = sde.transition(jnp.asarray(np.broadcast_to(mu, shape)) + 1.0, s=u, t=t)
     b = one.mean - zero.mean
     composed_mean = zero.mean + b * (first.mean - mu)
     composed_var = b**2 * first.variance + zero.variance
-    direct = sde.transition(x_s, s, t)
+    direct = sde.transition(x_s, s=s, t=t)
     np.testing.assert_allclose(direct.mean, composed_mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
         jnp.broadcast_to(direct.variance, shape), composed_var, rtol=1e-11, atol=1e-14
@@ -216,7 +216,7 @@ def test_transition_matches_monte_carlo_sde_solves():
         return sol.ys[0]
 
     samples = np.asarray(paths(jax.random.key(1234)))
-    law = sp.MeanRevertingSDE(schedule, mu, lam).transition(x_s, s, t)
+    law = sp.MeanRevertingSDE(schedule, mu, lam).transition(x_s, s=s, t=t)
     var = float(law.variance)
     se_mean = np.sqrt(var / MC_PATHS)
     se_var = var * np.sqrt(2.0 / (MC_PATHS - 1))
@@ -248,17 +248,17 @@ def test_marginal_score_and_noise_round_trips(data):
     v_t = lam**2 * -np.expm1(-2 * big_theta)
     x_t = jnp.asarray(m_t + np.sqrt(v_t) * np.asarray(eps))
 
-    law = sde.marginal(x_0, t)
+    law = sde.marginal(x_0, t=t)
     np.testing.assert_allclose(law.mean, m_t, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(law.variance, v_t, rtol=1e-12)
     np.testing.assert_allclose(sde.marginal_variance(t), v_t, rtol=1e-12)
-    np.testing.assert_allclose(sde.noise_from_x0(x_t, x_0, t), eps, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(sde.x0_from_noise(x_t, eps, t), x_0, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sde.noise_from_x0(x_t, x_0, t=t), eps, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sde.x0_from_noise(x_t, eps, t=t), x_0, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(
-        sde.score(x_t, x_0, t), -np.asarray(eps) / np.sqrt(v_t), rtol=1e-9, atol=1e-9
+        sde.score(x_t, x_0, t=t), -np.asarray(eps) / np.sqrt(v_t), rtol=1e-9, atol=1e-9
     )
     np.testing.assert_allclose(
-        sde.score_from_noise(eps, t), sde.score(x_t, x_0, t), rtol=1e-9, atol=1e-9
+        sde.score_from_noise(eps, t=t), sde.score(x_t, x_0, t=t), rtol=1e-9, atol=1e-9
     )
 
     # The score is the gradient of the log density (written here, and the library's log_prob).
@@ -266,10 +266,10 @@ def test_marginal_score_and_noise_round_trips(data):
         return jnp.sum(-0.5 * (x - m_t) ** 2 / v_t - 0.5 * jnp.log(2 * jnp.pi * v_t))
 
     np.testing.assert_allclose(
-        jax.grad(log_density)(x_t), sde.score(x_t, x_0, t), rtol=1e-10, atol=1e-10
+        jax.grad(log_density)(x_t), sde.score(x_t, x_0, t=t), rtol=1e-10, atol=1e-10
     )
     np.testing.assert_allclose(
-        jax.grad(law.log_prob)(x_t), sde.score(x_t, x_0, t), rtol=1e-10, atol=1e-10
+        jax.grad(law.log_prob)(x_t), sde.score(x_t, x_0, t=t), rtol=1e-10, atol=1e-10
     )
     np.testing.assert_allclose(law.log_prob(x_t), log_density(x_t), rtol=1e-12)
 
@@ -297,7 +297,7 @@ def test_coefficients_drift_and_diffusion(data):
     np.testing.assert_allclose(prior.mean, np.broadcast_to(mu, shape))
     np.testing.assert_allclose(prior.variance, lam**2, rtol=1e-14)
     # x_s ~ N(mu, lam^2) pushed through the transition stays N(mu, lam^2).
-    law = sde.transition(prior.mean, s, t)
+    law = sde.transition(prior.mean, s=s, t=t)
     b = float(sde.decay(s, t))
     np.testing.assert_allclose(law.mean, prior.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(b**2 * lam**2 + law.variance, lam**2, rtol=1e-11)

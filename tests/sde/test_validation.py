@@ -29,18 +29,18 @@ def _sde():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda sde, x: sde.posterior(x, x, 3.0, 2.0),  # variance -17.8 before
-        lambda sde, x: sde.posterior(x, x, 2.0, 2.0),
-        lambda sde, x: sde.posterior(x, x, 0.0, 0.0),  # NaN before
-        lambda sde, x: sde.posterior(x, x, -1.0, 2.0),
+        lambda sde, x: sde.posterior(x, x, s=3.0, t=2.0),  # variance -17.8 before
+        lambda sde, x: sde.posterior(x, x, s=2.0, t=2.0),
+        lambda sde, x: sde.posterior(x, x, s=0.0, t=0.0),  # NaN before
+        lambda sde, x: sde.posterior(x, x, s=-1.0, t=2.0),
         lambda sde, x: sde.posterior_coefficients(3.0, 2.0),
-        lambda sde, x: sde.transition(x, 3.0, 2.0),  # variance -15 before
-        lambda sde, x: sde.transition(x, -0.5, 2.0),
-        lambda sde, x: sde.marginal(x, -1.0),
-        lambda sde, x: sde.score(x, x, 0.0),
-        lambda sde, x: sde.noise_from_x0(x, x, 0.0),
-        lambda sde, x: sde.score_from_noise(x, 0.0),
-        lambda sde, x: sde.marginal(x, float("nan")),
+        lambda sde, x: sde.transition(x, s=3.0, t=2.0),  # variance -15 before
+        lambda sde, x: sde.transition(x, s=-0.5, t=2.0),
+        lambda sde, x: sde.marginal(x, t=-1.0),
+        lambda sde, x: sde.score(x, x, t=0.0),
+        lambda sde, x: sde.noise_from_x0(x, x, t=0.0),
+        lambda sde, x: sde.score_from_noise(x, t=0.0),
+        lambda sde, x: sde.marginal(x, t=float("nan")),
     ],
     ids=[
         "posterior-s>t",
@@ -66,12 +66,12 @@ def test_closed_forms_keep_working_on_their_domain_and_under_jit():
     sde = _sde()
     x = jnp.asarray([0.3, -0.1])
     # The boundary cases that are well defined.
-    np.testing.assert_allclose(sde.transition(x, 2.0, 2.0).variance, 0.0, atol=1e-15)
-    assert float(sde.posterior(x, x, 0.0, 1.0).variance) == 0.0
-    np.testing.assert_allclose(sde.x0_from_noise(x, x, 0.0), x)
+    np.testing.assert_allclose(sde.transition(x, s=2.0, t=2.0).variance, 0.0, atol=1e-15)
+    assert float(sde.posterior(x, x, s=0.0, t=1.0).variance) == 0.0
+    np.testing.assert_allclose(sde.x0_from_noise(x, x, t=0.0), x)
     # Traced times are not checked (no runtime branch on the hot path) and give numbers.
-    var = jax.jit(lambda s, t: sde.posterior(x, x, s, t).variance)(1.0, 2.0)
-    np.testing.assert_allclose(var, sde.posterior(x, x, 1.0, 2.0).variance, rtol=1e-14)
+    var = jax.jit(lambda s, t: sde.posterior(x, x, s=s, t=t).variance)(1.0, 2.0)
+    np.testing.assert_allclose(var, sde.posterior(x, x, s=1.0, t=2.0).variance, rtol=1e-14)
     assert issubclass(SDEInputError, ValueError)
 
 
@@ -102,7 +102,7 @@ def test_continuous_schedule_needs_times(horizon):
 def test_probability_flow_refuses_a_noise_score_at_t_end_zero():
     sde = _sde()
 
-    def eps(t, x):
+    def eps(t, x, args):
         return jnp.tanh(x)
 
     score = sp.noise_to_score(sde, eps)
@@ -150,7 +150,7 @@ def test_user_schedule_horizon_must_be_static():
     sampler = sp.PosteriorSampler(sde, times=jnp.linspace(0.0, 2.0, 5))
     x_T = jnp.asarray([0.1, 0.2])
     # jax.jit traces every leaf of the sampler: the static horizon survives.
-    out = jax.jit(lambda smp, x, k: smp(lambda t, y: 0.0 * y, x, k))(
+    out = jax.jit(lambda smp, x, k: smp(lambda t, y, args: 0.0 * y, x, k))(
         sampler, x_T, jax.random.key(0)
     )
     np.testing.assert_allclose(out, 0.0, atol=1e-12)
@@ -160,12 +160,12 @@ def test_public_edges_take_numpy_arrays_scalars_and_lists():
     """Under the suite's beartype hook these calls were rejected before (issue 11)."""
     sde = sp.MeanRevertingSDE(sp.cosine_schedule(5), mean=0.0, stationary_std=1.0)
     x0 = [0.5, -0.25]
-    want = sde.marginal(jnp.asarray(x0), 3.0)
+    want = sde.marginal(jnp.asarray(x0), t=3.0)
     for x in (np.asarray(x0), x0):
-        np.testing.assert_allclose(sde.marginal(x, np.float64(3.0)).mean, want.mean)
-    post = sde.posterior(np.asarray([0.1]), [0.2], 2, 3)
+        np.testing.assert_allclose(sde.marginal(x, t=np.float64(3.0)).mean, want.mean)
+    post = sde.posterior(np.asarray([0.1]), [0.2], s=2, t=3)
     np.testing.assert_allclose(
-        post.mean, sde.posterior(jnp.asarray([0.1]), jnp.asarray([0.2]), 2.0, 3.0).mean
+        post.mean, sde.posterior(jnp.asarray([0.1]), jnp.asarray([0.2]), s=2.0, t=3.0).mean
     )
     law = sp.DiagonalGaussian(np.asarray([0.0, 1.0]), 1.0)
     np.testing.assert_allclose(law.log_prob([0.0, 1.0]), -np.log(2 * np.pi), rtol=1e-12)
@@ -177,7 +177,7 @@ def test_public_edges_take_numpy_arrays_scalars_and_lists():
     assert sp.ReverseSDESampler(sde, np.int64(4)).num_steps == 4
     assert type(sp.ProbabilityFlowSampler(sde, np.int64(4)).num_steps) is int
     np.testing.assert_allclose(
-        sde.score(0.3, 0.1, 1), sde.score(jnp.asarray(0.3), jnp.asarray(0.1), 1.0)
+        sde.score(0.3, 0.1, t=1), sde.score(jnp.asarray(0.3), jnp.asarray(0.1), t=1.0)
     )
 
 
@@ -196,7 +196,7 @@ def test_sde_input_error_is_an_sdepolicy_error():
     assert issubclass(sp.SDEInputError, SdepolicyError)
     assert issubclass(sp.SDEInputError, ValueError)
     try:
-        sp.MeanRevertingSDE(sp.cosine_schedule(5)).posterior(0.0, 0.0, 3.0, 2.0)
+        sp.MeanRevertingSDE(sp.cosine_schedule(5)).posterior(0.0, 0.0, s=3.0, t=2.0)
     except SdepolicyError as error:
         assert error.exit_code == 2 and "\n" not in str(error)
     else:  # pragma: no cover

@@ -205,7 +205,7 @@ class ERDPQE(AbstractActorCritic):
         # `actor.loss`'s own draws, taken out: the Q term's weighting sees each sample's step.
         steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
         obs, actions = batch.observations, batch.actions
-        bc_loss, x0_hat = actor.loss_at(obs, actions, steps, noise, config.loss)
+        bc_loss, x0_hat = actor.loss_at(obs, actions, noise, steps=steps, kind=config.loss)
         # The Q term sees the clipped prediction, in the environment's box (the critic's input).
         policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
         q = critic(batch.observations, policy_actions)
