@@ -5,6 +5,7 @@ from .._activations import mish_and_slope as mish_and_slope
 from .action_box import ActionBox as ActionBox
 from .diffusion_policy import SCHEDULES as SCHEDULES
 from .diffusion_policy import DiffusionPolicy as DiffusionPolicy
+from .diffusion_policy import OneStepPrediction as OneStepPrediction
 from .diffusion_policy import make_schedule as make_schedule
 from .entropy import ENTROPY_ESTIMATORS as ENTROPY_ESTIMATORS
 from .entropy import POLICY_ENTROPY_ESTIMATORS as POLICY_ENTROPY_ESTIMATORS

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._activations import mish
 from .._typing import PRNGKey
@@ -57,6 +57,28 @@ def make_schedule(schedule: str | AbstractSchedule, num_steps: int) -> AbstractS
             "(or pass an AbstractSchedule)."
         )
     return SCHEDULES[schedule](num_steps)
+
+
+class OneStepPrediction(eqx.Module):
+    r"""What one evaluation of the diffusion loss gives an agent (docs/method.md §4.3): the
+    loss, and the denoiser's one-step prediction $\hat x_0$ at each sample's step (training
+    never runs the chain for it).
+
+    **Attributes:**
+
+    - `loss`: the diffusion (behaviour-cloning) loss, averaged over the batch.
+    - `x0`: $\hat x_0$ per sample, in the **unit** box and not clipped (what the entropy
+        estimators of `sdepolicy.policy.entropy` read).
+    - `action`: $\hat x_0$ clipped to the unit box and mapped to the **environment's** box
+        (what a critic scores).
+    - `steps`: each sample's step $k$ (diffusion time $t = k + 1$), for per-step weights of
+        other loss terms.
+    """
+
+    loss: Float[Array, ""]
+    x0: Float[Array, "batch action"]
+    action: Float[Array, "batch action"]
+    steps: Int[Array, " batch"]
 
 
 class DiffusionPolicy(eqx.Module):
@@ -151,6 +173,15 @@ class DiffusionPolicy(eqx.Module):
     def state_dim(self) -> int:
         return self.denoiser.state_dim
 
+    def trainable_filter(self) -> PyTree[bool]:
+        """The filter spec of the trained parameters, for `eqx.partition` / `eqx.filter`: True
+        on the denoiser's floating arrays, False elsewhere (the SDE's schedule and the action
+        box are fixed)."""
+        spec = jax.tree.map(lambda _: False, self)
+        return eqx.tree_at(
+            lambda p: p.denoiser, spec, jax.tree.map(eqx.is_inexact_array, self.denoiser)
+        )
+
     # --- one sample ----------------------------------------------------------------------
 
     def predict_noise(
@@ -232,9 +263,64 @@ class DiffusionPolicy(eqx.Module):
 
         **Returns:** `(bc_loss, x0_hat)`; `x0_hat` is in the **unit** box and not clipped.
         """
+        prediction = self.loss_and_prediction(states, actions, key, kind)
+        return prediction.loss, prediction.x0
+
+    def loss_and_prediction(
+        self,
+        states: Float[Array, "batch state"],
+        actions: Float[Array, "batch action"],
+        key: PRNGKey,
+        kind: str = "nml",
+    ) -> OneStepPrediction:
+        r"""[`loss`][] with everything an agent's loss needs besides the loss: the one-step
+        prediction $\hat x_0$ (unclipped in the unit box, and clipped in the environment's
+        box) and the steps drawn (same arguments and draws as [`loss`][]).
+
+        **Returns:** a [`OneStepPrediction`][].
+        """
         check_loss_kind(kind)
         steps, noise = self.draw_steps_and_noise(actions, key)
-        return self.loss_at(states, actions, noise, steps=steps, kind=kind)
+        loss, x0 = self.loss_at(states, actions, noise, steps=steps, kind=kind)
+        action = self.box.from_unit(jnp.clip(x0, *_UNIT))
+        return OneStepPrediction(loss=loss, x0=x0, action=action, steps=steps)
+
+    def x0_gain_inverse(self, steps: Int[Array, " batch"]) -> Float[Array, " batch"]:
+        r"""$e^{-\Theta_t} / \sqrt{v_t}$ at each step's time $t = k + 1$: the inverse of
+        $|\partial \hat x_0 / \partial \hat\varepsilon| = \sqrt{v_t}\,e^{\Theta_t}$, the factor
+        by which the one-step prediction amplifies the network's output (0.70 to 1000 at
+        $t = 1..5$ on the $T = 5$ cosine grid; docs/method.md §5.5)."""
+        times = (steps + 1).astype(jnp.float32)
+        theta = jax.vmap(self.sde.schedule.cumulative)(times)
+        variance = jax.vmap(self.sde.marginal_variance)(times)
+        return jnp.exp(-theta) / jnp.sqrt(variance)
+
+    def entropy(
+        self,
+        estimator: str,
+        states: Float[Array, "batch state"],
+        x0: Float[Array, "batch action"],
+        key: PRNGKey,
+    ) -> Float[Array, " batch"]:
+        r"""ER-DP-QE's entropy term per sample, by the estimator's name (docs/method.md §5).
+
+        - `"reference"`, `"paper"`: estimates of $-\log\pi(\hat a^0 \mid s) + C$ from the
+            one-step prediction `x0` (unclipped, unit box), one key per sample from
+            `split(key, batch)` (`sdepolicy.policy.get_entropy_estimator`).
+        - `"likelihood"`: the policy's own entropy at each state, by its posterior chain from
+            fresh noise (`x0` is not used; [`sdepolicy.policy.policy_entropy`][]).
+
+        **Returns:** one estimate per sample (nats, summed over the action dimensions).
+        """
+        # Imported here: the entropy module builds on this one (`policy_entropy` takes a
+        # DiffusionPolicy).
+        from .entropy import POLICY_ENTROPY_ESTIMATORS, get_entropy_estimator, policy_entropy
+
+        if estimator in POLICY_ENTROPY_ESTIMATORS:
+            return policy_entropy(self, states, key)
+        per_sample = get_entropy_estimator(estimator)
+        keys = jax.random.split(key, x0.shape[0])
+        return jax.vmap(lambda x, k: per_sample(self.sde, x, k))(x0, keys)
 
     def draw_steps_and_noise(
         self, actions: Float[Array, "batch action"], key: PRNGKey

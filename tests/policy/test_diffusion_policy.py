@@ -178,3 +178,49 @@ def test_create_schedules_and_validation():
         )
     with pytest.raises(ValueError, match="action_dim"):
         DiffusionPolicy(p.sde, p.denoiser, ActionBox([-1.0], [1.0]))
+
+
+def test_what_the_policy_tells_an_agent():
+    """The policy's answers to what an agent needs, checked against the pieces they are made of:
+    the trained parameters (the denoiser's arrays only), the one-step prediction (the loss's
+    `x0_hat`, clipped into the environment's box), its amplification at each step, and the
+    entropy estimators by name."""
+    policy = _policy(False)
+    spec = policy.trainable_filter()
+    assert not any(jax.tree.leaves((spec.sde, spec.box)))  # the schedule and the box are fixed
+    assert jax.tree.leaves(policy.sde) and jax.tree.leaves(policy.box)  # (they have arrays)
+    denoiser_arrays = jax.tree.leaves(eqx.filter(policy.denoiser, eqx.is_inexact_array))
+    assert [id(x) for x in jax.tree.leaves(eqx.filter(policy, spec))] == list(
+        map(id, denoiser_arrays)
+    )
+
+    states = _states(1)
+    actions = jnp.asarray(np.random.default_rng(2).uniform(LOW, HIGH, (BATCH, ACTION_DIM)))
+    key = jax.random.key(3)
+    pred = eqx.filter_jit(lambda p: p.loss_and_prediction(states, actions, key, "nml"))(policy)
+    loss, x0 = eqx.filter_jit(lambda p: p.loss(states, actions, key, "nml"))(policy)
+    np.testing.assert_allclose(pred.loss, loss, rtol=1e-6)
+    np.testing.assert_allclose(pred.x0, x0, rtol=1e-6)
+    unit = np.clip(np.asarray(x0), -1.0, 1.0)
+    np.testing.assert_allclose(pred.action, LOW + (unit + 1) * 0.5 * (HIGH - LOW), rtol=1e-5)
+    assert float(np.max(np.abs(np.asarray(x0)))) > 1.0  # the clip did something
+    steps, _ = policy.draw_steps_and_noise(actions, key)
+    np.testing.assert_array_equal(pred.steps, steps)
+
+    # e^{-Θ_t}/√v_t from the T = 5 cosine grid's table (docs/method.md §2).
+    cum = np.array([0.19749, 0.90145, 2.28727, 4.35043, 6.90776])
+    var = np.array([0.32630, 0.83518, 0.98969, 0.99983, 0.999999])
+    np.testing.assert_allclose(
+        policy.x0_gain_inverse(jnp.arange(5)), np.exp(-cum) / np.sqrt(var), rtol=2e-4
+    )
+
+    for name in ("reference", "paper"):
+        h = policy.entropy(name, states, pred.x0, key)
+        estimator = sp.policy.get_entropy_estimator(name)
+        keys = jax.random.split(key, BATCH)
+        want = [estimator(policy.sde, pred.x0[i], keys[i]) for i in range(BATCH)]
+        np.testing.assert_allclose(h, want, rtol=1e-5)
+    own = policy.entropy("likelihood", states, pred.x0, key)
+    np.testing.assert_allclose(own, sp.policy.policy_entropy(policy, states, key), rtol=1e-6)
+    with pytest.raises(ValueError, match="valid names"):
+        policy.entropy("shannon", states, pred.x0, key)

@@ -137,17 +137,17 @@ def _trainable(tree: PyTree) -> PyTree:
 
 
 def _optimizer_step(
-    optimizer: optax.GradientTransformation, module: PyTree, grads: PyTree, opt_state: PyTree
+    optimizer: optax.GradientTransformation,
+    module: PyTree,
+    grads: PyTree,
+    opt_state: PyTree,
+    spec: PyTree = eqx.is_inexact_array,
 ) -> tuple[PyTree, PyTree, Float[Array, ""]]:
-    """One optimiser step on the floating arrays of `module`; also the global norm of `grads`
-    before any clipping (a diagnostic worth logging: it says how often clipping acts)."""
-    updates, opt_state = optimizer.update(grads, opt_state, _trainable(module))
+    """One optimiser step on the parameters of `module` that `spec` selects (a filter spec:
+    default every floating array); also the global norm of `grads` before any clipping (a
+    diagnostic worth logging: it says how often clipping acts)."""
+    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(module, spec))
     return eqx.apply_updates(module, updates), opt_state, optax.tree.norm(grads)
-
-
-def _with_denoiser(policy: DiffusionPolicy, denoiser: PyTree) -> DiffusionPolicy:
-    # The denoiser is the only trained part of a policy (the schedule and box are fixed).
-    return eqx.tree_at(lambda p: p.denoiser, policy, denoiser)
 
 
 def polyak(target: PyTree, online: PyTree, tau: RealScalarLike) -> PyTree:
@@ -295,7 +295,9 @@ class AbstractAgent(eqx.Module):
             ema_actor=actor,
             critic=critic,
             target_critic=critic,
-            actor_opt_state=self.actor_optimizer().init(_trainable(actor.denoiser)),
+            actor_opt_state=self.actor_optimizer().init(
+                eqx.filter(actor, actor.trainable_filter())
+            ),
             critic_opt_state=critic_opt_state,
             step=jnp.zeros((), jnp.int32),
             key=raw_key(keys[-1]),
@@ -328,19 +330,22 @@ class AbstractAgent(eqx.Module):
         else:
             key, k_actor = jax.random.split(state.key)
 
-        def actor_objective(denoiser):
-            return self.actor_loss(_with_denoiser(state.actor, denoiser), critic, batch, k_actor)
+        # The policy says which of its parameters are trained (its denoiser's).
+        spec = state.actor.trainable_filter()
+        params, fixed = eqx.partition(state.actor, spec)
 
-        (a_loss, aux), a_grads = eqx.filter_value_and_grad(actor_objective, has_aux=True)(
-            state.actor.denoiser
-        )
-        denoiser, actor_opt_state, a_norm = _optimizer_step(
-            self.actor_optimizer(), state.actor.denoiser, a_grads, state.actor_opt_state
+        def actor_objective(params):
+            return self.actor_loss(eqx.combine(params, fixed), critic, batch, k_actor)
+
+        (a_loss, aux), a_grads = jax.value_and_grad(actor_objective, has_aux=True)(params)
+        actor, actor_opt_state, a_norm = _optimizer_step(
+            self.actor_optimizer(), state.actor, a_grads, state.actor_opt_state, spec
         )
         config = self.config
-        ema_denoiser = ema_update(
-            state.ema_actor.denoiser,
-            denoiser,
+        ema_params, ema_fixed = eqx.partition(state.ema_actor, spec)
+        ema_params = ema_update(
+            ema_params,
+            eqx.filter(actor, spec),
             state.step,
             config.ema_decay,
             config.ema_start,
@@ -348,8 +353,8 @@ class AbstractAgent(eqx.Module):
         )
         target_critic = None if critic is None else polyak(state.target_critic, critic, config.tau)
         new_state = AgentState(
-            actor=_with_denoiser(state.actor, denoiser),
-            ema_actor=_with_denoiser(state.ema_actor, ema_denoiser),
+            actor=actor,
+            ema_actor=eqx.combine(ema_params, ema_fixed),
             critic=critic,
             target_critic=target_critic,
             actor_opt_state=actor_opt_state,

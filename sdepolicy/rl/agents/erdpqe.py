@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ...policy import DiffusionPolicy, get_entropy_estimator, policy_entropy
+from ...policy import DiffusionPolicy
 from .._critics import QEnsemble
 from .._pessimism import aggregate_q
 from ..selection import select_actions
@@ -36,7 +36,8 @@ from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_
 
 @dataclasses.dataclass(frozen=True)
 class ERDPQEConfig:
-    r"""Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting (docs/method.md §6, §8).
+    r"""Hyper-parameters of ER-DP-QE; defaults are the paper's locomotion setting
+    (docs/method.md §6, §8).
 
     - `diffusion_steps`, `schedule`: $T$ and the rate schedule of the policy's SDE.
     - `num_critics`, `lcb_beta`, `q_aggregate`: $M$, $\beta$ and the actor's pessimism
@@ -202,31 +203,23 @@ class ERDPQE(AbstractActorCritic):
         `q_loss` and `entropy` (the mean estimate over the batch)."""
         config = self.config
         k_bc, k_ent = jax.random.split(key)
-        # `actor.loss`'s own draws, taken out: the Q term's weighting sees each sample's step.
-        steps, noise = actor.draw_steps_and_noise(batch.actions, k_bc)
-        obs, actions = batch.observations, batch.actions
-        bc_loss, x0_hat = actor.loss_at(obs, actions, noise, steps=steps, kind=config.loss)
+        pred = actor.loss_and_prediction(batch.observations, batch.actions, k_bc, config.loss)
         # The Q term sees the clipped prediction, in the environment's box (the critic's input).
-        policy_actions = actor.box.from_unit(jnp.clip(x0_hat, -1.0, 1.0))
-        q = critic(batch.observations, policy_actions)
+        q = critic(batch.observations, pred.action)
         q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
-        q_loss = -jnp.mean(q_step_weights(actor, steps, config.q_weighting) * q_pess)
+        q_loss = -jnp.mean(q_step_weights(actor, pred.steps, config.q_weighting) * q_pess)
         q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
         # The entropy estimate sees the unclipped prediction, as the reference code does.
+        h = actor.entropy(config.entropy, batch.observations, pred.x0, k_ent)
         if config.entropy == "likelihood":
-            # The policy's own entropy: its posterior chain from fresh noise, not x0_hat. A
-            # differential entropy may be ~0 or negative, so it is scaled per action dimension
-            # instead of by mean|H| (proofs/entropy_likelihood.md §4).
-            h = policy_entropy(actor, batch.observations, k_ent)
+            # A differential entropy may be ~0 or negative, so the policy's own entropy is
+            # scaled per action dimension instead of by mean|H| (proofs/entropy_likelihood.md §4).
             scale = actor.action_dim
         else:
-            estimator = get_entropy_estimator(config.entropy)
-            keys = jax.random.split(k_ent, x0_hat.shape[0])
-            h = jax.vmap(lambda x, k: estimator(actor.sde, x, k))(x0_hat, keys)
             scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
         ent_loss = -jnp.mean(h) / scale
-        loss = bc_loss + config.eta * q_loss + config.alpha * ent_loss
-        return loss, {"bc_loss": bc_loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
+        loss = pred.loss + config.eta * q_loss + config.alpha * ent_loss
+        return loss, {"bc_loss": pred.loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
 
     def act(self, state, observations, key):
         """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
@@ -259,7 +252,4 @@ def q_step_weights(
     """
     if weighting == "uniform":
         return jnp.ones(steps.shape, jnp.float32)
-    times = (steps + 1).astype(jnp.float32)
-    theta = jax.vmap(actor.sde.schedule.cumulative)(times)
-    variance = jax.vmap(actor.sde.marginal_variance)(times)
-    return jax.lax.stop_gradient(jnp.exp(-theta) / jnp.sqrt(variance))
+    return jax.lax.stop_gradient(actor.x0_gain_inverse(steps))
