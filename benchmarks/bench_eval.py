@@ -1,7 +1,7 @@
 """Evaluation speed: environment steps/s of the vectorised evaluation against one environment at
 a time, with ER-DP-QE's action selection (M = 64 critics, 50 candidates per state).
 
-- **vectorised**: `sdepolicy.rl.evaluation.run_episodes`: N episodes stepped together, one
+- **vectorised**: `sdepolicy.app.run_episodes`: N episodes stepped together, one
   jitted, batched action selection for all N states per environment step;
 - **one at a time**: `run_episodes_one_at_a_time`: one environment, one episode after another,
   one jitted action selection (batch 1) per step.
@@ -36,8 +36,8 @@ import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sdepolicy.app._evaluation import run_episodes, run_episodes_one_at_a_time  # noqa: E402
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig  # noqa: E402
-from sdepolicy.rl.evaluation import run_episodes, run_episodes_one_at_a_time  # noqa: E402
 
 
 class StepCounter:

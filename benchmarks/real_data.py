@@ -7,8 +7,8 @@ defaults, on every dataset of a folder of real offline-RL files, several seeds e
     python benchmarks/real_data.py --quick              # smoke test on the slices in tests/data
 
 Each file is imported into a private Minari store (`<out>/datasets`) with
-`sdepolicy.rl.importers.import_dataset` (its known-file defaults give the environment and the
-reference scores), then every algorithm is trained with `sdepolicy.rl.runner.run` exactly as
+`sdepolicy.app.importers.import_dataset` (its known-file defaults give the environment and the
+reference scores), then every algorithm is trained with `sdepolicy.app.run` exactly as
 `python examples/d4rl_train.py --dataset <id> --algo <algo> --seeds ...` would: the defaults of
 a `--dataset` run (the embedded task's hyper-parameters and step budget) unless `--set` or
 `--steps` say otherwise. The table gives the last and the best evaluation (normalised, mean ± std
@@ -88,7 +88,7 @@ def _slice_d3rlpy(src: pathlib.Path, dst: pathlib.Path, episodes: int) -> None:
 
 def import_all(names, data_dir: pathlib.Path, quick: bool, work: pathlib.Path) -> dict:
     """Imports the files behind `names` into the Minari store; returns name -> info."""
-    from sdepolicy.rl.importers import KNOWN_FILES, import_dataset
+    from sdepolicy.app.importers import KNOWN_FILES, import_dataset
 
     info: dict[str, dict[str, Any]] = {}
 
@@ -234,8 +234,7 @@ def main(argv=None) -> int:
     # --collect imports into a store of its own, leaving the one runs may be reading alone.
     store = "collect_datasets" if args.collect else "datasets"
     os.environ["MINARI_DATASETS_PATH"] = str(args.work / store)
-    from sdepolicy.rl.errors import MissingExtraError, SdepolicyError
-    from sdepolicy.rl.runner import RunSpec, run
+    from sdepolicy.app import MissingExtraError, RunSpec, SdepolicyError, run
 
     t_start = time.time()
     info = import_all(names, data_dir, args.quick, args.work)
@@ -303,8 +302,10 @@ def main(argv=None) -> int:
         "steps": steps,
         "datasets": {
             n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info[n].items()}
-            | {"mean_return": float(np.mean(info[n]["returns"])),
-               "normalized": _norm(info[n]["returns"], info[n]["ref"])}  # fmt: skip
+            | {
+                "mean_return": float(np.mean(info[n]["returns"])),
+                "normalized": _norm(info[n]["returns"], info[n]["ref"]),
+            }  # fmt: skip
             for n in names
         },
         "results": results,

@@ -1,7 +1,7 @@
 """Helpers shared by the toy-task scripts (`toy_bandit.py`, `toy_two_step.py`).
 
 Not part of the library: training here is the library's fused training
-(`sdepolicy.rl.training`), wrapped with a progress line and a timer, so the scripts stay about
+(`sdepolicy.rl.make_train_fn`, `make_seeds_train_fn`), wrapped with a progress line and a timer, so the scripts stay about
 their tasks.
 """
 
@@ -16,8 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from sdepolicy.rl.training import init_seeds, make_seeds_train_fn, make_train_fn
-from sdepolicy.rl.transitions import Transitions
+from sdepolicy.rl import Transitions, init_seeds, make_seeds_train_fn, make_train_fn
 
 
 class Timer:

@@ -69,11 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sdepolicy.rl.errors import SdepolicyError
+    from sdepolicy.app import SdepolicyError
 
     try:
-        from sdepolicy.rl.presets import get_preset, list_presets
-        from sdepolicy.rl.runner import RunSpec, run
+        from sdepolicy.app import RunSpec, get_preset, list_presets, run
 
         if args.list_tasks:
             for name in list_presets():

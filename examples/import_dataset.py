@@ -41,10 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sdepolicy.rl.errors import SdepolicyError
+    from sdepolicy.app import SdepolicyError
 
     try:
-        from sdepolicy.rl.importers import describe, import_dataset
+        from sdepolicy.app.importers import describe, import_dataset
 
         dataset = import_dataset(
             args.file,

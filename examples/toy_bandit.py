@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
+from sdepolicy.rl import Transitions
 from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
-from sdepolicy.rl.transitions import Transitions
 
 MODES = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]], dtype=np.float32)
 MODE_MEANS = np.array([3.0, 0.0, 1.5, 5.0], dtype=np.float32)

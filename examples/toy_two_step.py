@@ -61,10 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
-from sdepolicy.rl import aggregate_q
+from sdepolicy.rl import Transitions, aggregate_q, select_seed
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
-from sdepolicy.rl.training import select_seed
-from sdepolicy.rl.transitions import Transitions
 
 S_MAX = 2.0
 GAMMA = 0.99

@@ -33,8 +33,8 @@ import toy_two_step as toy
 from _toy_common import Timer, config_dict, init_agents, train, write_json
 
 from sdepolicy.policy import policy_entropy
+from sdepolicy.rl import select_seed
 from sdepolicy.rl.agents import ERDPQE
-from sdepolicy.rl.training import select_seed
 from sdepolicy.sde import PosteriorSampler
 
 VARIANTS = (

@@ -1,9 +1,9 @@
 """The root of the package's user-facing errors, low enough for every layer to import.
 
-[`SdepolicyError`][] lives here, not in `sdepolicy.rl.errors`, so that the SDE floor's
+[`SdepolicyError`][] lives here, not in `sdepolicy.rl`, so that the SDE floor's
 [`SDEInputError`][] can subclass it without importing upwards (imports point down:
-`sdepolicy.sde` must not import `sdepolicy.rl`). `sdepolicy.rl.errors` re-exports it under the
-same name, so `from sdepolicy.rl.errors import SdepolicyError` keeps working and one
+`sdepolicy.sde` must not import `sdepolicy.rl`). `sdepolicy.rl` and `sdepolicy.app` re-export it
+under the same name, so `from sdepolicy.app import SdepolicyError` works and one
 `except SdepolicyError` catches bad input to either layer.
 """
 

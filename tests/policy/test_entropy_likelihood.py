@@ -337,10 +337,9 @@ def test_likelihood_is_not_an_x0_estimator():
 
 
 def test_erdpqe_actor_loss_with_likelihood_entropy():
+    from sdepolicy.app import ConfigError, apply_overrides
     from sdepolicy.rl import Transitions
     from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
-    from sdepolicy.rl.errors import ConfigError
-    from sdepolicy.rl.presets import apply_overrides
 
     config = apply_overrides(
         ERDPQEConfig(num_critics=2, hidden=16, batch_size=8), {"entropy": "likelihood"}

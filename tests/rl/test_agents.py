@@ -18,10 +18,9 @@ from _rl_helpers import jit
 from _rl_helpers import member_net as _member_net
 
 from sdepolicy.policy import DiffusionPolicy
+from sdepolicy.rl import Transitions, select_actions
 from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
 from sdepolicy.rl.agents._base import ema_update, polyak, td_targets
-from sdepolicy.rl.selection import select_actions
-from sdepolicy.rl.transitions import Transitions
 
 OBS, ACT, HIDDEN, BATCH = 4, 2, 32, 32
 LOW, HIGH = np.array([-1.0, -2.0]), np.array([1.0, 0.5])  # asymmetric: exercises the box map

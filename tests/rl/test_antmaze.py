@@ -12,10 +12,10 @@ pytest.importorskip("gymnasium_robotics")
 
 import gymnasium_robotics  # noqa: E402,F401  (registers AntMaze)
 
-from sdepolicy.rl import data as data_lib  # noqa: E402
-from sdepolicy.rl.evaluation import run_episodes_stats  # noqa: E402
-from sdepolicy.rl.presets import get_preset  # noqa: E402
-from sdepolicy.rl.scores import reference_scores, success_rate  # noqa: E402
+from sdepolicy.app import _data as data_lib  # noqa: E402
+from sdepolicy.app import get_preset  # noqa: E402
+from sdepolicy.app._evaluation import run_episodes_stats  # noqa: E402
+from sdepolicy.app._scores import reference_scores, success_rate  # noqa: E402
 
 PRESET = get_preset("antmaze-umaze-v0")
 ENV_ID = "AntMaze_UMaze-v4"

@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sdepolicy.rl.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
-from sdepolicy.rl.errors import CheckpointMismatchError
+from sdepolicy.app import CheckpointMismatchError
+from sdepolicy.app._checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 
 
 def _tree(key, width=4):
@@ -75,7 +75,7 @@ def test_failed_write_keeps_the_old_checkpoint_and_no_temporary_file(tmp_path, m
     import errno
     import os
 
-    from sdepolicy.rl import checkpoint
+    from sdepolicy.app import _checkpoint as checkpoint
 
     tree, fp = _tree(jax.random.key(0)), config_fingerprint({})
     save_checkpoint(tmp_path / "c", tree, step=1, fingerprint=fp)

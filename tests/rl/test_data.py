@@ -8,7 +8,15 @@ import minari
 import numpy as np
 import pytest
 
-from sdepolicy.rl.data import (
+from sdepolicy.app import (
+    ConfigError,
+    DatasetNotFoundError,
+    DataValidationError,
+    MissingExtraError,
+    SdepolicyError,
+    SpaceMismatchError,
+)
+from sdepolicy.app._data import (
     check_spaces,
     episodes_to_transitions,
     flatten_observation,
@@ -17,15 +25,7 @@ from sdepolicy.rl.data import (
     space_dim,
     transform_rewards,
 )
-from sdepolicy.rl.errors import (
-    ConfigError,
-    DatasetNotFoundError,
-    DataValidationError,
-    MissingExtraError,
-    SdepolicyError,
-    SpaceMismatchError,
-)
-from sdepolicy.rl.transitions import Transitions
+from sdepolicy.rl import Transitions
 
 
 def _episode(ep_id, obs, actions, rewards, terminations, truncations):
@@ -207,7 +207,7 @@ def test_recover_env_asks_for_the_robotics_extra(monkeypatch):
     pytest.importorskip("gymnasium", minversion="1.0")
     # The dev extra installs gymnasium-robotics: pretend it is missing, with an id it would
     # have registered.
-    import sdepolicy.rl.data as data_module
+    import sdepolicy.app._data as data_module
 
     monkeypatch.setattr(data_module, "_robotics_installed", lambda: False)
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[robotics\]"'):

@@ -7,15 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from sdepolicy.rl.data import check_spaces, flatten_observation, load_transitions, recover_env
-from sdepolicy.rl.default_dataset import (
+from sdepolicy.app import get_preset
+from sdepolicy.app._data import check_spaces, flatten_observation, load_transitions, recover_env
+from sdepolicy.app._default_dataset import (
     DEFAULT_DATASET_ID,
     ensure_default_dataset,
     measure_reference_scores,
     swing_up_action,
 )
-from sdepolicy.rl.presets import get_preset
-from sdepolicy.rl.scores import PROVENANCE_DATASET, normalized_score, reference_scores
+from sdepolicy.app._scores import PROVENANCE_DATASET, normalized_score, reference_scores
 
 EPISODES, REF_EPISODES = 6, 4
 

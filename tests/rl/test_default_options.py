@@ -15,11 +15,9 @@ import pytest
 from _rl_helpers import jit, member_net
 
 from sdepolicy.policy import DiffusionPolicy
+from sdepolicy.rl import ConfigError, Transitions, select_actions
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
-from sdepolicy.rl.agents.erdpqe import q_step_weights
-from sdepolicy.rl.errors import ConfigError
-from sdepolicy.rl.selection import select_actions
-from sdepolicy.rl.transitions import Transitions
+from sdepolicy.rl.agents._erdpqe import q_step_weights
 
 OBS, ACT, HIDDEN, CRITIC_HIDDEN, BATCH, M = 3, 2, 24, 16, 16, 3
 LOW, HIGH = np.array([-2.0, -1.0]), np.array([2.0, 1.0])

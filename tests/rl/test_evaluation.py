@@ -2,8 +2,8 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from sdepolicy.rl.data import flatten_observation
-from sdepolicy.rl.evaluation import run_episodes, run_episodes_one_at_a_time
+from sdepolicy.app._data import flatten_observation
+from sdepolicy.app._evaluation import run_episodes, run_episodes_one_at_a_time
 
 
 def _make_env():

@@ -19,18 +19,18 @@ import minari
 import numpy as np
 import pytest
 
-from sdepolicy.rl import checkpoint as checkpoint_lib
-from sdepolicy.rl.checkpoint import read_header
-from sdepolicy.rl.default_dataset import ensure_default_dataset
-from sdepolicy.rl.errors import (
+from sdepolicy.app import (
     CheckpointMismatchError,
     ConfigError,
     OutputWriteError,
     RunFolderError,
     RunInterruptedError,
     TrainingDivergedError,
+    ensure_default_dataset,
+    read_header,
 )
-from sdepolicy.rl.runner import RunSpec, _strict_json, run
+from sdepolicy.app import _checkpoint as checkpoint_lib
+from sdepolicy.app._runner import RunSpec, _strict_json, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -349,9 +349,9 @@ def test_actions_outside_the_box_are_warned_and_clipped_only_if_asked(datasets, 
 
 
 def test_critic_divergence_is_recorded_with_its_step(finished, tmp_path):
-    from sdepolicy.rl import data as data_lib
-    from sdepolicy.rl.presets import get_preset
-    from sdepolicy.rl.runner import _critic_divergence
+    from sdepolicy.app import _data as data_lib
+    from sdepolicy.app import get_preset
+    from sdepolicy.app._runner import _critic_divergence
 
     summary = _strict_load(finished / "summary.json")
     div = summary["critic_divergence"]
@@ -374,7 +374,7 @@ def test_critic_divergence_is_recorded_with_its_step(finished, tmp_path):
 def test_dataset_run_is_named_after_its_dataset(finished):
     summary = _strict_load(finished / "summary.json")
     assert summary["name"] == TINY and summary["dataset"]["ids"] == [TINY]
-    from sdepolicy.rl.runner import _run_name, _slug
+    from sdepolicy.app._runner import _run_name, _slug
 
     spec = RunSpec(dataset=(TINY,))
     assert f"runs/{_slug(_run_name(spec))}-erdpqe" == "runs/test-faults-tiny-v0-erdpqe"
@@ -399,7 +399,7 @@ def test_read_only_store_is_used_without_the_lock(datasets, tmp_path, monkeypatc
 
 _KILL_BUILD = """
 import os, sys
-from sdepolicy.rl import default_dataset as d
+from sdepolicy.app import _default_dataset as d
 real, n = d._run_episode, [0]
 def dies(*a, **k):
     n[0] += 1

@@ -17,16 +17,16 @@ import h5py
 import numpy as np
 import pytest
 
-from sdepolicy.rl.data import load_transitions
-from sdepolicy.rl.errors import (
+from sdepolicy.app import (
     ConfigError,
     DatasetExistsError,
     DataValidationError,
     EnvMismatchError,
     SpaceMismatchError,
 )
-from sdepolicy.rl.importers import KNOWN_FILES, check_replay, import_dataset, read_episodes
-from sdepolicy.rl.scores import reference_scores
+from sdepolicy.app._data import load_transitions
+from sdepolicy.app._scores import reference_scores
+from sdepolicy.app.importers import KNOWN_FILES, check_replay, import_dataset, read_episodes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 D3RLPY = DATA / "d3rlpy_pendulum_random_slice.h5"

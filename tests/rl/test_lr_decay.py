@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sdepolicy.rl import ConfigError
 from sdepolicy.rl.agents import DiffusionQLConfig, ERDPQEConfig
 from sdepolicy.rl.agents._base import cosine_every_schedule, lr_decay_of, make_optimizer
-from sdepolicy.rl.errors import ConfigError
 
 
 def torch_cosine_annealing(lr0, t_max, scheduler_steps):

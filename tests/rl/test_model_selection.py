@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from sdepolicy.rl.model_selection import (
+from sdepolicy.app._model_selection import (
     early_stop_index,
     offline_choice,
     offline_selection_summary,

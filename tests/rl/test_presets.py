@@ -8,9 +8,15 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from sdepolicy.rl.errors import ConfigError, UnknownTaskError
-from sdepolicy.rl.presets import TaskPreset, apply_overrides, get_preset, list_presets
-from sdepolicy.rl.scores import (
+from sdepolicy.app import (
+    ConfigError,
+    TaskPreset,
+    UnknownTaskError,
+    apply_overrides,
+    get_preset,
+    list_presets,
+)
+from sdepolicy.app._scores import (
     PROVENANCE_D4RL,
     PROVENANCE_DATASET,
     env_family,

@@ -13,9 +13,7 @@ import minari
 import numpy as np
 import pytest
 
-from sdepolicy.rl.checkpoint import read_header
-from sdepolicy.rl.default_dataset import ensure_default_dataset
-from sdepolicy.rl.runner import RunSpec, run
+from sdepolicy.app import RunSpec, ensure_default_dataset, read_header, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = "test/pendulum-tiny-v0"
@@ -173,7 +171,7 @@ def test_bad_inputs_give_one_clear_line(datasets, tmp_path):
 
 
 def test_existing_run_and_other_configuration_are_refused(datasets, tmp_path):
-    from sdepolicy.rl.errors import CheckpointMismatchError, SdepolicyError
+    from sdepolicy.app import CheckpointMismatchError, SdepolicyError
 
     run(_spec(tmp_path / "r", steps=50))
     before = (tmp_path / "r" / "checkpoint.eqx").read_bytes()
@@ -186,7 +184,7 @@ def test_existing_run_and_other_configuration_are_refused(datasets, tmp_path):
 
 _SHARDED = """
 import jax, sys
-from sdepolicy.rl.runner import RunSpec, run
+from sdepolicy.app import RunSpec, run
 from tests.rl.test_runner import _spec
 import pathlib
 s = run(_spec(pathlib.Path(sys.argv[1]), seeds=(0, 1), steps=50))

@@ -6,9 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sdepolicy.rl import Transitions, init_seeds, make_seeds_train_fn, make_train_fn, select_seed
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
-from sdepolicy.rl.training import init_seeds, make_seeds_train_fn, make_train_fn, select_seed
-from sdepolicy.rl.transitions import Transitions
 
 OBS, ACT, N, K, CALLS = 4, 2, 256, 10, 30
 LOW, HIGH = -np.ones(ACT), np.ones(ACT)

@@ -190,7 +190,7 @@ def test_sde_input_error_is_an_sdepolicy_error():
     import sys
 
     from sdepolicy._errors import SdepolicyError as root
-    from sdepolicy.rl.errors import ConfigError, SdepolicyError
+    from sdepolicy.rl import ConfigError, SdepolicyError
 
     assert SdepolicyError is root and issubclass(ConfigError, root)
     assert issubclass(sp.SDEInputError, SdepolicyError)
@@ -201,6 +201,8 @@ def test_sde_input_error_is_an_sdepolicy_error():
         assert error.exit_code == 2 and "\n" not in str(error)
     else:  # pragma: no cover
         raise AssertionError("posterior(s > t) did not raise")
-    code = "import sys, sdepolicy.sde; print(any(m.startswith('sdepolicy.rl') for m in sys.modules))"
+    code = (
+        "import sys, sdepolicy.sde; print(any(m.startswith('sdepolicy.rl') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,14 +13,14 @@ selection); the update step is shared (`AbstractAgent.update`).
 from ._base import AbstractActorCritic as AbstractActorCritic
 from ._base import AbstractAgent as AbstractAgent
 from ._base import AgentState as AgentState
-from .bc import BC as BC
-from .bc import BCConfig as BCConfig
-from .diffusion_ql import DiffusionQL as DiffusionQL
-from .diffusion_ql import DiffusionQLConfig as DiffusionQLConfig
-from .erdpqe import ERDPQE as ERDPQE
-from .erdpqe import ERDPQEConfig as ERDPQEConfig
+from ._bc import BC as BC
+from ._bc import BCConfig as BCConfig
+from ._diffusion_ql import DiffusionQL as DiffusionQL
+from ._diffusion_ql import DiffusionQLConfig as DiffusionQLConfig
+from ._erdpqe import ERDPQE as ERDPQE
+from ._erdpqe import ERDPQEConfig as ERDPQEConfig
 
-#: Agent classes by name (the names `sdepolicy.rl.presets` uses), each built from its config,
-#: and their config classes.
+#: Agent classes by name (the names the presets of `sdepolicy.app` use), each built from its
+#: config, and their config classes.
 AGENTS = {"erdpqe": ERDPQE, "diffusion-ql": DiffusionQL, "bc": BC}
 CONFIGS = {"erdpqe": ERDPQEConfig, "diffusion-ql": DiffusionQLConfig, "bc": BCConfig}

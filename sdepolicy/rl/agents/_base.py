@@ -39,7 +39,7 @@ from ..._typing import PRNGKey, RealScalarLike
 from ...policy import DiffusionPolicy
 from .._critics import Activation, AutodiffBackward, QEnsemble
 from .._fused_critic import FusedBackward
-from ..transitions import Transitions
+from .._transitions import Transitions
 
 Metrics = dict[str, Float[Array, ""]]
 

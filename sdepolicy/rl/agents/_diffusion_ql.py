@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ...policy import DiffusionPolicy
 from ...sde import vp_schedule
 from .._critics import QEnsemble
-from ..selection import select_actions
+from .._selection import select_actions
 from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
 
 
@@ -83,7 +83,7 @@ class DiffusionQLConfig:
     def __post_init__(self):
         # Imported here so that this method stays the only part of the module that knows about
         # the user-facing checks (ConfigError is also a ValueError).
-        from ..errors import ConfigError, check_config_fields
+        from .._errors import ConfigError, check_config_fields
 
         if self.critic_backward not in ("fused", "autodiff"):
             raise ConfigError(

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from .errors import CheckpointMismatchError
+from ._errors import CheckpointMismatchError
 
 #: 2 added the payload checksum; version 1 files (no checksum) are still read.
 FORMAT_VERSION = 2

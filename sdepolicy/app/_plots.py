@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
+from ._checkpoint import atomic_write_bytes
 
 
 def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[str, Any]) -> None:

@@ -1,18 +1,9 @@
-"""User-facing errors of the offline-RL layer.
+"""The configuration errors of the algorithm core.
 
-Every error a user can cause by a choice (a task name, a dataset that is not on this machine, a
-missing optional extra, a bad override) is a subclass of [`SdepolicyError`][]. Its message is one
-clear line that says what is wrong and what to do, so a command-line front end can print
-`str(error)` alone, without a stack trace:
-
-```python
-try:
-    main()
-except SdepolicyError as e:
-    sys.exit(f"error: {e}")
-```
-
-Bugs (broken invariants inside the library) stay ordinary exceptions and keep their traces.
+A bad hyper-parameter (an unknown field, a value that cannot be coerced, a value out of its
+range) is a [`ConfigError`][], a subclass of [`SdepolicyError`][] whose message is one line,
+so a command-line front end prints `str(error)` alone. The errors of datasets, environments and
+runs belong to the application layer (`sdepolicy.app`).
 """
 
 from __future__ import annotations
@@ -25,56 +16,9 @@ from typing import Any
 from .._errors import SdepolicyError as SdepolicyError
 
 
-class DatasetNotFoundError(SdepolicyError):
-    """A Minari dataset is not on this machine (and could not be downloaded)."""
-
-
-class DataValidationError(SdepolicyError):
-    """A dataset is malformed: non-finite values, inconsistent lengths, no transitions."""
-
-
-class UnknownTaskError(SdepolicyError):
-    """A task (preset) name that is not in the registry."""
-
-
-class SpaceMismatchError(SdepolicyError):
-    """The dataset's observation/action dimensions differ from the environment's."""
-
-
-class MissingExtraError(SdepolicyError):
-    """An optional dependency (a `pip install -e ".[extra]"`) is needed and not installed."""
-
-
 class ConfigError(SdepolicyError, ValueError):
     """A bad configuration value: an unknown field, a value that cannot be coerced, a bad name,
     a value out of its range. Also a `ValueError`, which is what a bad value is in Python."""
-
-
-class CheckpointMismatchError(SdepolicyError):
-    """A checkpoint does not match the run that tries to resume from it, or is corrupt."""
-
-
-class RunFolderError(SdepolicyError):
-    """The output folder cannot take this run: it holds another run's outputs, another run holds
-    its lock, `--resume` finds nothing to resume, or it cannot be written."""
-
-
-class OutputWriteError(SdepolicyError):
-    """Writing an output failed (a full disk, a folder made read-only); what was already written
-    and the last checkpoint are intact."""
-
-
-class TrainingDivergedError(SdepolicyError):
-    """A loss, a Q value or a parameter became NaN or infinite; the run stopped at that chunk and
-    kept the last good checkpoint."""
-
-    exit_code = 3
-
-
-class RunInterruptedError(SdepolicyError):
-    """The run was interrupted (Ctrl-C); the message says where its last checkpoint is."""
-
-    exit_code = 130
 
 
 # Field name -> (what is allowed, test). A field is checked only where a config has it, so one
@@ -134,30 +78,3 @@ def check_config_fields(config: Any) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
             raise ConfigError(f"{name}: {field} must be {allowed}, got {value!r}.")
-
-
-class DatasetExistsError(SdepolicyError):
-    """A dataset id that is already taken, and overwriting was not asked for."""
-
-
-class EnvMismatchError(SdepolicyError):
-    """Stored transitions do not replay in the environment they are paired with."""
-
-
-__all__ = [
-    "SdepolicyError",
-    "DatasetNotFoundError",
-    "DataValidationError",
-    "UnknownTaskError",
-    "SpaceMismatchError",
-    "MissingExtraError",
-    "ConfigError",
-    "CheckpointMismatchError",
-    "RunFolderError",
-    "OutputWriteError",
-    "TrainingDivergedError",
-    "RunInterruptedError",
-    "check_config_fields",
-    "DatasetExistsError",
-    "EnvMismatchError",
-]

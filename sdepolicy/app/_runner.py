@@ -29,17 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import data as data_lib
-from .agents import AGENTS, CONFIGS
-from .checkpoint import (
+from ..rl import init_seeds, make_checked_seeds_train_fn, shard_seeds
+from ..rl.agents import AGENTS, CONFIGS
+from . import _data as data_lib
+from ._checkpoint import (
     atomic_write_bytes,
     config_fingerprint,
     load_checkpoint,
     read_header,
     save_checkpoint,
 )
-from .default_dataset import DEFAULT_DATASET_ID, ensure_default_dataset
-from .errors import (
+from ._default_dataset import DEFAULT_DATASET_ID, ensure_default_dataset
+from ._errors import (
     ConfigError,
     DataValidationError,
     OutputWriteError,
@@ -48,13 +49,11 @@ from .errors import (
     SdepolicyError,
     TrainingDivergedError,
 )
-from .evaluation import run_episodes_stats
-from .model_selection import offline_selection_summary
-from .plots import plot_learning_curve
-from .presets import apply_overrides, get_preset
-from .scores import normalized_score, reference_scores, success_rate
-from .sharding import shard_seeds
-from .training import init_seeds, make_checked_seeds_train_fn
+from ._evaluation import run_episodes_stats
+from ._model_selection import offline_selection_summary
+from ._plots import plot_learning_curve
+from ._presets import apply_overrides, get_preset
+from ._scores import normalized_score, reference_scores, success_rate
 
 CHECKPOINT = "checkpoint.eqx"
 
@@ -63,7 +62,7 @@ CHECKPOINT = "checkpoint.eqx"
 class RunSpec:
     """What to run. `None` fields take the task preset's value.
 
-    - `task`, `algo`: a preset name (`sdepolicy.rl.presets.list_presets()`) and
+    - `task`, `algo`: a preset name (`sdepolicy.app.list_presets()`) and
         `"erdpqe" | "diffusion-ql" | "bc"`.
     - `seeds`: trained together in one process (the agent state is vmapped over seeds).
     - `seed_strategy`: `"vmap"` (default) or `"sequential"`: how the seeds share one compiled

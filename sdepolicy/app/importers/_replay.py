@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpaceMismatchError
+from .._errors import SpaceMismatchError
 
 #: Median absolute errors above these mean the data do not come from this environment.
 OBS_TOLERANCE = 1e-3
@@ -96,7 +96,7 @@ def check_replay(
     environment's (naming both); [`MissingExtraError`][] or [`SdepolicyError`][] when the
     environment cannot be made.
     """
-    from ..data import recover_env, space_dim
+    from .._data import recover_env, space_dim
 
     env = recover_env(None, task_env_id=env_id)
     try:

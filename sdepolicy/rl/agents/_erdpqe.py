@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int
 from ...policy import DiffusionPolicy
 from .._critics import QEnsemble
 from .._pessimism import aggregate_q
-from ..selection import select_actions
+from .._selection import select_actions
 from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
 
 
@@ -104,7 +104,7 @@ class ERDPQEConfig:
         # Imported here so that this method stays the only part of the module that knows about
         # the user-facing checks (ConfigError is also a ValueError).
         from ...policy.diffusion_policy import SCHEDULES
-        from ..errors import ConfigError, check_config_fields
+        from .._errors import ConfigError, check_config_fields
 
         for name, allowed in (
             ("q_aggregate", ("lcb", "min")),

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import datasets_root
-from .errors import ConfigError
+from ._data import datasets_root
+from ._errors import ConfigError
 
 DEFAULT_DATASET_ID = "sdepolicy/pendulum-mixed-v0"
 ENV_ID = "Pendulum-v1"
@@ -124,7 +124,7 @@ def _build(
                 f"noise, mixed with {random_fraction:.0%} uniform-random episodes"
             ),
             author="sdepolicy",
-            code_permalink="sdepolicy/rl/default_dataset.py",
+            code_permalink="sdepolicy/app/_default_dataset.py",
             description=(
                 f"{num_episodes} Pendulum-v1 episodes of mixed quality (seed {seed}); "
                 f"ref_min_score: random policy, ref_max_score: clean controller, "

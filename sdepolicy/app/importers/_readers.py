@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataValidationError
+from .._errors import ConfigError, DataValidationError
 
 #: Format names accepted by `read_episodes(..., format=...)`.
 FORMATS = ("d4rl", "d3rlpy", "sb_npz", "cs285", "dapg")

@@ -28,7 +28,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, UnknownTaskError
+from ._errors import ConfigError, UnknownTaskError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TaskPreset:
     - `name`: the D4RL task name (`"hopper-medium-v2"`) or our own (`"pendulum-mixed"`).
     - `minari_id`: the Minari dataset id; `extra_minari_ids` are concatenated after it.
     - `env_family`: `"hopper"`, `"antmaze"`, ...: selects D4RL reference scores.
-    - `reward_transform`: a name of `sdepolicy.rl.data.transform_rewards`.
+    - `reward_transform`: a name of `sdepolicy.app.transform_rewards`.
     - `epochs`: training length in epochs of `steps_per_epoch` gradient steps (ER-DP-QE's);
       `algo_epochs` overrides it per algorithm (see [`TaskPreset.epochs_for`][]).
     - `eval_episodes`, `eval_every_epochs`: evaluation protocol.
@@ -48,11 +48,11 @@ class TaskPreset:
       value, applied with [`apply_overrides`][].
     - `note`: caveats about the dataset, shown to users.
     - `top_k`: Diffusion-QL's per-task `top_k` for its offline model selection
-      (`sdepolicy.rl.model_selection`), None where it has none.
+      (`sdepolicy.app.offline_selection_summary`), None where it has none.
     - `observation_keys`: for dictionary observations, the keys kept, in this order (None: all,
       sorted); AntMaze keeps D4RL's 29-d `("achieved_goal", "observation")`.
     - `terminal_rule`: `"dataset"` (Minari's terminations) or `"reward"` (terminal where the raw
-      reward is >= 1, as D4RL's AntMaze data); see `sdepolicy.rl.data.relabel_terminals`.
+      reward is >= 1, as D4RL's AntMaze data); see `relabel_terminals` in `sdepolicy/app/_data.py`.
     - `eval_env_kwargs`: passed to the evaluation environment's `gym.make` (D4RL's episodic
       AntMaze and Kitchen, pen's 100-step episodes).
     - `score`: `"return"` (D4RL-normalised mean return) or `"success"` (AntMaze: the percentage
@@ -278,7 +278,7 @@ for _data, _gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
         )
     )
 
-# The project's own defaults: the embedded task (sdepolicy.rl.default_dataset) and every
+# The project's own defaults: the embedded task (sdepolicy/app/_default_dataset.py) and every
 # `--dataset` run given without `--task`. Our values, not a paper's, chosen once for all the
 # real datasets of benchmarks/real_data.py and the embedded one (docs/method.md §8.6 has the
 # measurements behind each): NML with x̂0 clipping (MLL at T = 5 makes bang-bang policies that

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Shaped
 
-from .errors import (
+from ..rl import Transitions
+from ._errors import (
     ConfigError,
     DatasetNotFoundError,
     DataValidationError,
@@ -25,7 +26,6 @@ from .errors import (
     SdepolicyError,
     SpaceMismatchError,
 )
-from .transitions import Transitions
 
 #: Names accepted by [`transform_rewards`][].
 REWARD_TRANSFORMS = ("none", "antmaze", "normalize")

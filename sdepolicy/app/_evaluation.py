@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from .._typing import PRNGKey
-from .data import flatten_observation
+from ._data import flatten_observation
 
 #: Batched action selection: ``(observations[n, obs], key) -> actions[n, act]``.
 BatchActFn = Callable[[np.ndarray, PRNGKey], np.ndarray]
@@ -83,7 +83,7 @@ def run_episodes_stats(
     - `seed`: environment seed; environment `i` is reset with `seed + i`.
     - `max_steps`: optional cap on steps (otherwise the environments' own time limits end them).
     - `observation_keys`: for dictionary observations, the keys the policy sees, in order
-      (`sdepolicy.rl.data.flatten_observation`; the data must be flattened the same way).
+      (`sdepolicy.app.flatten_observation`; the data must be flattened the same way).
 
     **Returns:** an [`EpisodeStats`][] of arrays of shape ``(num_episodes,)``.
     """

@@ -21,7 +21,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Shaped
 
 from .._typing import RealScalarLike
-from .errors import UnknownTaskError
+from ._errors import UnknownTaskError
 
 #: D4RL reference returns (random, expert) per environment family, `docs/method.md §8.4`.
 D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {

@@ -41,7 +41,7 @@ class BCConfig:
         # Imported here so that this method stays the only part of the module that knows about
         # the user-facing checks (ConfigError is also a ValueError).
         from ...policy.diffusion_policy import SCHEDULES
-        from ..errors import ConfigError, check_config_fields
+        from .._errors import ConfigError, check_config_fields
 
         if self.loss not in ("mll", "nml"):
             raise ConfigError(f"BCConfig: loss must be 'mll' or 'nml', got {self.loss!r}.")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Key, PyTree, UInt32
 
 from .._typing import PRNGKey
-from .transitions import Transitions
+from ._transitions import Transitions
 
 #: One pure agent update: ``(state, batch) -> (state, metrics)`` with scalar metrics.
 #: A batch of PRNG keys with a leading seed axis, new-style or raw.

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import datasets_root, episodes_to_transitions, space_dim
-from ..errors import (
+from .._data import datasets_root, episodes_to_transitions, space_dim
+from .._errors import (
     ConfigError,
     DatasetExistsError,
     DataValidationError,
@@ -29,8 +29,8 @@ from ..errors import (
     SdepolicyError,
     SpaceMismatchError,
 )
-from .readers import detect_format, read_episodes
-from .replay import OBS_TOLERANCE, REWARD_TOLERANCE, check_replay
+from ._readers import detect_format, read_episodes
+from ._replay import OBS_TOLERANCE, REWARD_TOLERANCE, check_replay
 
 
 def _known(env_id, ref_min, ref_max, licence, source, **extra) -> dict[str, Any]:
@@ -335,7 +335,7 @@ def import_dataset(
         "eval_env_spec": spec.to_json(),
         "algorithm_name": f"recorded by others ({fmt} file)",
         "author": {known["source"].split(" @ ")[0] if known else "unknown"},
-        "code_permalink": "sdepolicy/rl/importers",
+        "code_permalink": "sdepolicy/app/importers",
         "description": (
             f"{len(episodes)} episodes, {sum(len(ep['rewards']) for ep in episodes)} steps, "
             f"mean return {np.mean(returns):.1f}; {text}."

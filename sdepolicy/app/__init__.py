@@ -1,0 +1,52 @@
+"""The application layer: Minari datasets (loading, the embedded default dataset, importers of
+files recorded by others), task presets, vectorised evaluation in Gymnasium, checkpoints, plots
+and the training run with its outputs. It builds on the algorithm core, `sdepolicy.rl`, which
+knows nothing of it."""
+
+from . import importers as importers
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import read_header as read_header
+from ._checkpoint import save_checkpoint as save_checkpoint
+from ._data import check_spaces as check_spaces
+from ._data import datasets_root as datasets_root
+from ._data import episodes_to_transitions as episodes_to_transitions
+from ._data import flatten_observation as flatten_observation
+from ._data import load_dataset as load_dataset
+from ._data import load_transitions as load_transitions
+from ._data import recover_env as recover_env
+from ._data import transform_rewards as transform_rewards
+from ._default_dataset import DEFAULT_DATASET_ID as DEFAULT_DATASET_ID
+from ._default_dataset import ensure_default_dataset as ensure_default_dataset
+from ._errors import CheckpointMismatchError as CheckpointMismatchError
+from ._errors import ConfigError as ConfigError
+from ._errors import DatasetExistsError as DatasetExistsError
+from ._errors import DatasetNotFoundError as DatasetNotFoundError
+from ._errors import DataValidationError as DataValidationError
+from ._errors import EnvMismatchError as EnvMismatchError
+from ._errors import MissingExtraError as MissingExtraError
+from ._errors import OutputWriteError as OutputWriteError
+from ._errors import RunFolderError as RunFolderError
+from ._errors import RunInterruptedError as RunInterruptedError
+from ._errors import SdepolicyError as SdepolicyError
+from ._errors import SpaceMismatchError as SpaceMismatchError
+from ._errors import TrainingDivergedError as TrainingDivergedError
+from ._errors import UnknownTaskError as UnknownTaskError
+from ._evaluation import EpisodeStats as EpisodeStats
+from ._evaluation import run_episodes as run_episodes
+from ._evaluation import run_episodes_stats as run_episodes_stats
+from ._model_selection import offline_choice as offline_choice
+from ._model_selection import offline_selection_summary as offline_selection_summary
+from ._plots import plot_learning_curve as plot_learning_curve
+from ._presets import DEFAULT_AGENT_OVERRIDES as DEFAULT_AGENT_OVERRIDES
+from ._presets import TaskPreset as TaskPreset
+from ._presets import apply_overrides as apply_overrides
+from ._presets import get_preset as get_preset
+from ._presets import list_presets as list_presets
+from ._runner import RunSpec as RunSpec
+from ._runner import run as run
+from ._scores import normalized_score as normalized_score
+from ._scores import reference_scores as reference_scores
+from ._scores import success_rate as success_rate
+from .importers import check_replay as check_replay
+from .importers import import_dataset as import_dataset
+from .importers import read_episodes as read_episodes
