@@ -36,7 +36,7 @@ import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdepolicy.app._evaluation import run_episodes, run_episodes_one_at_a_time  # noqa: E402
+from sdepolicy.app import flatten_observation, run_episodes  # noqa: E402
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig  # noqa: E402
 
 
@@ -69,6 +69,35 @@ class CountSteps(gym.Wrapper):
 # episode lasts exactly `max_episode_steps` in both loops (the same work for both, so the steps/s
 # comparison is fair). `--terminate` restores the default.
 ENV_KWARGS = {"Hopper-v5": {"terminate_when_unhealthy": False}}
+
+
+def run_episodes_one_at_a_time(
+    make_env,
+    act,
+    num_episodes: int,
+    key,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """The baseline the vectorised evaluation (`sdepolicy.app.run_episodes`) is measured
+    against: one environment, one episode after another, one action per call."""
+    env = make_env()
+    try:
+        returns = np.zeros(num_episodes)
+        for i in range(num_episodes):
+            obs, _ = env.reset(seed=seed + i)
+            done = False
+            while not done:
+                key, sub = jax.random.split(key)
+                batch = jax.tree.map(lambda v: np.asarray(v)[None], obs)
+                action = np.asarray(act(flatten_observation(batch, batch_ndim=1), sub))[0]
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                returns[i] += reward
+                done = terminated or truncated
+        return returns
+    finally:
+        env.close()
 
 
 def env_factory(env_id: str, max_steps: int, counter: StepCounter | None = None, **kwargs):

@@ -52,10 +52,11 @@ import _bench_common as bench  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
 from sdepolicy.policy import mish, mish_and_slope  # noqa: E402
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig  # noqa: E402
-from sdepolicy.rl.agents._base import ema_update, polyak  # noqa: E402
+from sdepolicy.rl.agents._base import ema_update  # noqa: E402
 
 # --- activation variants ------------------------------------------------------------------------
 
@@ -144,7 +145,7 @@ def parts(agent):
             config.ema_start,
             config.ema_every,
         )
-        return ema, polyak(state.target_critic, state.critic, config.tau)
+        return ema, optax.incremental_update(state.critic, state.target_critic, config.tau)
 
     return {
         "update": lambda state, batch, key: agent.update(state, batch),

@@ -63,9 +63,9 @@ def mish(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
 
     The derivative is given in closed form (a `jax.custom_jvp`, see [`mish_and_slope`][]): the
     backward pass multiplies by one slope computed with the forward value, instead of replaying
-    the dozen elementwise operations of the forward expression (measured in
-    `benchmarks/profile_update.py`: about a quarter of the 64-critic update's CPU time). The
-    rule is itself differentiable, so higher derivatives work too.
+    the dozen elementwise operations of the forward expression (what it saves:
+    `benchmarks/README.md`). The rule is itself differentiable, so higher derivatives work
+    too.
 
     **Arguments:**
 

@@ -12,8 +12,9 @@ $\dot E = 3u\dot\theta$, so the controller
   while the pendulum is away from the top ($\cos\theta \le 0.9$),
 - and stabilises with a PD law, $u = -(k_p\theta + k_d\dot\theta)$, near it.
 
-The clean controller returns about $-145$ per 200-step episode, a uniformly random policy about
-$-1200$ (measured: see [`measure_reference_scores`][]). The dataset mixes random episodes with
+The clean controller's and a uniformly random policy's returns are measured when the dataset is
+built ([`measure_reference_scores`][]) and stored as its reference scores (their values: README,
+Quickstart). The dataset mixes random episodes with
 controller episodes whose actions carry Gaussian noise of a per-episode standard deviation drawn
 uniformly from $[0, \sigma_\max]$: a spread of qualities from near-optimal to random.
 Everything is seeded, so the dataset is the same on every machine with the same Gymnasium.

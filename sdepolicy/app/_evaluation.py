@@ -114,32 +114,3 @@ def run_episodes_stats(
     finally:
         for env in envs:
             env.close()
-
-
-def run_episodes_one_at_a_time(
-    make_env: Callable[[], gym.Env],
-    act: BatchActFn,
-    num_episodes: int,
-    key: PRNGKey,
-    *,
-    seed: int = 0,
-) -> np.ndarray:
-    """The baseline the vectorised evaluation is measured against: one environment, one
-    episode after another, one action per call."""
-    env = make_env()
-    try:
-        returns = np.zeros(num_episodes)
-        for i in range(num_episodes):
-            obs, _ = env.reset(seed=seed + i)
-            done = False
-            while not done:
-                key, sub = jax.random.split(key)
-                batch = jax.tree.map(lambda v: np.asarray(v)[None], obs)
-                action = np.asarray(act(flatten_observation(batch, batch_ndim=1), sub))[0]
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                returns[i] += reward
-                done = terminated or truncated
-        return returns
-    finally:
-        env.close()

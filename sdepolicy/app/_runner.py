@@ -28,6 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..rl import init_seeds, make_checked_seeds_train_fn, shard_seeds
 from ..rl.agents import AGENTS, CONFIGS
@@ -573,7 +574,9 @@ def _run(spec: RunSpec, out: pathlib.Path, on_checkpoint, preset, config) -> dic
         _truncate_csv(metrics_path, step)
     refs = (ref_min, ref_max, provenance)
     info = dict(name=name, out=str(out), settings=settings, q_bound=q_bound)
-    bar = _progress(spec.progress, steps, step)
+    bar = tqdm(
+        total=steps, initial=step, unit="step", dynamic_ncols=True, disable=not spec.progress
+    )
     steps_timed, time_timed, compiled = 0, 0.0, False
     try:
         while step < steps:
@@ -729,23 +732,6 @@ def _postfix(metrics, record) -> dict[str, str]:
     return post
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, *a, **k):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
 def _truncate_csv(path: pathlib.Path, step: int) -> None:

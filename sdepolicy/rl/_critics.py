@@ -44,7 +44,7 @@ def _init_params(
     total = sum(o * i + o for (o, i), _ in shapes)
     # One uniform draw for every parameter of every member, sliced afterwards: the same law as
     # layer-by-layer draws, but one random-number kernel for XLA to compile instead of two per
-    # layer (each costs ~0.4 s of CPU compile time, which dominates building small ensembles).
+    # layer (their compilation dominates the time to build a small ensemble).
     u = jax.random.uniform(key, (num_members, total), minval=-1.0, maxval=1.0)
     weights, biases, offset = [], [], 0
     last = len(shapes) - 1

@@ -11,8 +11,8 @@ with the same values and gradients (pinned to it by `tests/rl/test_critics.py` a
   vector-Jacobian product with ones, which for [`sdepolicy.policy.mish`][] is its closed-form
   slope) and kept, so the backward pass is one multiplication per layer;
 - on a CPU, the members are processed in groups (8 at a time for the paper's sizes) so that one
-  group's activations stay in cache: a batched matmul of `8 x [256, 256]` runs at about 1.4x the
-  rate of `64 x [256, 256]` on the 2-core machine of `benchmarks/README.md`;
+  group's activations stay in cache, where a batched matmul of a group runs faster than one of
+  all 64 members (the rates: `benchmarks/README.md`);
 - the critics' regression loss is a custom-VJP function of its own ([`fused_regression_loss`][]):
   the agent's loss is linear in the squared errors, so its gradient with respect to them is a
   constant known before the forward pass, and each group's forward pass is followed at once by

@@ -62,41 +62,25 @@ def _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, k
 SEED_STRATEGIES = {"vmap": _fused_seeds, "sequential": _fused_seeds_sequential}
 
 
-def fused_steps(
-    update_fn: UpdateFn,
-    dataset: Transitions,
-    state: PyTree,
-    key: PRNGKey,
-    *,
-    batch_size: int,
-    num_steps: int,
-) -> tuple[PyTree, dict[str, Float[Array, " steps"]]]:
-    r"""Run `num_steps` updates of `state` on batches of `batch_size` drawn from `dataset`, as one
-    compiled `lax.scan`.
+def make_train_fn(
+    update_fn: UpdateFn, dataset: Transitions, batch_size: int, steps_per_call: int
+) -> Callable[[PyTree, PRNGKey], tuple[PyTree, dict[str, Float[Array, " steps"]]]]:
+    r"""A compiled `(state, key) -> (state, metrics)` running `steps_per_call` updates per call
+    on batches of `batch_size` drawn from `dataset`, as one `lax.scan`.
 
     **Arguments:**
 
     - `update_fn`: a pure update `(state, batch) -> (state, metrics)`, e.g.
         `ERDPQE(config).update`. It is a static argument of the compiled function (hashed; an
         agent's bound `update` equals that of any agent of the same class and config).
-    - `dataset`: the whole dataset, on device.
-    - `state`: the agent state.
-    - `key`: PRNG key for batch sampling (the agent's own randomness lives in its state).
-    - `batch_size`, `num_steps`: batch size and number of fused updates $K$.
+    - `dataset`: the whole dataset, on device. It is passed to the compiled code as an
+        argument, so repeated calls (and other train functions built on same-shaped datasets
+        with the same `update_fn`) never retrace.
+    - `batch_size`, `steps_per_call`: batch size and number of fused updates $K$.
 
-    **Returns:** `(state, metrics)` with every metric stacked over the $K$ steps.
-    """
-    return _fused_single(update_fn, batch_size, num_steps, dataset, state, key)
-
-
-def make_train_fn(
-    update_fn: UpdateFn, dataset: Transitions, batch_size: int, steps_per_call: int
-) -> Callable[[PyTree, PRNGKey], tuple[PyTree, dict[str, Float[Array, " steps"]]]]:
-    r"""A compiled `(state, key) -> (state, metrics)` running `steps_per_call` updates per call.
-
-    See [`fused_steps`][]; the dataset is passed to the compiled code as an argument, so
-    repeated calls (and other train functions built on same-shaped datasets with the same
-    `update_fn`) never retrace.
+    The returned function takes the agent state and a PRNG key for batch sampling (the agent's
+    own randomness lives in its state), and returns `(state, metrics)` with every metric
+    stacked over the $K$ steps.
     """
 
     def train(state: PyTree, key: PRNGKey):

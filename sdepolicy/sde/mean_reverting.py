@@ -89,10 +89,6 @@ class MeanRevertingSDE(eqx.Module):
     def horizon(self) -> float:
         return self.schedule.horizon
 
-    def with_mean(self, mean: Float[ArrayLike, "*mshape"]) -> MeanRevertingSDE:
-        """The same SDE reverting to another $\\mu$."""
-        return MeanRevertingSDE(self.schedule, mean, self.stationary_std)
-
     # --- coefficients ------------------------------------------------------------------------
 
     def decay(self, s: RealScalarLike, t: RealScalarLike) -> Float[Array, ""]:

@@ -18,9 +18,9 @@ from _rl_helpers import jit
 from _rl_helpers import member_net as _member_net
 
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl import Transitions, select_actions
+from sdepolicy.rl import select_actions
 from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
-from sdepolicy.rl.agents._base import ema_update, polyak, td_targets
+from sdepolicy.rl.agents._base import ema_update, td_targets
 
 OBS, ACT, HIDDEN, BATCH = 4, 2, 32, 32
 LOW, HIGH = np.array([-1.0, -2.0]), np.array([1.0, 0.5])  # asymmetric: exercises the box map
@@ -47,16 +47,10 @@ dql_update = jit(DiffusionQL.update)
 _sample = jit(lambda policy, states, key: policy.sample(states, key))
 
 
-def make_batch(seed, n=BATCH):
-    k = jax.random.split(jax.random.key(seed), 5)
-    unit = jax.random.uniform(k[1], (n, ACT), minval=-1, maxval=1)
-    return Transitions(
-        observations=jax.random.normal(k[0], (n, OBS)),
-        actions=jnp.asarray(LOW) + (unit + 1) * 0.5 * jnp.asarray(HIGH - LOW),
-        rewards=jax.random.normal(k[2], (n,)),
-        next_observations=jax.random.normal(k[3], (n, OBS)),
-        terminals=(jnp.arange(n) % 2).astype(jnp.float32),  # half terminal
-    )
+@pytest.fixture(scope="module")
+def make_batch(make_transitions):
+    """A batch of BATCH transitions in the asymmetric box, half of them terminal."""
+    return lambda seed: make_transitions(seed, BATCH, OBS, ACT, low=LOW, high=HIGH)
 
 
 def member_net(ensemble, m):
@@ -80,7 +74,7 @@ def erdpqe_start():
 
 
 @pytest.fixture(scope="module")
-def erdpqe_step(erdpqe_start):
+def erdpqe_step(erdpqe_start, make_batch):
     batch = make_batch(3)
     new, metrics = erdpqe_update(AGENT, erdpqe_start, batch)
     return erdpqe_start, batch, new, metrics
@@ -149,7 +143,7 @@ def test_erdpqe_metrics_finite(erdpqe_step):
     assert int(new.step) == 1
 
 
-def test_erdpqe_ema_schedule(erdpqe_start):
+def test_erdpqe_ema_schedule(erdpqe_start, make_batch):
     """ema_every=2, ema_start=4: the initial actor until step 4, then decay at 4 and 6 only."""
     state = erdpqe_start
     first = lambda s: s.denoiser.hidden_layers[0].weight
@@ -170,7 +164,8 @@ def test_erdpqe_ema_schedule(erdpqe_start):
 
 def test_ema_and_polyak_rules():
     a, b = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, 6.0])}
-    np.testing.assert_allclose(polyak(a, b, 0.25)["w"], [1.5, 3.0])
+    # The Polyak target is optax's incremental update: tau * online + (1 - tau) * target.
+    np.testing.assert_allclose(optax.incremental_update(b, a, 0.25)["w"], [1.5, 3.0])
     rule = lambda step: ema_update(a, b, jnp.asarray(step), 0.9, start=10, every=5)["w"]
     np.testing.assert_array_equal(rule(5), [1.0, 2.0])  # due, before start: unchanged
     np.testing.assert_array_equal(rule(7), [1.0, 2.0])  # not due
@@ -178,7 +173,7 @@ def test_ema_and_polyak_rules():
 
 
 @pytest.fixture(scope="module")
-def dql_step():
+def dql_step(make_batch):
     state = DQL.init(OBS, ACT, LOW, HIGH, jax.random.key(4))
     state = scaled_target(state, jax.random.key(5))
     batch = make_batch(6)
@@ -284,7 +279,7 @@ def test_erdpqe_act_shape_and_box(erdpqe_start):
     assert bool(jnp.all((actions >= LOW - 1e-6) & (actions <= HIGH + 1e-6)))
 
 
-def test_bc_update_is_the_diffusion_loss_alone():
+def test_bc_update_is_the_diffusion_loss_alone(make_batch):
     agent = BC(BCConfig(hidden=HIDDEN, batch_size=BATCH, loss="mll"))
     state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(15))
     batch = make_batch(16)

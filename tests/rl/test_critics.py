@@ -1,13 +1,12 @@
 """The Q-ensemble: stacked members equal separate networks, EDAC init, LCB/min aggregates, and
 the hand-written kernel (`FusedBackward`) equals autodiff of the plain code (`AutodiffBackward`)."""
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _rl_helpers import jit, member_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,14 +35,6 @@ def batch():
     return jax.random.normal(k1, (16, OBS)), jax.random.uniform(k2, (16, ACT), minval=-1, maxval=1)
 
 
-def member_mlp(ensemble, m):
-    """Member m as an ordinary `eqx.nn.MLP` (with Mish), built from the m-th parameter slices."""
-    template = eqx.nn.MLP(OBS + ACT, "scalar", HIDDEN, 3, activation=mish, key=jax.random.key(9))
-    leaves = lambda n: [x for lin in n.layers for x in (lin.weight, lin.bias)]
-    params = [p[m] for wb in zip(ensemble.weights, ensemble.biases, strict=True) for p in wb]
-    return eqx.tree_at(leaves, template, params)
-
-
 @pytest.mark.parametrize("init", ["edac", "default"])
 def test_stacked_equals_separate_networks(batch, init):
     """Member m of the ensemble is an ordinary MLP on [s, a] with the m-th slice of the params."""
@@ -51,10 +42,9 @@ def test_stacked_equals_separate_networks(batch, init):
     ens = QEnsemble(OBS, ACT, M, HIDDEN, depth=3, init=init, key=jax.random.key(1))
     q = ens(states, actions)
     assert q.shape == (M, 16)
-    x = jnp.concatenate([states, actions], axis=1)
     for m in range(M):
-        mlp = member_mlp(ens, m)
-        np.testing.assert_allclose(q[m], jax.vmap(mlp)(x), rtol=1e-5, atol=1e-6)
+        want = member_net(ens, m, OBS + ACT, HIDDEN)(states, actions)
+        np.testing.assert_allclose(q[m], want, rtol=1e-5, atol=1e-6)
     # Members are independent draws, not copies.
     assert float(jnp.min(jnp.std(q, axis=0))) > 0
 
@@ -162,7 +152,7 @@ def test_fused_backward_equals_autodiff_of_the_plain_code(
 
         # One compilation per example (op-by-op float64 dispatch is much slower), at XLA's lowest
         # CPU optimisation level (the same numbers, faster to compile).
-        @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+        @jit
         def both(w, b, x):
             values = (ensemble_mlp(mish, groups, w, b, x), ensemble_mlp_reference(mish, w, b, x))
             grads = tuple(jax.grad(f, argnums=(0, 1, 2))(w, b, x) for f in (fused, plain))

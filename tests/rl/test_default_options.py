@@ -15,7 +15,7 @@ import pytest
 from _rl_helpers import jit, member_net
 
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl import ConfigError, Transitions, select_actions
+from sdepolicy.rl import ConfigError, select_actions
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
 from sdepolicy.rl.agents._erdpqe import q_step_weights
 
@@ -41,24 +41,12 @@ def test_jacobian_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
     assert np.all(np.asarray(q_step_weights(policy, steps, "uniform")) == 1.0)
 
 
-def _batch(seed):
-    k = jax.random.split(jax.random.key(seed), 4)
-    unit = jax.random.uniform(k[1], (BATCH, ACT), minval=-1, maxval=1)
-    return Transitions(
-        observations=jax.random.normal(k[0], (BATCH, OBS)),
-        actions=jnp.asarray(LOW) + (unit + 1) * 0.5 * jnp.asarray(HIGH - LOW),
-        rewards=jax.random.normal(k[2], (BATCH,)),
-        next_observations=jax.random.normal(k[3], (BATCH, OBS)),
-        terminals=(jnp.arange(BATCH) % 3 == 0).astype(jnp.float32),
-    )
-
-
 def _member(ensemble, m):
     return member_net(ensemble, m, OBS + ACT, CRITIC_HIDDEN)
 
 
 @pytest.mark.parametrize("target", ["lcb"])
-def test_shared_pessimistic_target_and_critic_width(target):
+def test_shared_pessimistic_target_and_critic_width(target, make_transitions):
     config = ERDPQEConfig(
         num_critics=M,
         hidden=HIDDEN,
@@ -79,7 +67,7 @@ def test_shared_pessimistic_target_and_critic_width(target):
     w = state.target_critic.weights[-1]
     spread = 3.0 * jax.random.normal(jax.random.key(2), w.shape) / np.sqrt(CRITIC_HIDDEN)
     state = eqx.tree_at(lambda s: s.target_critic.weights[-1], state, spread)
-    batch = _batch(3)
+    batch = make_transitions(3, BATCH, OBS, ACT, low=LOW, high=HIGH, terminal_every=3)
     _, metrics = jit(ERDPQE.update)(agent, state, batch)
 
     _, k_next, _ = jax.random.split(state.key, 3)

@@ -2,8 +2,25 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from sdepolicy.app._data import flatten_observation
-from sdepolicy.app._evaluation import run_episodes, run_episodes_one_at_a_time
+from sdepolicy.app import flatten_observation, run_episodes
+
+
+def run_episodes_one_at_a_time(make_env, act, num_episodes, key, *, seed=0):
+    """The reference the vectorised evaluation is checked against, written plainly: one
+    environment, one episode after another, one action per call."""
+    env = make_env()
+    returns = np.zeros(num_episodes)
+    for i in range(num_episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done = False
+        while not done:
+            key, sub = jax.random.split(key)
+            action = np.asarray(act(np.asarray(obs, np.float32)[None], sub))[0]
+            obs, reward, terminated, truncated, _ = env.step(np.clip(action, -2.0, 2.0))
+            returns[i] += reward
+            done = terminated or truncated
+    env.close()
+    return returns
 
 
 def _make_env():

@@ -18,7 +18,7 @@ import pytest
 
 import sdepolicy.rl._fused_critic as fused_critic
 from sdepolicy.policy import mish
-from sdepolicy.rl import AutodiffBackward, FusedBackward, Transitions, make_train_fn
+from sdepolicy.rl import AutodiffBackward, FusedBackward, make_train_fn
 from sdepolicy.rl.agents import ERDPQE, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
 
 OBS, ACT, N, BATCH, STEPS = 4, 2, 256, 32, 4
@@ -29,16 +29,8 @@ def textbook_mish(x):
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    rng = np.random.default_rng(0)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
-    return Transitions(
-        observations=f32(rng.normal(size=(N, OBS))),
-        actions=f32(rng.uniform(-1, 1, (N, ACT))),
-        rewards=f32(rng.normal(size=N)),
-        next_observations=f32(rng.normal(size=(N, OBS))),
-        terminals=f32(rng.uniform(size=N) < 0.1),
-    )
+def dataset(make_transitions):
+    return make_transitions(0, N, OBS, ACT, terminal_every=10)
 
 
 def train(agent, dataset, monkeypatch, straightforward):

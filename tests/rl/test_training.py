@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdepolicy.rl import Transitions, init_seeds, make_seeds_train_fn, make_train_fn, select_seed
+from sdepolicy.rl import init_seeds, make_seeds_train_fn, make_train_fn, select_seed
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
 
 OBS, ACT, N, K, CALLS = 4, 2, 256, 10, 30
@@ -24,14 +24,11 @@ def counted_update(state, batch):
     return AGENT.update(state, batch)
 
 
-def make_dataset(seed):
+@pytest.fixture(scope="module")
+def make_dataset(make_transitions):
     """A small fixed dataset whose rewards are a smooth function of (s, a)."""
-    k = jax.random.split(jax.random.key(seed), 4)
-    obs = jax.random.normal(k[0], (N, OBS))
-    actions = jax.random.uniform(k[1], (N, ACT), minval=-1, maxval=1)
-    rewards = jnp.sin(2 * obs[:, 0]) + actions[:, 0] * obs[:, 1]
-    terminals = (jax.random.uniform(k[3], (N,)) < 0.2).astype(jnp.float32)
-    return Transitions(obs, actions, rewards, jax.random.normal(k[2], (N, OBS)), terminals)
+    rewards = lambda s, a: jnp.sin(2 * s[:, 0]) + a[:, 0] * s[:, 1]
+    return lambda seed: make_transitions(seed, N, OBS, ACT, terminal_every=5, rewards=rewards)
 
 
 def init(key):
@@ -39,7 +36,7 @@ def init(key):
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(make_dataset):
     dataset = make_dataset(0)
     train = make_train_fn(counted_update, dataset, CONFIG.batch_size, K)
     state = init(jax.random.key(1))
@@ -53,7 +50,7 @@ def run():
     return train, state, history, traces
 
 
-def test_fused_calls_never_retrace(run):
+def test_fused_calls_never_retrace(run, make_dataset):
     train, state, history, traces = run
     assert traces == 1
     assert history["critic_loss"].shape == (K * CALLS,)
@@ -79,7 +76,7 @@ def test_short_erdpqe_run_critic_loss_falls(run):
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "sequential"])
-def test_seeds_together_equal_seeds_alone(run, strategy):
+def test_seeds_together_equal_seeds_alone(run, strategy, make_dataset):
     train_one = run[0]
     keys = jax.random.split(jax.random.key(7), 3)
     states = init_seeds(init, keys)

@@ -150,13 +150,6 @@ def _optimizer_step(
     return eqx.apply_updates(module, updates), opt_state, optax.tree.norm(grads)
 
 
-def polyak(target: PyTree, online: PyTree, tau: RealScalarLike) -> PyTree:
-    r"""$\bar\phi \leftarrow \tau\phi + (1 - \tau)\bar\phi$ on the floating arrays."""
-    return jax.tree.map(
-        lambda t, o: tau * o + (1 - tau) * t if eqx.is_inexact_array(t) else t, target, online
-    )
-
-
 def ema_update(
     ema: PyTree,
     online: PyTree,
@@ -172,18 +165,19 @@ def ema_update(
     particular before `start` it stays at its initial value (the initial actor), exactly as the
     reference code's `step_ema` returns early there, so the first `start` steps bootstrap from
     the initial actor's actions.
+
+    Not `optax.incremental_update` (which the Polyak target uses): that computes
+    $s\phi + (1 - s)\bar\phi$, whose float32 weights and operation order differ from this
+    rule's ($d$ and $1 - d$ rounded separately, $\bar\phi$'s product first), so every run past
+    `ema_start` would change in its last bits.
     """
     active = (step % every == 0) & (step >= start)
     # Separate weights for old and new (rather than ema + w (online - ema)) so "unchanged" is exact.
     keep = jnp.where(active, decay, 1.0)
     take = jnp.where(active, 1.0 - decay, 0.0)
-
-    def mix(e, o):
-        if not eqx.is_inexact_array(e):
-            return e
-        return keep.astype(e.dtype) * e + take.astype(e.dtype) * o
-
-    return jax.tree.map(mix, ema, online)
+    return jax.tree.map(
+        lambda e, o: keep.astype(e.dtype) * e + take.astype(e.dtype) * o, ema, online
+    )
 
 
 def next_state_values(
@@ -351,7 +345,9 @@ class AbstractAgent(eqx.Module):
             config.ema_start,
             config.ema_every,
         )
-        target_critic = None if critic is None else polyak(state.target_critic, critic, config.tau)
+        target_critic = None
+        if critic is not None:  # Polyak averaging of the critic target
+            target_critic = optax.incremental_update(critic, state.target_critic, config.tau)
         new_state = AgentState(
             actor=actor,
             ema_actor=eqx.combine(ema_params, ema_fixed),
