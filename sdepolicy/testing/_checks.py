@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
-from ..sde.mean_reverting import MeanRevertingSDE
+from ..sde import MeanRevertingSDE
 
 
 @dataclasses.dataclass(frozen=True)

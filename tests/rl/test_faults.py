@@ -25,12 +25,14 @@ from sdepolicy.app import (
     OutputWriteError,
     RunFolderError,
     RunInterruptedError,
+    RunSpec,
     TrainingDivergedError,
     ensure_default_dataset,
     read_header,
+    run,
 )
 from sdepolicy.app import _checkpoint as checkpoint_lib
-from sdepolicy.app._runner import RunSpec, _strict_json, run
+from sdepolicy.app._run_outputs import strict_json as _strict_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -351,7 +353,7 @@ def test_actions_outside_the_box_are_warned_and_clipped_only_if_asked(datasets, 
 def test_critic_divergence_is_recorded_with_its_step(finished, tmp_path):
     from sdepolicy.app import _data as data_lib
     from sdepolicy.app import get_preset
-    from sdepolicy.app._runner import _critic_divergence
+    from sdepolicy.app._run_outputs import critic_divergence as _critic_divergence
 
     summary = _strict_load(finished / "summary.json")
     div = summary["critic_divergence"]

@@ -44,8 +44,7 @@ def test_noise_to_x0_and_score_modules_hit_the_cache():
 
 
 def test_diffusion_policy_sample_traces_once(monkeypatch):
-    from sdepolicy.policy import DiffusionPolicy
-    from sdepolicy.policy.networks import Denoiser
+    from sdepolicy.policy import Denoiser, DiffusionPolicy
 
     traces = []
     original = Denoiser.__call__

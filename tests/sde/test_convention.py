@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 import sdepolicy.sde as sp
-from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.policy.losses import mll_error, mll_prediction, mll_target
-from sdepolicy.policy.networks import Denoiser
+from sdepolicy.policy import Denoiser, DiffusionPolicy, mll_error, mll_prediction, mll_target
 
 
 def _sde():

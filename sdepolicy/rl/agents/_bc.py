@@ -40,7 +40,7 @@ class BCConfig:
     def __post_init__(self):
         # Imported here so that this method stays the only part of the module that knows about
         # the user-facing checks (ConfigError is also a ValueError).
-        from ...policy.diffusion_policy import SCHEDULES
+        from ...policy import SCHEDULES
         from .._errors import ConfigError, check_config_fields
 
         if self.loss not in ("mll", "nml"):

@@ -103,7 +103,7 @@ class ERDPQEConfig:
     def __post_init__(self):
         # Imported here so that this method stays the only part of the module that knows about
         # the user-facing checks (ConfigError is also a ValueError).
-        from ...policy.diffusion_policy import SCHEDULES
+        from ...policy import SCHEDULES
         from .._errors import ConfigError, check_config_fields
 
         for name, allowed in (

@@ -38,7 +38,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._typing import PRNGKey
 from ..sde import MeanRevertingSDE, PosteriorSampler, X0Predictor
-from .diffusion_policy import DiffusionPolicy
+from ._diffusion_policy import DiffusionPolicy
 
 #: Where the paper's estimator draws $a^T$ from.
 TERMINALS = ("prior", "forward")

@@ -28,9 +28,9 @@ from ..sde import (
     vp_betas,
     vp_schedule,
 )
-from .action_box import ActionBox
-from .losses import check_loss_kind, mll_error, noise_matching_error
-from .networks import Denoiser
+from ._action_box import ActionBox
+from ._losses import _check_loss_kind, mll_error, noise_matching_error
+from ._networks import Denoiser
 
 _UNIT = (-1.0, 1.0)
 
@@ -68,7 +68,7 @@ class OneStepPrediction(eqx.Module):
 
     - `loss`: the diffusion (behaviour-cloning) loss, averaged over the batch.
     - `x0`: $\hat x_0$ per sample, in the **unit** box and not clipped (what the entropy
-        estimators of `sdepolicy.policy.entropy` read).
+        estimators read, `sdepolicy.policy.get_entropy_estimator`).
     - `action`: $\hat x_0$ clipped to the unit box and mapped to the **environment's** box
         (what a critic scores).
     - `steps`: each sample's step $k$ (diffusion time $t = k + 1$), for per-step weights of
@@ -279,7 +279,7 @@ class DiffusionPolicy(eqx.Module):
 
         **Returns:** a [`OneStepPrediction`][].
         """
-        check_loss_kind(kind)
+        _check_loss_kind(kind)
         steps, noise = self.draw_steps_and_noise(actions, key)
         loss, x0 = self.loss_at(states, actions, noise, steps=steps, kind=kind)
         action = self.box.from_unit(jnp.clip(x0, *_UNIT))
@@ -314,7 +314,7 @@ class DiffusionPolicy(eqx.Module):
         """
         # Imported here: the entropy module builds on this one (`policy_entropy` takes a
         # DiffusionPolicy).
-        from .entropy import POLICY_ENTROPY_ESTIMATORS, get_entropy_estimator, policy_entropy
+        from ._entropy import POLICY_ENTROPY_ESTIMATORS, get_entropy_estimator, policy_entropy
 
         if estimator in POLICY_ENTROPY_ESTIMATORS:
             return policy_entropy(self, states, key)
@@ -353,11 +353,11 @@ class DiffusionPolicy(eqx.Module):
         $a_t = u^0 e^{-\Theta_t} + \sqrt{v_t}\,\varepsilon$, $\hat\varepsilon =
         \varepsilon_\phi(k, a_t, s)$, $\hat x_0 = (a_t - \sqrt{v_t}\hat\varepsilon)e^{\Theta_t}$;
         NML averages $(\hat\varepsilon - \varepsilon)^2$, MLL averages
-        $(a_{\text{pred}} - \tilde\mu(a_t, u^0))^2$ (see `losses.py`), over batch and action.
+        $(a_{\text{pred}} - \tilde\mu(a_t, u^0))^2$ (see `_losses.py`), over batch and action.
 
         **Returns:** `(bc_loss, x0_hat)` as in [`loss`][].
         """
-        check_loss_kind(kind)
+        _check_loss_kind(kind)
         unit = self.box.to_unit(actions)
         times = (steps + 1).astype(unit.dtype)
 

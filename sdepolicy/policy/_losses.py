@@ -105,7 +105,7 @@ def mll_error(
     return (mll_prediction(sde, x_t, noise_pred, t=t) - mll_target(sde, x_t, x_0, t=t)) ** 2
 
 
-def check_loss_kind(kind: str) -> None:
+def _check_loss_kind(kind: str) -> None:
     """Raise a `ValueError` naming the valid kinds unless `kind` is one of them."""
     if kind not in LOSS_KINDS:
         raise ValueError(
