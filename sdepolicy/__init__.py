@@ -5,6 +5,7 @@ from .sde import DiagonalGaussian as DiagonalGaussian
 from .sde import LogLikelihood as LogLikelihood
 from .sde import MeanRevertingSDE as MeanRevertingSDE
 from .sde import PosteriorSampler as PosteriorSampler
+from .sde import PredictorCorrectorSampler as PredictorCorrectorSampler
 from .sde import ProbabilityFlowSampler as ProbabilityFlowSampler
 from .sde import ReverseSDESampler as ReverseSDESampler
 from .sde import SDEInputError as SDEInputError

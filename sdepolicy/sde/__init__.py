@@ -1,4 +1,5 @@
-"""The SDE floor: schedules, the mean-reverting SDE and its closed forms, samplers (diffrax)."""
+"""The SDE floor: schedules, the mean-reverting SDE and its closed forms, samplers (diffrax),
+and a training helper."""
 
 from .errors import SDEInputError as SDEInputError
 from .gaussian import DiagonalGaussian as DiagonalGaussian
@@ -6,6 +7,7 @@ from .likelihood import LogLikelihood as LogLikelihood
 from .likelihood import log_likelihood as log_likelihood
 from .mean_reverting import MeanRevertingSDE as MeanRevertingSDE
 from .mean_reverting import ScoreFn as ScoreFn
+from .predictor_corrector import PredictorCorrectorSampler as PredictorCorrectorSampler
 from .samplers import NoiseToScore as NoiseToScore
 from .samplers import NoiseToX0 as NoiseToX0
 from .samplers import PosteriorSampler as PosteriorSampler
@@ -26,3 +28,6 @@ from .schedules import linear_theta_schedule as linear_theta_schedule
 from .schedules import normalised_schedule as normalised_schedule
 from .schedules import vp_betas as vp_betas
 from .schedules import vp_schedule as vp_schedule
+from .training import denoising_loss as denoising_loss
+from .training import draw_noised as draw_noised
+from .training import loss_weight as loss_weight

@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
-from .errors import SDEInputError, check_times
+from .errors import SDEInputError, check_times, concrete
 from .gaussian import DiagonalGaussian
 from .schedules import AbstractSchedule
 
@@ -187,6 +187,55 @@ class MeanRevertingSDE(eqx.Module):
             + coef_t.astype(dt) * (x_t - self.mean)
             + coef_0.astype(dt) * (x_0 - self.mean)
         )
+        return DiagonalGaussian(mean, var.astype(dt))
+
+    def ddim_coefficients(
+        self, s: RealScalarLike, t: RealScalarLike, eta: RealScalarLike = 0.0
+    ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
+        r"""$(k_t, k_0, \sigma^2)$ of the DDIM kernel with $\tilde\mu - \mu = k_t (x_t - \mu) +
+        k_0 (x_0 - \mu)$ and variance $\sigma^2 = \eta^2\tilde\beta$ (`proofs/ddim.md`).
+
+        With $\hat\varepsilon = (x_t - m_t(x_0))/\sqrt{v_t}$ re-used, the step is
+        $x_s = m_s(x_0) + \sqrt{v_s - \sigma^2}\,\hat\varepsilon + \sigma z$, so
+        $k_t = \sqrt{v_s - \sigma^2}/\sqrt{v_t}$ and $k_0 = e^{-\Theta_s} - k_t e^{-\Theta_t}$;
+        $v_s - \sigma^2 = c_t^2 v_t + (1 - \eta^2)\tilde\beta$ is computed in that form (no
+        cancellation). $\eta = 1$ gives [`posterior_coefficients`][] (the posterior is the
+        $\eta = 1$ member), $\eta = 0$ the deterministic DDIM step. Needs $0 \le s < t$ and
+        $0 \le \eta \le 1$ (checked when concrete).
+        """
+        check_times("ddim_coefficients", s=s, t=t, strict=True)
+        eta_val = concrete(eta)
+        if eta_val is not None and not (0.0 <= float(eta_val) <= 1.0):
+            raise SDEInputError(f"ddim_coefficients: needs 0 <= eta <= 1, got eta = {eta_val}.")
+        coef_t, _, var = self.posterior_coefficients(s, t)
+        v_t = self.marginal_variance(t)
+        eta2 = jnp.asarray(eta, var.dtype) ** 2
+        k_t = jnp.sqrt((coef_t**2 * v_t + (1 - eta2) * var) / v_t)
+        k_0 = self.decay(0.0, s) - k_t * self.decay(0.0, t)
+        return k_t, k_0, eta2 * var
+
+    def ddim(
+        self,
+        x_t: StateLike,
+        x_0: StateLike,
+        *,
+        s: RealScalarLike,
+        t: RealScalarLike,
+        eta: RealScalarLike = 0.0,
+    ) -> DiagonalGaussian:
+        r"""The DDIM kernel $q_\eta(x_s \mid x_t, x_0) = \mathcal N(\mu + k_t(x_t - \mu) +
+        k_0(x_0 - \mu),\ \eta^2\tilde\beta I)$ for $0 \le s < t$ (see
+        [`ddim_coefficients`][]).
+
+        Every member keeps the conditional marginals: if $x_t \sim p(x_t \mid x_0)$ then
+        $x_s \sim p(x_s \mid x_0)$. At $\eta = 1$ it is [`posterior`][]; at $\eta = 0$ it is a
+        point mass, the exact solution over $[s, t]$ of the probability-flow ODE with the noise
+        prediction held fixed (`proofs/ddim.md`).
+        """
+        x_t, x_0 = _as_float_array(x_t), _as_float_array(x_0)
+        dt = x_t.dtype
+        k_t, k_0, var = self.ddim_coefficients(s, t, eta)
+        mean = self.mean + k_t.astype(dt) * (x_t - self.mean) + k_0.astype(dt) * (x_0 - self.mean)
         return DiagonalGaussian(mean, var.astype(dt))
 
     # --- score and noise parametrisations ----------------------------------------------------

@@ -3,8 +3,12 @@ r"""Samplers that run a mean-reverting SDE backwards from its prior to data.
 - [`PosteriorSampler`][]: the "optimal" sampler of ER-DP-QE (and DDPM's ancestral sampler):
   on a grid $0 = t_0 < \dots < t_N$, step $x_{t_i} \to x_{t_{i-1}} \sim p(\cdot \mid x_{t_i},
   \hat x_0)$ with $\hat x_0$ predicted from $x_{t_i}$. A `lax.scan`: the hot path of training.
+  With `eta < 1` the steps are DDIM's (`eta=0`: deterministic).
 - [`ReverseSDESampler`][]: the reverse-time SDE through `diffrax.diffeqsolve` with any SDE solver.
 - [`ProbabilityFlowSampler`][]: the probability-flow ODE with any diffrax ODE solver.
+
+(`PredictorCorrectorSampler`, posterior or DDIM steps followed by Langevin steps, is in
+`predictor_corrector.py`.)
 
 All are pure functions of their inputs and work under `jit`, `vmap` and `grad`. Their `__call__`
 is wrapped in `eqx.filter_jit`: without it every eager call re-traces and re-compiles the scan or
@@ -150,12 +154,18 @@ class PosteriorSampler(eqx.Module):
         continuous schedule has no default and raises [`SDEInputError`][] without `times`.
     - `x0_bounds`: `(low, high)` to clip $\hat x_0$ at every step, or `None`.
     - `output_bounds`: `(low, high)` to clip the returned sample, or `None`.
+    - `eta`: $\eta \in [0, 1]$, keyword-only. The default 1 is the posterior (ancestral)
+        step above; $\eta < 1$ takes the DDIM kernel `sde.ddim` instead, which re-uses the
+        noise $\hat\varepsilon$ implied by $(x_t, \hat x_0)$ and adds noise of variance
+        $\eta^2\tilde\beta$; $\eta = 0$ is deterministic (DDIM), a first-order exponential
+        integrator of the probability-flow ODE (`proofs/ddim.md`).
     """
 
     sde: MeanRevertingSDE
     times: Float[Array, " n"]
     x0_bounds: tuple[float, float] | None = eqx.field(static=True)
     output_bounds: tuple[float, float] | None = eqx.field(static=True)
+    eta: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -163,6 +173,8 @@ class PosteriorSampler(eqx.Module):
         times: Float[ArrayLike, " n"] | Int[ArrayLike, " n"] | Sequence[float | int] | None = None,
         x0_bounds: tuple[float, float] | None = None,
         output_bounds: tuple[float, float] | None = None,
+        *,
+        eta: float = 1.0,
     ):
         self.sde = sde
         if times is None:
@@ -177,6 +189,10 @@ class PosteriorSampler(eqx.Module):
         self.output_bounds = (
             None if output_bounds is None else (float(output_bounds[0]), float(output_bounds[1]))
         )
+        eta = float(eta)
+        if not 0.0 <= eta <= 1.0:
+            raise SDEInputError(f"PosteriorSampler: needs 0 <= eta <= 1, got eta = {eta}.")
+        self.eta = eta
 
     def step(
         self,
@@ -197,7 +213,10 @@ class PosteriorSampler(eqx.Module):
         x0_hat = predict_x0(t, x_t, args)
         if self.x0_bounds is not None:
             x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
-        law = self.sde.posterior(x_t, x0_hat, s=s, t=t)
+        if self.eta == 1.0:
+            law = self.sde.posterior(x_t, x0_hat, s=s, t=t)
+        else:
+            law = self.sde.ddim(x_t, x0_hat, s=s, t=t, eta=self.eta)
         # sqrt has an infinite derivative at 0: mask the zero-variance final step explicitly so
         # gradients through the chain stay finite.
         positive = law.variance > 0

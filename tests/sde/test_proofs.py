@@ -25,7 +25,15 @@ import sdepolicy.sde as sds
 
 PROOFS = Path(__file__).resolve().parents[2] / "proofs"
 SCRIPTS = sorted(PROOFS.glob("*_sympy.py"))
-FLOOR = ("transition", "posterior", "vp_ddpm", "score_and_noise")
+FLOOR = (
+    "transition",
+    "posterior",
+    "vp_ddpm",
+    "score_and_noise",
+    "ddim",
+    "predictor_corrector",
+    "training",
+)
 
 
 @functools.cache
