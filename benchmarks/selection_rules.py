@@ -1,17 +1,17 @@
 """A finished run's policy under other action-selection rules.
 
-    python benchmarks/selection_rules.py RUN_DIR [--episodes 10] [--candidates 50]
+    python benchmarks/selection_rules.py RUN_DIR [--episodes 10]
 
 Reads `RUN_DIR/checkpoint.eqx` (a run of `examples/d4rl_train.py` or `benchmarks/real_data.py`;
 the dataset must be in the Minari store that run used: set `MINARI_DATASETS_PATH` to
 `<work>/datasets` for a `real_data.py` run), rebuilds the agents of every seed from the
 configuration stored in the checkpoint, and evaluates each seed's policy four ways on the same
-episodes: the best of `--candidates` samples under the target critics' LCB (the rule ER-DP-QE
-evaluates with at `eval_temperature=0`) from the online actor and from the EMA actor, and a single
-sample of each (no critic). It also prints, on 3,000 dataset states, how far the policy's actions
-are from the data's and how much the critics' members disagree: the measurements behind the
-README's diagnosis of the late drift on the expert Pendulum data ("Real data recorded by
-others"). Diagnosis only: nothing is written.
+episodes: the agent's own evaluation rule (for ER-DP-QE at the defaults' `eval_temperature=0`, the
+best of 50 samples under the target critics' LCB) with the online actor, as trained, and with the
+EMA actor, and a single sample of each (no critic). It also prints, on 3,000 dataset states, how
+far the policy's actions are from the data's and how much the critics' members disagree: the
+measurements behind the README's diagnosis of the late drift on the expert Pendulum data ("Real
+data recorded by others"). Diagnosis only: nothing is written.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import pathlib
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=pathlib.Path)
     p.add_argument("--episodes", type=int, default=10, help="episodes per rule and seed")
-    p.add_argument("--candidates", type=int, default=50)
     args = p.parse_args(argv)
 
     from sdepolicy.app import (
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         run_episodes,
         transform_rewards,
     )
-    from sdepolicy.rl import AGENTS, CONFIGS, aggregate_q, init_seeds, select_actions, select_seed
+    from sdepolicy.rl import AGENTS, CONFIGS, aggregate_q, init_seeds, select_seed
 
     path = args.run_dir / "checkpoint.eqx"
     try:
@@ -64,11 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
         keys = jnp.stack([jax.random.key(s) for s in seeds])
         init = lambda k: agent.init(transitions.obs_dim, transitions.action_dim, low, high, k)
-        states = jax.tree.map(  # strong types, as the runner builds them
-            lambda x: jnp.array(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x,
-            init_seeds(init, keys),
-        )
-        states, header = load_checkpoint(path, states, fingerprint=header["fingerprint"])
+        like = init_seeds(init, keys)  # only its structure is used: every leaf is replaced
+        states, header = load_checkpoint(path, like, fingerprint=header["fingerprint"])
     except SdepolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -79,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     beta = getattr(config, "lcb_beta", 4.0)
     for i, seed in enumerate(seeds):
         s = select_seed(states, i)
+        # The agent's own evaluation rule (its candidates, pessimism and temperature), with the
+        # online actor as trained and with the EMA actor put in its place.
+        with_ema = eqx.tree_at(lambda st: st.actor, s, s.ema_actor)
         rules = {
-            "online best-of-N (LCB)": lambda o, k, a=s.actor: select_actions(
-                a, s.target_critic, o, k, args.candidates, "lcb", beta, 0.0
-            ),
-            "EMA best-of-N (LCB)": lambda o, k, a=s.ema_actor: select_actions(
-                a, s.target_critic, o, k, args.candidates, "lcb", beta, 0.0
-            ),
+            "agent's rule, online actor": lambda o, k, st=s: agent.act(st, o, k),
+            "agent's rule, EMA actor": lambda o, k, st=with_ema: agent.act(st, o, k),
             "online 1 sample": lambda o, k, a=s.actor: a.sample(o, k),
             "EMA 1 sample": lambda o, k, a=s.ema_actor: a.sample(o, k),
         }

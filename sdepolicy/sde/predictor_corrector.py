@@ -35,7 +35,7 @@ class PredictorCorrectorSampler(eqx.Module):
     step size is Song et al.'s signal-to-noise rule $\delta = 2(r\lVert z\rVert/\lVert\hat
     s\rVert)^2$ with $\lVert\hat s\rVert$ replaced by its noise-level value
     $\lVert z\rVert/\sqrt{v_t}$: deterministic, so the chain stays affine for a Gaussian data
-    law and its law can be computed exactly (`tests/sde/test_predictor_corrector.py`). For a
+    law and its law can be computed exactly (`tests/sde/test_ddim_pc.py`). For a
     Gaussian $p_t = \mathcal N(M, V)$ with the exact score, the corrector alone converges to
     $\mathcal N(M, V/(1 - \delta/(2V)))$: unbiased in the mean, its variance too large by a
     factor that tends to 1 as $r \to 0$ (`proofs/predictor_corrector.md`).
