@@ -103,12 +103,9 @@ class PredictorCorrectorSampler(eqx.Module):
         decay = sde.decay(0.0, t).astype(dt)
         noise_std = (2 * self.snr * jnp.sqrt(sde.marginal_variance(t))).astype(dt)
         pull = 2 * self.snr**2
-        bounds = self.predictor.x0_bounds
 
         def body(x, k):
-            x0_hat = predict_x0(t, x, args)
-            if bounds is not None:
-                x0_hat = jnp.clip(x0_hat, *bounds)
+            x0_hat = self.predictor.predict(predict_x0, x, args, t=t)
             m = mu + decay * (x0_hat - mu)
             z = jax.random.normal(k, x.shape, dt)
             return x - pull * (x - m) + noise_std * z, None

@@ -194,6 +194,21 @@ class PosteriorSampler(eqx.Module):
             raise SDEInputError(f"PosteriorSampler: needs 0 <= eta <= 1, got eta = {eta}.")
         self.eta = eta
 
+    def predict(
+        self,
+        predict_x0: X0Predictor,
+        x_t: Float[Array, "*shape"],
+        args: PyTree = None,
+        *,
+        t: RealScalarLike,
+    ) -> Float[Array, "*shape"]:
+        r"""$\hat x_0$ = `predict_x0(t, x_t, args)`, clipped to `x0_bounds` when they are set:
+        what every step of this sampler (and a corrector built on it) sees."""
+        x0_hat = predict_x0(t, x_t, args)
+        if self.x0_bounds is not None:
+            x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
+        return x0_hat
+
     def step(
         self,
         predict_x0: X0Predictor,
@@ -210,9 +225,7 @@ class PosteriorSampler(eqx.Module):
         # a scalar array.
         s = jnp.asarray(s, x_t.dtype)
         t = jnp.asarray(t, x_t.dtype)
-        x0_hat = predict_x0(t, x_t, args)
-        if self.x0_bounds is not None:
-            x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
+        x0_hat = self.predict(predict_x0, x_t, args, t=t)
         if self.eta == 1.0:
             law = self.sde.posterior(x_t, x0_hat, s=s, t=t)
         else:
