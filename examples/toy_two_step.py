@@ -23,7 +23,7 @@ r"""A two-step toy in the spirit of ER-DP-QE's Figure 1 (docs/method.md §10): d
 $Q^*(s_0 = 0, a_0) = \gamma \max_{a_1 \in [-1, 1]} r(\operatorname{clip}(a_0 + a_1, -2, 2))$
 (a grid of 2001 second actions).
 
-**Agents**: all three are `sdepolicy.rl.agents.erdpqe` (T = 5 cosine schedule, batch 100,
+**Agents**: all three are `sdepolicy.rl.ERDPQE` (T = 5 cosine schedule, batch 100,
 width 64, EDAC-initialised critics, $\eta = 1$, Adam $3\cdot10^{-4}$), with the noise-matching
 loss and $\hat x_0$ clipping (the paper's AntMaze/Adroit setting; with MLL and no clipping, the
 locomotion setting, the sampler puts most actions on the box's edges, see `docs/toys.md`). They

@@ -4,6 +4,8 @@ and the training run with its outputs. It builds on the algorithm core, `sdepoli
 knows nothing of it."""
 
 from . import importers as importers
+from ._cli import add_run_arguments as add_run_arguments
+from ._cli import run_spec_from_args as run_spec_from_args
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import read_header as read_header
 from ._checkpoint import save_checkpoint as save_checkpoint

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -27,8 +27,9 @@ from ._errors import (
     SpaceMismatchError,
 )
 
-#: Names accepted by [`transform_rewards`][].
-REWARD_TRANSFORMS = ("none", "antmaze", "normalize")
+#: The reward transforms by name ([`transform_rewards`][]).
+RewardTransform = Literal["none", "antmaze", "normalize"]
+REWARD_TRANSFORMS = get_args(RewardTransform)
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 
@@ -105,8 +106,9 @@ def _field(episode: Any, name: str) -> Any:
     return episode[name] if isinstance(episode, Mapping) else getattr(episode, name)
 
 
-#: Names accepted by [`relabel_terminals`][].
-TERMINAL_RULES = ("dataset", "reward")
+#: The terminal rules by name ([`relabel_terminals`][]).
+TerminalRule = Literal["dataset", "reward"]
+TERMINAL_RULES = get_args(TerminalRule)
 
 
 def relabel_terminals(

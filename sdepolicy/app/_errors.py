@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ..rl._errors import ConfigError as ConfigError
 from ..rl._errors import SdepolicyError as SdepolicyError
+from ..rl._errors import check_literal_fields as check_literal_fields
 
 
 class DatasetNotFoundError(SdepolicyError):

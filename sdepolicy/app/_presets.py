@@ -26,9 +26,12 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ._errors import ConfigError, UnknownTaskError
+from ..rl import AgentName
+from ..rl.agents import CONFIGS
+from ._data import RewardTransform, TerminalRule
+from ._errors import ConfigError, UnknownTaskError, check_literal_fields
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class TaskPreset:
     name: str
     minari_id: str
     env_family: str
-    reward_transform: str
+    reward_transform: RewardTransform
     epochs: int
     eval_episodes: int
     eval_every_epochs: int = 50
@@ -77,20 +80,13 @@ class TaskPreset:
     note: str = ""
     top_k: int | None = None
     observation_keys: tuple[str, ...] | None = None
-    terminal_rule: str = "dataset"
+    terminal_rule: TerminalRule = "dataset"
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
-    score: str = "return"
-    ref_scores: str = "dataset"
+    score: Literal["return", "success"] = "return"
+    ref_scores: Literal["dataset", "d4rl"] = "dataset"
 
     def __post_init__(self):
-        if self.terminal_rule not in ("dataset", "reward"):
-            raise ConfigError(
-                f"TaskPreset {self.name}: unknown terminal_rule {self.terminal_rule!r}."
-            )
-        if self.score not in ("return", "success"):
-            raise ConfigError(f"TaskPreset {self.name}: unknown score {self.score!r}.")
-        if self.ref_scores not in ("dataset", "d4rl"):
-            raise ConfigError(f"TaskPreset {self.name}: unknown ref_scores {self.ref_scores!r}.")
+        check_literal_fields(self)
 
     @property
     def minari_ids(self) -> tuple[str, ...]:
@@ -105,12 +101,12 @@ class TaskPreset:
         """The config overrides for an algorithm (empty when it has none)."""
         return dict(self.agent_overrides.get(algo, {}))
 
-
-_PRESETS: dict[str, TaskPreset] = {}
-
-
-def _add(preset: TaskPreset) -> None:
-    _PRESETS[preset.name] = preset
+    def config(self, algo: AgentName) -> Any:
+        """The typed agent config of this task for `algo`: the config class's defaults with the
+        preset's overrides (an `ERDPQEConfig`, `DiffusionQLConfig` or `BCConfig`)."""
+        if algo not in CONFIGS:
+            raise ConfigError(f"Unknown algorithm {algo!r}; choose one of {sorted(CONFIGS)}.")
+        return apply_overrides(CONFIGS[algo](), self.overrides_for(algo))
 
 
 def _erdpqe(actor_lr, eta, max_q_backup, grad_norm, loss, x0_clip) -> dict[str, Any]:
@@ -154,30 +150,37 @@ _DQL_LOCO_TOP_K = {
     ("walker2d", "medium-replay"): 1, ("halfcheetah", "medium-expert"): 0,
     ("hopper", "medium-expert"): 2, ("walker2d", "medium-expert"): 1,
 }  # fmt: skip
-for (_env, _quality), _gn in _DQL_LOCO_GN.items():
-    _id, _extra = f"mujoco/{_env}/{_quality}-v0", ()
-    _note = "Minari's re-collection on the v5 environment, not D4RL's data."
-    if _quality == "medium-expert":
-        _id, _extra = f"mujoco/{_env}/medium-v0", (f"mujoco/{_env}/expert-v0",)
-        _note += " Built as medium + expert, as D4RL built medium-expert."
-    elif _quality == "medium-replay":
-        _note += f" Minari publishes no medium-replay dataset: create '{_id}' yourself."
-    _add(
-        TaskPreset(
-            name=f"{_env}-{_quality}-v2",
-            minari_id=_id,
-            extra_minari_ids=_extra,
-            env_family=_env,
-            reward_transform="none",
-            epochs=2000,
-            eval_episodes=10,
-            agent_overrides=_agents(
-                _erdpqe(3e-4, 1.0, False, 4.0, "mll", False), _dql(3e-4, 1.0, False, _gn), 2000
-            ),
-            note=_note,
-            top_k=_DQL_LOCO_TOP_K[(_env, _quality)],
+
+
+def _locomotion() -> list[TaskPreset]:
+    """The nine MuJoCo locomotion tasks on Minari's re-collections."""
+    presets = []
+    for (env, quality), gn in _DQL_LOCO_GN.items():
+        dataset_id, extra = f"mujoco/{env}/{quality}-v0", ()
+        note = "Minari's re-collection on the v5 environment, not D4RL's data."
+        if quality == "medium-expert":
+            dataset_id, extra = f"mujoco/{env}/medium-v0", (f"mujoco/{env}/expert-v0",)
+            note += " Built as medium + expert, as D4RL built medium-expert."
+        elif quality == "medium-replay":
+            note += f" Minari publishes no medium-replay dataset: create '{dataset_id}' yourself."
+        presets.append(
+            TaskPreset(
+                name=f"{env}-{quality}-v2",
+                minari_id=dataset_id,
+                extra_minari_ids=extra,
+                env_family=env,
+                reward_transform="none",
+                epochs=2000,
+                eval_episodes=10,
+                agent_overrides=_agents(
+                    _erdpqe(3e-4, 1.0, False, 4.0, "mll", False), _dql(3e-4, 1.0, False, gn), 2000
+                ),
+                note=note,
+                top_k=_DQL_LOCO_TOP_K[(env, quality)],
+            )
         )
-    )
+    return presets
+
 
 # AntMaze. ER-DP-QE: docs/method.md §8 rows 2-3 (umaze without max-Q backup). Diffusion-QL: its table.
 _DQL_ANTMAZE = {
@@ -190,93 +193,111 @@ _DQL_ANTMAZE = {
 }
 _DQL_ANTMAZE_TOP_K = {"umaze": 2, "umaze-diverse": 2, "medium-play": 1, "medium-diverse": 1,
                       "large-play": 2, "large-diverse": 1}  # fmt: skip
+
+
 # D4RL's AntMaze task on Minari's data (docs/method.md §12.3): D4RL's 29-d observation (torso
 # x, y then the rest of qpos/qvel; no goal), goal steps relabelled as terminals (Minari's data
 # never terminate), evaluation that ends at the goal, scored as a success rate against D4RL's
 # 0/1 references (Minari's metadata hold the waypoint controller's returns).
-for _maze, _dql_row in _DQL_ANTMAZE.items():
-    _add(
-        TaskPreset(
-            name=f"antmaze-{_maze}-v0",
-            minari_id=f"D4RL/antmaze/{_maze}-v1",
-            env_family="antmaze",
-            reward_transform="antmaze",
-            epochs=1000,
-            eval_episodes=100,
-            agent_overrides=_agents(
-                _erdpqe(3e-4, 2.0, _maze != "umaze", 4.0, "nml", True), _dql_row, 1000
-            ),
-            note=(
-                "Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra. Made D4RL's "
-                "task: 29-d observation without the goal, terminals where reward = 1, episodes end "
-                "at the goal, score = success rate (docs/method.md §12.3)."
-            ),
-            top_k=_DQL_ANTMAZE_TOP_K[_maze],
-            observation_keys=("achieved_goal", "observation"),
-            terminal_rule="reward",
-            eval_env_kwargs={"continuing_task": False},
-            score="success",
-            ref_scores="d4rl",
+def _antmaze() -> list[TaskPreset]:
+    """The six AntMaze tasks, made D4RL's on Minari's ports."""
+    presets = []
+    for maze, dql_row in _DQL_ANTMAZE.items():
+        presets.append(
+            TaskPreset(
+                name=f"antmaze-{maze}-v0",
+                minari_id=f"D4RL/antmaze/{maze}-v1",
+                env_family="antmaze",
+                reward_transform="antmaze",
+                epochs=1000,
+                eval_episodes=100,
+                agent_overrides=_agents(
+                    _erdpqe(3e-4, 2.0, maze != "umaze", 4.0, "nml", True), dql_row, 1000
+                ),
+                note=(
+                    "Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra. Made "
+                    "D4RL's task: 29-d observation without the goal, terminals where reward = 1, "
+                    "episodes end at the goal, score = success rate (docs/method.md §12.3)."
+                ),
+                top_k=_DQL_ANTMAZE_TOP_K[maze],
+                observation_keys=("achieved_goal", "observation"),
+                terminal_rule="reward",
+                eval_env_kwargs={"continuing_task": False},
+                score="success",
+                ref_scores="d4rl",
+            )
         )
-    )
+    return presets
+
 
 # Adroit pen. ER-DP-QE: docs/method.md §8 row 4. Diffusion-QL: its table (η 0.15 and gn 7 on human).
-for _data, _dql_row in {
-    "human": _dql(3e-5, 0.15, False, 7.0),
-    "cloned": _dql(3e-5, 0.1, False, 8.0),
-}.items():
-    _add(
-        TaskPreset(
-            name=f"pen-{_data}-v1",
-            minari_id=f"D4RL/pen/{_data}-v2",
-            env_family="pen",
-            reward_transform="normalize",
-            epochs=1000,
-            eval_episodes=100,
-            agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), _dql_row, 1000),
-            note=(
-                "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on D4RL's "
-                "100-step episodes (Minari's data and environment have 200; docs/method.md §12.5)."
-            ),
-            top_k=2,
-            eval_env_kwargs={"max_episode_steps": 100},
-            ref_scores="d4rl",
+def _pen() -> list[TaskPreset]:
+    """The two Adroit pen tasks."""
+    presets = []
+    for data, dql_row in {
+        "human": _dql(3e-5, 0.15, False, 7.0),
+        "cloned": _dql(3e-5, 0.1, False, 8.0),
+    }.items():
+        presets.append(
+            TaskPreset(
+                name=f"pen-{data}-v1",
+                minari_id=f"D4RL/pen/{data}-v2",
+                env_family="pen",
+                reward_transform="normalize",
+                epochs=1000,
+                eval_episodes=100,
+                agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), dql_row, 1000),
+                note=(
+                    "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on "
+                    "D4RL's 100-step episodes (Minari's data and environment have 200; "
+                    "docs/method.md §12.5)."
+                ),
+                top_k=2,
+                eval_env_kwargs={"max_episode_steps": 100},
+                ref_scores="d4rl",
+            )
         )
-    )
+    return presets
+
 
 # Kitchen. ER-DP-QE: docs/method.md §8 row 5. Diffusion-QL: its table (gn 9 and 250 epochs on complete).
-for _data, _gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
-    _add(
-        TaskPreset(
-            name=f"kitchen-{_data}-v0",
-            minari_id=f"D4RL/kitchen/{_data}-v2",
-            env_family="kitchen",
-            reward_transform="none",
-            epochs=1000,
-            eval_episodes=100,
-            algo_epochs={"diffusion-ql": 250} if _data == "complete" else {},
-            agent_overrides=_agents(
-                _erdpqe(3e-4, 0.005, False, 10.0, "mll", False),
-                _dql(3e-4, 0.005, False, _gn),
-                1000,
-                250 if _data == "complete" else None,
-            ),
-            note=(
-                "Minari's port of D4RL Kitchen; needs the `robotics` extra, and FrankaKitchen-v1 "
-                "needs mujoco 3.3 (docs/method.md §11). Dict observations are flattened with "
-                "sorted keys. Evaluated as D4RL's task (each task rewarded once, the episode ends "
-                "when all four are done, 280 steps); the training data keep Minari's per-step "
-                "task counts and have no terminals (docs/method.md §12.4)."
-            ),
-            top_k={"complete": 2, "partial": 2, "mixed": 0}[_data],
-            eval_env_kwargs={
-                "remove_task_when_completed": True,
-                "terminate_on_tasks_completed": True,
-                "max_episode_steps": 280,
-            },
-            ref_scores="d4rl",
+def _kitchen() -> list[TaskPreset]:
+    """The three Kitchen tasks, evaluated as D4RL's."""
+    presets = []
+    for data, gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
+        presets.append(
+            TaskPreset(
+                name=f"kitchen-{data}-v0",
+                minari_id=f"D4RL/kitchen/{data}-v2",
+                env_family="kitchen",
+                reward_transform="none",
+                epochs=1000,
+                eval_episodes=100,
+                algo_epochs={"diffusion-ql": 250} if data == "complete" else {},
+                agent_overrides=_agents(
+                    _erdpqe(3e-4, 0.005, False, 10.0, "mll", False),
+                    _dql(3e-4, 0.005, False, gn),
+                    1000,
+                    250 if data == "complete" else None,
+                ),
+                note=(
+                    "Minari's port of D4RL Kitchen; needs the `robotics` extra, and "
+                    "FrankaKitchen-v1 needs mujoco 3.3 (docs/method.md §11). Dict observations are "
+                    "flattened with sorted keys. Evaluated as D4RL's task (each task rewarded once, "
+                    "the episode ends when all four are done, 280 steps); the training data keep "
+                    "Minari's per-step task counts and have no terminals (docs/method.md §12.4)."
+                ),
+                top_k={"complete": 2, "partial": 2, "mixed": 0}[data],
+                eval_env_kwargs={
+                    "remove_task_when_completed": True,
+                    "terminate_on_tasks_completed": True,
+                    "max_episode_steps": 280,
+                },
+                ref_scores="d4rl",
+            )
         )
-    )
+    return presets
+
 
 # The project's own defaults: the embedded task (sdepolicy/app/_default_dataset.py) and every
 # `--dataset` run given without `--task`. Our values, not a paper's, chosen once for all the
@@ -295,8 +316,11 @@ DEFAULT_AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     "diffusion-ql": _DEFAULT_WIDTHS | {"eval_temperature": 0.0} | _dql(3e-4, 1.0, False, 4.0),
     "bc": {"hidden": 256, "lr": 3e-4, "loss": "nml", "x0_clip": True},
 }
-_add(
-    TaskPreset(
+
+
+def _pendulum() -> TaskPreset:
+    """The embedded task (the project's own defaults)."""
+    return TaskPreset(
         name="pendulum-mixed",
         minari_id="sdepolicy/pendulum-mixed-v0",
         env_family="pendulum",
@@ -309,7 +333,11 @@ _add(
         note="Embedded dataset built locally on first use (Pendulum-v1, scripted + random); "
         "its hyper-parameters are also the defaults of a --dataset run without --task.",
     )
-)
+
+
+_PRESETS: dict[str, TaskPreset] = {
+    p.name: p for p in (*_locomotion(), *_antmaze(), *_pen(), *_kitchen(), _pendulum())
+}
 
 
 def list_presets() -> list[str]:

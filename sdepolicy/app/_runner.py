@@ -28,12 +28,27 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..rl import AbstractAgent, Transitions, init_seeds, make_checked_seeds_train_fn, shard_seeds
-from ..rl.agents import AGENTS, CONFIGS
+from ..rl import (
+    AbstractAgent,
+    AgentName,
+    SeedStrategy,
+    Transitions,
+    init_seeds,
+    make_checked_seeds_train_fn,
+    shard_seeds,
+)
+from ..rl.agents import AGENTS
 from . import _data as data_lib
 from ._checkpoint import config_fingerprint, load_checkpoint, read_header, save_checkpoint
+from ._data import RewardTransform
 from ._default_dataset import DEFAULT_DATASET_ID, ensure_default_dataset
-from ._errors import ConfigError, DataValidationError, RunInterruptedError, TrainingDivergedError
+from ._errors import (
+    ConfigError,
+    DataValidationError,
+    RunInterruptedError,
+    TrainingDivergedError,
+    check_literal_fields,
+)
 from ._evaluation import run_episodes_stats
 from ._model_selection import offline_selection_summary
 from ._presets import TaskPreset, apply_overrides, get_preset
@@ -55,32 +70,45 @@ from ._scores import normalized_score, reference_scores, success_rate
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What to run. `None` fields take the task preset's value.
+    """What to run. `None` fields take the task preset's value. The command line of
+    `examples/d4rl_train.py` is derived from these fields (`sdepolicy.app.add_run_arguments`):
+    each bullet below is its flag's help, the field's type gives its choices.
 
-    - `task`, `algo`: a preset name (`sdepolicy.app.list_presets()`) and
-        `"erdpqe" | "diffusion-ql" | "bc"`.
-    - `seeds`: trained together in one process (the agent state is vmapped over seeds).
-    - `seed_strategy`: `"vmap"` (default) or `"sequential"`: how the seeds share one compiled
-        call (see `make_seeds_train_fn`; the same results either way).
-    - `steps`, `eval_every`, `eval_episodes`: gradient steps, evaluation period and episodes.
+    - `task`: a task preset's name (`sdepolicy.app.list_presets()`, `--list-tasks`).
+    - `algo`: the agent.
+    - `seeds`: the seeds, trained together in one process (the agent state is vmapped over
+        seeds).
+    - `seed_strategy`: how the seeds share one compiled call: `vmap` batches them into every
+        matmul, `sequential` runs them one after the other in each call (faster on a CPU at
+        hidden 256, see benchmarks/README.md); the same results either way.
+    - `steps`: gradient steps (default: the preset's epochs).
+    - `eval_every`: steps between evaluations (default: the preset's).
+    - `eval_episodes`: episodes per evaluation and seed (default: the preset's).
     - `steps_per_call`: updates fused in one compiled call (`lax.scan`; default 250).
     - `checkpoint_every`: steps between checkpoints (default: `eval_every`).
-    - `out`: output folder; `resume`: continue from `out/checkpoint.eqx`.
-    - `overrides`: agent hyper-parameters, `{field: value}` (strings are coerced).
-    - `dataset`: Minari dataset id(s) to use instead of the preset's (its hyper-parameters stay).
+    - `out`: the output folder (default `runs/<task>-<algo>`).
+    - `resume`: continue from the checkpoint in `out`.
+    - `overrides`: agent hyper-parameters, field to value; a string is coerced to the config
+        field's type (on the command line, `--set FIELD=VALUE`, repeated).
+    - `download`: download a missing Minari dataset (needs `minari[hf]` and the network).
+    - `progress`: show a progress bar (on the command line, `--no-progress` hides it).
+    - `dataset`: Minari dataset id(s) to train on instead of the preset's (its
+        hyper-parameters stay).
     - `env`: a Gymnasium id to evaluate in instead of the dataset's recovered environment.
-    - `reward_transform`: instead of the preset's (`"none" | "antmaze" | "normalize"`).
-    - `clip_actions`: clip dataset actions into the environment's box (they are only warned
-        about otherwise).
+    - `reward_transform`: the reward transform instead of the preset's.
+    - `clip_actions`: clip dataset actions into the environment's action box (otherwise a
+        warning).
+    - `offline_selection`: also report Diffusion-QL's offline model selection (top-k by BC
+        loss with early stopping, docs/method.md §7.2) beside the last and best evaluations.
 
     On `--resume`, `steps`, `eval_every`, `eval_episodes`, `checkpoint_every` and
     `steps_per_call` left as `None` take the checkpointed run's values; given ones must match.
     """
 
     task: str = "pendulum-mixed"
-    algo: str = "erdpqe"
+    algo: AgentName = "erdpqe"
     seeds: tuple[int, ...] = (0,)
-    seed_strategy: str = "vmap"
+    seed_strategy: SeedStrategy = "vmap"
     steps: int | None = None
     eval_every: int | None = None
     eval_episodes: int | None = None
@@ -88,15 +116,16 @@ class RunSpec:
     checkpoint_every: int | None = None
     out: str | None = None
     resume: bool = False
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    overrides: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"flag": "--set", "metavar": "FIELD=VALUE"}
+    )
     download: bool = False
     progress: bool = True
     dataset: tuple[str, ...] | None = None
     env: str | None = None
-    reward_transform: str | None = None
+    reward_transform: RewardTransform | None = None
     clip_actions: bool = False
-    # Also report Diffusion-QL's offline model selection (docs/method.md §7.2), beside last/best.
-    offline_selection: bool = False
+    offline_selection: bool = dataclasses.field(default=False, metadata={"flag": "--ms-offline"})
 
 
 DEFAULT_STEPS_PER_CALL = 250
@@ -224,9 +253,8 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
         raise ConfigError(f"Unknown algorithm {spec.algo!r}; choose one of {sorted(AGENTS)}.")
     _check_seeds(spec.seeds)
     preset = get_preset(spec.task)
-    config = apply_overrides(
-        CONFIGS[spec.algo](), {**preset.overrides_for(spec.algo), **spec.overrides}
-    )
+    check_literal_fields(spec)
+    config = apply_overrides(preset.config(spec.algo), spec.overrides)
     _run_settings(spec, preset, None, None)  # the ranges; resume consistency comes later
     root = pathlib.Path(data_lib.datasets_root())
     if root.exists() and not root.is_dir():

@@ -6,11 +6,13 @@ from ._action_box import ActionBox as ActionBox
 from ._diffusion_policy import SCHEDULES as SCHEDULES
 from ._diffusion_policy import DiffusionPolicy as DiffusionPolicy
 from ._diffusion_policy import OneStepPrediction as OneStepPrediction
+from ._diffusion_policy import ScheduleName as ScheduleName
 from ._diffusion_policy import make_schedule as make_schedule
 from ._entropy import ENTROPY_ESTIMATORS as ENTROPY_ESTIMATORS
 from ._entropy import POLICY_ENTROPY_ESTIMATORS as POLICY_ENTROPY_ESTIMATORS
 from ._entropy import TERMINALS as TERMINALS
 from ._entropy import EntropyEstimator as EntropyEstimator
+from ._entropy import EntropyName as EntropyName
 from ._entropy import chain_entropy as chain_entropy
 from ._entropy import get_entropy_estimator as get_entropy_estimator
 from ._entropy import paper_entropy as paper_entropy
@@ -20,6 +22,7 @@ from ._entropy import policy_entropy as policy_entropy
 from ._entropy import reference_entropy as reference_entropy
 from ._entropy import reference_entropy_coefficients as reference_entropy_coefficients
 from ._losses import LOSS_KINDS as LOSS_KINDS
+from ._losses import LossKind as LossKind
 from ._losses import mll_error as mll_error
 from ._losses import mll_prediction as mll_prediction
 from ._losses import mll_target as mll_target

@@ -9,6 +9,7 @@ schedule on the integer grid $0..T$; diffusion time $t$ is the reference code's 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -33,6 +34,9 @@ from ._losses import _check_loss_kind, mll_error, noise_matching_error
 from ._networks import Denoiser
 
 _UNIT = (-1.0, 1.0)
+
+#: The names of the schedules `DiffusionPolicy.create` knows (the keys of `SCHEDULES`).
+ScheduleName = Literal["cosine", "vp", "vp_normalised", "linear", "constant"]
 
 #: Schedules `DiffusionPolicy.create` knows by name, as functions of the number of steps.
 SCHEDULES = {

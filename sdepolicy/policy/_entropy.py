@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -279,6 +280,8 @@ ENTROPY_ESTIMATORS: dict[str, EntropyEstimator] = {
 #: Entropy estimators that need the policy (denoiser and state), not only $\hat a^0$:
 #: `ERDPQEConfig.entropy` accepts these too, and the agent calls [`policy_entropy`][].
 POLICY_ENTROPY_ESTIMATORS = ("likelihood",)
+#: Every name `DiffusionPolicy.entropy` accepts: the estimators of $\hat a^0$ and the policy's.
+EntropyName = Literal["reference", "paper", "likelihood"]
 
 
 def get_entropy_estimator(name: str) -> EntropyEstimator:

@@ -14,13 +14,17 @@ batch.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from jaxtyping import Array, Float
 
 from .._typing import RealScalarLike
 from ..sde import MeanRevertingSDE
 
+#: The diffusion losses by name: noise matching and IR-SDE's maximum likelihood.
+LossKind = Literal["nml", "mll"]
 #: The names `DiffusionPolicy.loss` accepts.
-LOSS_KINDS = ("nml", "mll")
+LOSS_KINDS = get_args(LossKind)
 
 
 def mll_prediction(

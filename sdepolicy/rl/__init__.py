@@ -15,6 +15,7 @@ from ._pessimism import lcb as lcb
 from ._selection import select_actions as select_actions
 from ._sharding import seed_mesh as seed_mesh
 from ._sharding import shard_seeds as shard_seeds
+from ._training import SeedStrategy as SeedStrategy
 from ._training import init_seeds as init_seeds
 from ._training import make_checked_seeds_train_fn as make_checked_seeds_train_fn
 from ._training import make_seeds_train_fn as make_seeds_train_fn
@@ -27,6 +28,7 @@ from .agents import CONFIGS as CONFIGS
 from .agents import ERDPQE as ERDPQE
 from .agents import AbstractActorCritic as AbstractActorCritic
 from .agents import AbstractAgent as AbstractAgent
+from .agents import AgentName as AgentName
 from .agents import AgentState as AgentState
 from .agents import BCConfig as BCConfig
 from .agents import DiffusionQL as DiffusionQL

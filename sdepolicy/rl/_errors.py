@@ -8,7 +8,10 @@ runs belong to the application layer (`sdepolicy.app`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from typing import Any
 
 # The root class lives in a low module so the SDE floor's SDEInputError can subclass it without
@@ -54,12 +57,52 @@ _FIELD_RULES: dict[str, tuple[str, Any]] = {
 }
 
 
+def _choices(tp: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """The values a `Literal[...]` (or `Literal[...] | None`) annotation allows, and whether it
+    allows None; None for any other annotation."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        if len(args) != 1:
+            return None
+        tp = args[0]
+    if typing.get_origin(tp) is not typing.Literal:
+        return None
+    return typing.get_args(tp), optional
+
+
+def check_literal_fields(obj: Any) -> None:
+    """Check every field of a dataclass annotated `Literal[...]` (or `Literal[...] | None`)
+    against its choices: the one declaration of a field's names is its type.
+
+    **Raises:**
+
+    [`ConfigError`][] naming the first field whose value is not one of its choices.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for field in dataclasses.fields(obj):
+        choices = _choices(hints.get(field.name))
+        if choices is None:
+            continue
+        allowed, optional = choices
+        value = getattr(obj, field.name)
+        if value is None and optional:
+            continue
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            names = ", ".join(map(repr, allowed))
+            raise ConfigError(
+                f"{type(obj).__name__}: {field.name} must be one of {names}, got {value!r}."
+            )
+
+
 def check_config_fields(config: Any) -> None:
     """Check the numeric fields of an agent config against their ranges (a learning rate is
     positive and finite, a discount lies in [0, 1), a width is at least 1, ...).
 
     Called by the agent configs' `__post_init__`, so a bad `--set` value is refused when the
-    config is built, before any data is read or code compiled.
+    config is built, before any data is read or code compiled. The `Literal` fields are checked
+    first ([`check_literal_fields`][]).
 
     **Arguments:**
 
@@ -69,6 +112,7 @@ def check_config_fields(config: Any) -> None:
 
     [`ConfigError`][] naming the first field out of range, its value and what is allowed.
     """
+    check_literal_fields(config)
     name = type(config).__name__
     for field, (allowed, ok) in _FIELD_RULES.items():
         if not hasattr(config, field):

@@ -3,10 +3,15 @@ minimum over members (docs/method.md §6.3)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._typing import RealScalarLike
+
+#: The pessimistic aggregates by name.
+Aggregate = Literal["lcb", "min"]
 
 
 def lcb(q: Float[Array, "members batch"], beta: RealScalarLike) -> Float[Array, " batch"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -59,6 +59,8 @@ def _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, k
     return eqx.combine(dynamic, static), metrics
 
 
+#: How the seeds of one compiled call share it (see [`make_seeds_train_fn`][]).
+SeedStrategy = Literal["vmap", "sequential"]
 SEED_STRATEGIES = {"vmap": _fused_seeds, "sequential": _fused_seeds_sequential}
 
 

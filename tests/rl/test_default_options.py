@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from _rl_helpers import jit, member_net
 
+from sdepolicy.app import apply_overrides
 from sdepolicy.policy import DiffusionPolicy
 from sdepolicy.rl import ConfigError, select_actions
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
@@ -114,7 +115,10 @@ def test_eval_temperature_zero_picks_the_best_candidate():
 
 
 def test_option_values_are_checked():
+    # Through `apply_overrides`, the path of every preset and `--set` value: the `Literal`
+    # fields' choices and the numeric ranges are refused as a ConfigError. (Built directly
+    # under the tests' runtime type checker, a wrong `Literal` is a TypeError first.)
     for bad in ({"target_aggregate": "max"}, {"q_weighting": "snr"}, {"eval_temperature": -1.0},
                 {"critic_hidden": 0}):  # fmt: skip
         with pytest.raises(ConfigError):
-            ERDPQEConfig(**bad)
+            apply_overrides(ERDPQEConfig(), bad)

@@ -260,5 +260,111 @@ def test_dql_top_k_and_minari_task_options():
     hopper = get_preset("hopper-medium-v2")
     assert hopper.observation_keys is None
     assert (hopper.terminal_rule, hopper.score) == ("dataset", "return")
-    with pytest.raises(ConfigError):
+    # A ConfigError, or a TypeError from the tests' runtime type checker, which sees the
+    # `Literal` annotation first.
+    with pytest.raises((ConfigError, TypeError)):
         dataclasses.replace(hopper, terminal_rule="goal")
+
+
+def test_named_choices_are_declared_once():
+    """Every registry of names and the `Literal` type that declares those names agree, so a
+    config field's annotation is the one list of its choices."""
+    from typing import get_args
+
+    from sdepolicy.app._data import REWARD_TRANSFORMS, TERMINAL_RULES, RewardTransform
+    from sdepolicy.policy import (
+        ENTROPY_ESTIMATORS,
+        LOSS_KINDS,
+        POLICY_ENTROPY_ESTIMATORS,
+        SCHEDULES,
+        EntropyName,
+        LossKind,
+        ScheduleName,
+    )
+    from sdepolicy.rl import AGENTS, AgentName, SeedStrategy
+    from sdepolicy.rl._training import SEED_STRATEGIES
+    from sdepolicy.rl.agents._base import CRITIC_BACKWARDS, CriticBackwardName
+
+    assert tuple(SCHEDULES) == get_args(ScheduleName)
+    assert LOSS_KINDS == get_args(LossKind)
+    assert set(get_args(EntropyName)) == set(ENTROPY_ESTIMATORS) | set(POLICY_ENTROPY_ESTIMATORS)
+    assert tuple(AGENTS) == get_args(AgentName)
+    assert tuple(SEED_STRATEGIES) == get_args(SeedStrategy)
+    assert tuple(CRITIC_BACKWARDS) == get_args(CriticBackwardName)
+    assert REWARD_TRANSFORMS == get_args(RewardTransform) == ("none", "antmaze", "normalize")
+    assert TERMINAL_RULES == ("dataset", "reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Choices:
+    kind: Literal["x", "y"] = "x"
+    maybe: Literal["p", "q"] | None = None
+    free: str = "anything"
+
+
+def test_literal_fields_refuse_other_values():
+    """The one check of every `Literal` field (configs, presets, run specs), on a dataclass of
+    the tests' own; and the agent configs' Literal fields through `apply_overrides`, the path
+    of every preset and `--set` value (DiffusionQLConfig validated none of its names before)."""
+    from sdepolicy.rl import BCConfig, DiffusionQLConfig, ERDPQEConfig
+    from sdepolicy.rl._errors import check_config_fields, check_literal_fields
+
+    check_literal_fields(_Choices(maybe="q", free="z"))
+    check_literal_fields(_Choices(maybe=None))
+    cases = [(_Choices(kind="z"), "kind must be one of 'x', 'y', got 'z'"),
+             (_Choices(maybe="r"), "maybe must be one of 'p', 'q', got 'r'")]  # fmt: skip
+    for bad, needle in cases:
+        for check in (check_literal_fields, check_config_fields):
+            with pytest.raises(ConfigError, match=needle) as info:
+                check(bad)
+            assert "\n" not in str(info.value)
+    agent_cases = [(DiffusionQLConfig, "critic_backward", "manual"), (BCConfig, "schedule", "vpp"),
+                   (ERDPQEConfig, "q_weighting", "snr")]  # fmt: skip
+    for cls, field, bad in agent_cases:
+        with pytest.raises(ConfigError, match=f"`{field}` must be one of .*not '{bad}'"):
+            apply_overrides(cls(), {field: bad})
+
+
+def test_presets_return_typed_configs():
+    from sdepolicy.rl import BCConfig, DiffusionQLConfig, ERDPQEConfig
+
+    hopper = get_preset("hopper-medium-v2")
+    for algo, cls in (("erdpqe", ERDPQEConfig), ("diffusion-ql", DiffusionQLConfig),
+                      ("bc", BCConfig)):  # fmt: skip
+        config = hopper.config(algo)
+        assert type(config) is cls
+        assert config == apply_overrides(cls(), hopper.overrides_for(algo))
+    assert hopper.config("erdpqe").loss == "mll" and hopper.config("erdpqe").lr_decay_t_max == 2000
+    with pytest.raises((ConfigError, TypeError)):  # TypeError: the tests' runtime type checker
+        hopper.config("td3")
+
+
+def test_the_command_line_is_derived_from_the_run_spec():
+    """One flag per `RunSpec` field, with the field's help, default and (for a `Literal`) its
+    choices; a parsed command line gives the spec it names."""
+    import argparse
+
+    from sdepolicy.app import RunSpec, add_run_arguments, run_spec_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(actions) == {f.name for f in dataclasses.fields(RunSpec)}
+    assert all(a.help for a in actions.values())
+    assert actions["algo"].choices == ["erdpqe", "diffusion-ql", "bc"]
+    assert actions["reward_transform"].choices == ["none", "antmaze", "normalize"]
+    assert actions["offline_selection"].option_strings == ["--ms-offline"]
+    assert actions["progress"].option_strings == ["--no-progress"]
+    assert run_spec_from_args(parser.parse_args([])) == RunSpec()
+    argv = ["--task", "hopper-medium-v2", "--algo", "bc", "--seeds", "0", "3", "--steps", "9",
+            "--set", "lr=1e-3", "--set=hidden=64", "--no-progress", "--dataset", "a/b-v0",
+            "--reward-transform", "none", "--ms-offline"]  # fmt: skip
+    assert run_spec_from_args(parser.parse_args(argv)) == RunSpec(
+        task="hopper-medium-v2", algo="bc", seeds=(0, 3), steps=9,
+        overrides={"lr": "1e-3", "hidden": "64"}, progress=False, dataset=("a/b-v0",),
+        reward_transform="none", offline_selection=True,
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--algo", "td3"])
+    with pytest.raises(ConfigError.__mro__[1], match="FIELD=VALUE"):
+        run_spec_from_args(parser.parse_args(["--set", "eta"]))

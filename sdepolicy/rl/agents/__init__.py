@@ -10,6 +10,8 @@ Each agent states only what is its own (networks, critic target and loss, actor 
 selection); the update step is shared (`AbstractAgent.update`).
 """
 
+from typing import Literal
+
 from ._base import AbstractActorCritic as AbstractActorCritic
 from ._base import AbstractAgent as AbstractAgent
 from ._base import AgentState as AgentState
@@ -23,4 +25,6 @@ from ._erdpqe import ERDPQEConfig as ERDPQEConfig
 #: Agent classes by name (the names the presets of `sdepolicy.app` use), each built from its
 #: config, and their config classes.
 AGENTS = {"erdpqe": ERDPQE, "diffusion-ql": DiffusionQL, "bc": BC}
+#: The agents' names (the keys of `AGENTS`).
+AgentName = Literal["erdpqe", "diffusion-ql", "bc"]
 CONFIGS = {"erdpqe": ERDPQEConfig, "diffusion-ql": DiffusionQLConfig, "bc": BCConfig}

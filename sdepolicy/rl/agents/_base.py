@@ -26,7 +26,7 @@ Both optimisers are Adam after global-norm clipping (no clipping when `grad_norm
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -43,7 +43,9 @@ from .._transitions import Transitions
 
 Metrics = dict[str, Float[Array, ""]]
 
-#: The Q-ensemble backward named by a config's `critic_backward`.
+#: The names of a config's `critic_backward`.
+CriticBackwardName = Literal["fused", "autodiff"]
+#: The Q-ensemble backward each name stands for.
 CRITIC_BACKWARDS = {"fused": FusedBackward(), "autodiff": AutodiffBackward()}
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ...policy import DiffusionPolicy
+from ...policy import DiffusionPolicy, LossKind, ScheduleName
+from .._errors import check_config_fields
 from ._base import AbstractAgent, make_optimizer
 
 
@@ -26,8 +27,8 @@ class BCConfig:
     """
 
     diffusion_steps: int = 5
-    schedule: str = "cosine"
-    loss: str = "nml"
+    schedule: ScheduleName = "cosine"
+    loss: LossKind = "nml"
     x0_clip: bool = False
     lr: float = 3e-4
     grad_norm: float = 0.0
@@ -38,17 +39,7 @@ class BCConfig:
     ema_every: int = 5
 
     def __post_init__(self):
-        # Imported here so that this method stays the only part of the module that knows about
-        # the user-facing checks (ConfigError is also a ValueError).
-        from ...policy import SCHEDULES
-        from .._errors import ConfigError, check_config_fields
-
-        if self.loss not in ("mll", "nml"):
-            raise ConfigError(f"BCConfig: loss must be 'mll' or 'nml', got {self.loss!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"BCConfig: schedule must be one of {tuple(SCHEDULES)}, got {self.schedule!r}."
-            )
+        # The Literal fields' choices and the numeric ranges.
         check_config_fields(self)
 
 

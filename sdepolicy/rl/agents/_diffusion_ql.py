@@ -27,8 +27,15 @@ import jax.numpy as jnp
 from ...policy import DiffusionPolicy
 from ...sde import vp_schedule
 from .._critics import QEnsemble
+from .._errors import ConfigError, check_config_fields
 from .._selection import select_actions
-from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
+from ._base import (
+    CRITIC_BACKWARDS,
+    AbstractActorCritic,
+    CriticBackwardName,
+    next_state_values,
+    td_targets,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +58,7 @@ class DiffusionQLConfig:
         `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
     - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
         backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
-        `sdepolicy.rl.critics`).
+        `sdepolicy.rl.FusedBackward`).
     """
 
     diffusion_steps: int = 5
@@ -73,7 +80,7 @@ class DiffusionQLConfig:
     critic_hidden: int | None = None
     eval_candidates: int = 50
     eval_temperature: float = 1.0
-    critic_backward: str = "fused"
+    critic_backward: CriticBackwardName = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
     lr_decay: bool = False
@@ -81,15 +88,7 @@ class DiffusionQLConfig:
     lr_decay_t_max: int = 2000
 
     def __post_init__(self):
-        # Imported here so that this method stays the only part of the module that knows about
-        # the user-facing checks (ConfigError is also a ValueError).
-        from .._errors import ConfigError, check_config_fields
-
-        if self.critic_backward not in ("fused", "autodiff"):
-            raise ConfigError(
-                "DiffusionQLConfig: critic_backward must be one of ('fused', 'autodiff'), got "
-                f"{self.critic_backward!r}."
-            )
+        # The Literal fields' choices and the numeric ranges, then what couples fields.
         check_config_fields(self)
         if self.beta_min >= self.beta_max:
             raise ConfigError(

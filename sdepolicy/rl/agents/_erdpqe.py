@@ -22,16 +22,24 @@ agent's: `sdepolicy/rl/agents/_base.py`):
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ...policy import DiffusionPolicy
+from ...policy import DiffusionPolicy, EntropyName, LossKind, ScheduleName
 from .._critics import QEnsemble
-from .._pessimism import aggregate_q
+from .._errors import ConfigError, check_config_fields
+from .._pessimism import Aggregate, aggregate_q
 from .._selection import select_actions
-from ._base import CRITIC_BACKWARDS, AbstractActorCritic, next_state_values, td_targets
+from ._base import (
+    CRITIC_BACKWARDS,
+    AbstractActorCritic,
+    CriticBackwardName,
+    next_state_values,
+    td_targets,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,23 +71,23 @@ class ERDPQEConfig:
         `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
     - `critic_backward`: how the Q-ensemble is differentiated, `"fused"` (the hand-written
         backward pass, faster) or `"autodiff"` (the straightforward code; same maths, see
-        `sdepolicy.rl.critics`).
+        `sdepolicy.rl.FusedBackward`).
     """
 
     diffusion_steps: int = 5
-    schedule: str = "cosine"
+    schedule: ScheduleName = "cosine"
     num_critics: int = 64
     lcb_beta: float = 4.0
-    q_aggregate: str = "lcb"
+    q_aggregate: Aggregate = "lcb"
     alpha: float = 0.01
     eta: float = 1.0
-    entropy: str = "reference"
-    loss: str = "mll"
+    entropy: EntropyName = "reference"
+    loss: LossKind = "mll"
     x0_clip: bool = False
     max_q_backup: bool = False
     max_q_samples: int = 10
-    target_aggregate: str = "member"
-    q_weighting: str = "uniform"
+    target_aggregate: Literal["member", "min", "lcb"] = "member"
+    q_weighting: Literal["uniform", "jacobian"] = "uniform"
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     grad_norm: float = 4.0
@@ -93,7 +101,7 @@ class ERDPQEConfig:
     critic_hidden: int | None = None
     eval_candidates: int = 50
     eval_temperature: float = 1.0
-    critic_backward: str = "fused"
+    critic_backward: CriticBackwardName = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
     lr_decay: bool = False
@@ -101,24 +109,7 @@ class ERDPQEConfig:
     lr_decay_t_max: int = 2000
 
     def __post_init__(self):
-        # Imported here so that this method stays the only part of the module that knows about
-        # the user-facing checks (ConfigError is also a ValueError).
-        from ...policy import SCHEDULES
-        from .._errors import ConfigError, check_config_fields
-
-        for name, allowed in (
-            ("q_aggregate", ("lcb", "min")),
-            ("target_aggregate", ("member", "min", "lcb")),
-            ("q_weighting", ("uniform", "jacobian")),
-            ("entropy", ("reference", "paper", "likelihood")),
-            ("loss", ("mll", "nml")),
-            ("critic_backward", ("fused", "autodiff")),
-            ("schedule", tuple(SCHEDULES)),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"ERDPQEConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}."
-                )
+        # The Literal fields' choices and the numeric ranges, then what couples fields.
         check_config_fields(self)
         if self.q_aggregate == "lcb" and self.num_critics < 2:
             raise ConfigError(
