@@ -53,6 +53,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             if default:
                 flag = field.metadata.get("flag", "--no-" + field.name.replace("_", "-"))
                 kwargs.update(action="store_false", default=True)
+                # The flag turns the field off: say so before the field's own description.
+                if kwargs["help"]:
+                    kwargs["help"] = f"turn off what is on by default: {kwargs['help']}"
             else:
                 kwargs.update(action="store_true", default=False)
         elif origin is dict:
