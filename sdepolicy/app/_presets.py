@@ -304,14 +304,16 @@ def _kitchen() -> list[TaskPreset]:
 # real datasets of benchmarks/real_data.py and the embedded one (docs/method.md §8.6 has the
 # measurements behind each): NML with x̂0 clipping (MLL at T = 5 makes bang-bang policies that
 # only suit Pendulum), the Q term weighted per diffusion step by the inverse of dx̂0/dε̂
-# (`q_weighting="jacobian"`), the best-scored candidate at evaluation (`eval_temperature=0`:
-# on standardised rewards a temperature-1 softmax draws nearly uniformly), a 256-wide actor
+# (`q_weighting="jacobian"`), at evaluation the EMA actor's candidates drawn by a softmax whose
+# temperature is the critics' disagreement about them (`eval_temperature_scale="disagreement"`:
+# near the best candidate on broad data, near one sample on narrow data), a 256-wide actor
 # (a 64-wide one cannot reproduce expert data) with 64-wide critics (speed), M = 10,
 # standardised rewards.
 _DEFAULT_WIDTHS = {"hidden": 256, "critic_hidden": 64, "ema_start": 1000}
 DEFAULT_AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     "erdpqe": _DEFAULT_WIDTHS
-    | {"num_critics": 10, "q_weighting": "jacobian", "eval_temperature": 0.0}
+    | {"num_critics": 10, "q_weighting": "jacobian"}
+    | {"eval_temperature": 1.0, "eval_temperature_scale": "disagreement", "eval_actor": "ema"}
     | _erdpqe(3e-4, 1.0, False, 4.0, "nml", True),
     "diffusion-ql": _DEFAULT_WIDTHS | {"eval_temperature": 0.0} | _dql(3e-4, 1.0, False, 4.0),
     "bc": {"hidden": 256, "lr": 3e-4, "loss": "nml", "x0_clip": True},

@@ -12,6 +12,7 @@ from ._fused_critic import FusedBackward as FusedBackward
 from ._pessimism import aggregate_q as aggregate_q
 from ._pessimism import ensemble_min as ensemble_min
 from ._pessimism import lcb as lcb
+from ._selection import candidate_disagreement as candidate_disagreement
 from ._selection import select_actions as select_actions
 from ._sharding import seed_mesh as seed_mesh
 from ._sharding import shard_seeds as shard_seeds

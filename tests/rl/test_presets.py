@@ -30,13 +30,14 @@ CONFIG_FIELDS = {
         "diffusion_steps schedule num_critics lcb_beta q_aggregate alpha eta entropy loss x0_clip "
         "max_q_backup max_q_samples actor_lr critic_lr grad_norm gamma tau ema_decay ema_start "
         "ema_every batch_size hidden eval_candidates critic_backward lr_decay lr_decay_every "
-        "lr_decay_t_max target_aggregate q_weighting critic_hidden eval_temperature".split()
+        "lr_decay_t_max target_aggregate q_weighting critic_hidden eval_temperature "
+        "eval_temperature_scale eval_actor".split()
     ),
     "diffusion-ql": set(
         "diffusion_steps beta_min beta_max eta actor_lr critic_lr grad_norm gamma tau ema_decay "
         "ema_start ema_every max_q_backup max_q_samples batch_size hidden eval_candidates "
         "critic_backward lr_decay lr_decay_every lr_decay_t_max critic_hidden "
-        "eval_temperature".split()
+        "eval_temperature eval_temperature_scale eval_actor".split()
     ),
     "bc": set(
         "diffusion_steps schedule loss x0_clip lr grad_norm batch_size hidden ema_decay ema_start "

@@ -20,6 +20,7 @@ $\hat x_0$ is clipped to $[-1, 1]$ at every sampler step; the schedule is the VP
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ from ...policy import DiffusionPolicy
 from ...sde import vp_schedule
 from .._critics import QEnsemble
 from .._errors import ConfigError, check_config_fields
-from .._selection import select_actions
+from .._selection import TemperatureScale, select_actions
 from ._base import (
     CRITIC_BACKWARDS,
     AbstractActorCritic,
@@ -52,7 +53,11 @@ class DiffusionQLConfig:
     - `batch_size`, `hidden`: batch size and width of every network; `critic_hidden`: the
         critics' width when it should differ (`None`: `hidden`).
     - `eval_candidates`: candidates sampled per state at evaluation; `eval_temperature`: the
-        temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
+        temperature of the softmax that picks one (1 in the reference codes, 0 = the best);
+        `eval_temperature_scale`: `"absolute"` (the reference codes) or `"disagreement"`
+        (in units of the critics' disagreement about the candidates at that state:
+        `sdepolicy.rl.select_actions`); `eval_actor`: which actor proposes the candidates,
+        `"online"` (the reference codes) or `"ema"`.
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
         `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
@@ -80,6 +85,8 @@ class DiffusionQLConfig:
     critic_hidden: int | None = None
     eval_candidates: int = 50
     eval_temperature: float = 1.0
+    eval_temperature_scale: TemperatureScale = "absolute"
+    eval_actor: Literal["online", "ema"] = "online"
     critic_backward: CriticBackwardName = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
@@ -176,11 +183,12 @@ class DiffusionQL(AbstractActorCritic):
         picked by softmax over $\min(\bar Q_1, \bar Q_2)$ of the target critics."""
         config = self.config
         return select_actions(
-            state.actor,
+            state.ema_actor if config.eval_actor == "ema" else state.actor,
             state.target_critic,
             observations,
             key,
             num_candidates=config.eval_candidates,
             aggregate="min",
             temperature=config.eval_temperature,
+            temperature_scale=config.eval_temperature_scale,
         )

@@ -32,7 +32,7 @@ from ...policy import DiffusionPolicy, EntropyName, LossKind, ScheduleName
 from .._critics import QEnsemble
 from .._errors import ConfigError, check_config_fields
 from .._pessimism import Aggregate, aggregate_q
-from .._selection import select_actions
+from .._selection import TemperatureScale, select_actions
 from ._base import (
     CRITIC_BACKWARDS,
     AbstractActorCritic,
@@ -65,7 +65,11 @@ class ERDPQEConfig:
     - `batch_size`, `hidden`: batch size and width of every network; `critic_hidden`: the
         critics' width when it should differ (`None`: `hidden`).
     - `eval_candidates`: candidates sampled per state at evaluation; `eval_temperature`: the
-        temperature of the softmax that picks one (1 in the reference codes, 0 = the best).
+        temperature of the softmax that picks one (1 in the reference codes, 0 = the best);
+        `eval_temperature_scale`: `"absolute"` (the reference codes) or `"disagreement"`
+        (in units of the critics' disagreement about the candidates at that state:
+        `sdepolicy.rl.select_actions`); `eval_actor`: which actor proposes the candidates,
+        `"online"` (the reference codes) or `"ema"`.
     - `lr_decay`, `lr_decay_every`, `lr_decay_t_max`: the reference codes' cosine learning-rate
         decay of both optimisers, stepped every `lr_decay_every` updates with `T_max` =
         `lr_decay_t_max` (`cosine_every_schedule` in `sdepolicy/rl/agents/_base.py`).
@@ -101,6 +105,8 @@ class ERDPQEConfig:
     critic_hidden: int | None = None
     eval_candidates: int = 50
     eval_temperature: float = 1.0
+    eval_temperature_scale: TemperatureScale = "absolute"
+    eval_actor: Literal["online", "ema"] = "online"
     critic_backward: CriticBackwardName = "fused"
     # The reference codes' CosineAnnealingLR, stepped once per evaluation period (off by
     # default; the D4RL presets switch it on: docs/method.md §6.7).
@@ -115,6 +121,11 @@ class ERDPQEConfig:
             raise ConfigError(
                 "ERDPQEConfig: the LCB needs num_critics >= 2 (its std over one critic is "
                 f"undefined), got {self.num_critics}; use q_aggregate=min for one critic."
+            )
+        if self.eval_temperature_scale == "disagreement" and self.num_critics < 2:
+            raise ConfigError(
+                "ERDPQEConfig: eval_temperature_scale=disagreement needs num_critics >= 2 (the "
+                f"members' disagreement of one critic is undefined), got {self.num_critics}."
             )
         # The reference entropy estimator needs T >= 3 steps, the paper's T >= 2.
         least = {"reference": 3, "paper": 2}.get(self.entropy, 1)
@@ -214,11 +225,12 @@ class ERDPQE(AbstractActorCritic):
 
     def act(self, state, observations, key):
         """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
-        the online actor, one picked by softmax over the target critic's LCB (as the reference
-        code, whatever `q_aggregate` the actor trained with)."""
+        the online actor (or the EMA actor: `eval_actor`), one picked by softmax over the target
+        critic's LCB (as the reference code, whatever `q_aggregate` the actor trained with), at
+        `eval_temperature` in `eval_temperature_scale`'s units."""
         config = self.config
         return select_actions(
-            state.actor,
+            state.ema_actor if config.eval_actor == "ema" else state.actor,
             state.target_critic,
             observations,
             key,
@@ -226,6 +238,7 @@ class ERDPQE(AbstractActorCritic):
             aggregate="lcb",
             lcb_beta=config.lcb_beta,
             temperature=config.eval_temperature,
+            temperature_scale=config.eval_temperature_scale,
         )
 
 
