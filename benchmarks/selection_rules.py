@@ -1,26 +1,28 @@
 """A finished run's policy under other action-selection rules.
 
     python benchmarks/selection_rules.py RUN_DIR [--episodes 10]
-    python benchmarks/selection_rules.py RUN_DIR --candidates 1 5 10 50 --std-temperatures 0.1 1
+    python benchmarks/selection_rules.py RUN_DIR --candidates 1 5 10 50 --temperatures 0.3 1 3
 
 Reads `RUN_DIR/checkpoint.eqx` (a run of `examples/d4rl_train.py` or `benchmarks/real_data.py`;
 the dataset must be in the Minari store that run used: set `MINARI_DATASETS_PATH` to
 `<work>/datasets` for a `real_data.py` run), rebuilds the agents of every seed from the
 configuration stored in the checkpoint, and evaluates each seed's policy four ways on the same
-episodes: the agent's own evaluation rule (for ER-DP-QE at the defaults' `eval_temperature=0`, the
-best of 50 samples under the target critics' LCB) with the online actor, as trained, and with the
-EMA actor, and a single sample of each (no critic). It also prints, on 3,000 dataset states, how
-far the policy's actions are from the data's and how much the critics' members disagree: the
-measurements behind the README's diagnosis of the late drift on the expert Pendulum data ("Real
-data recorded by others"). Diagnosis only: nothing is written.
+episodes: the agent's own evaluation rule (its candidates, temperature and temperature scale)
+with the online actor and with the EMA actor proposing the candidates, and a single sample of
+each (no critic). It also prints, on 3,000 dataset states, how far the policy's actions are from
+the data's and how much the critics' members disagree: the measurements behind the README's
+diagnosis of the late drift on the expert Pendulum data ("Real data recorded by others").
+Diagnosis only: nothing is written.
 
-With `--candidates N ...` it instead sweeps the size of the candidate pool: the agent's own rule
-with `eval_candidates=N`, online and EMA actor; with `--std-temperatures c ...` it also draws,
-with the EMA actor and the config's candidates, from a softmax over the LCB whose temperature is
-`c` times the state's critic disagreement (the members' std averaged over its candidates), a
-rule that is near argmax where candidates differ by more than the critics disagree and near one
-sample where they do not. In these sweeps seed `i` is evaluated on its own initial states
-(`seed=1_000_000 + 100 i`). They are the numbers of the README's table "How many candidates?".
+With `--candidates N ...` it instead sweeps the size of the candidate pool: the best of `N`
+candidates under the agent's own pessimism (`eval_temperature=0`), online and EMA actor; with
+`--temperatures c ...` it also draws, with the config's candidates, from a softmax whose
+temperature is `c` times the critics' disagreement about the state's candidates
+(`eval_temperature=c, eval_temperature_scale="disagreement"`, `sdepolicy.rl.select_actions`),
+online and EMA actor: near the best candidate where the candidates differ by more than the
+critics disagree about them, near one sample where they do not. In these sweeps seed `i` is
+evaluated on its own initial states (`seed=1_000_000 + 100 i`). They are the numbers of the
+README's table "How many candidates?".
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import dataclasses
 import pathlib
 import sys
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=10, help="episodes per rule and seed")
     p.add_argument("--candidates", type=int, nargs="+", help="sweep eval_candidates instead")
     p.add_argument(
-        "--std-temperatures", type=float, nargs="+", default=(),
-        help="also: softmax over the LCB at c x the critics' member std (EMA actor)",
+        "--temperatures", type=float, nargs="+", default=(),
+        help="also: softmax at c x the critics' disagreement about the candidates",
     )  # fmt: skip
     args = p.parse_args(argv)
 
@@ -86,20 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(f"{args.run_dir.name}: {algo}, step {header['step']}, seeds {seeds}")
-    if args.candidates or args.std_temperatures:
+    if args.candidates or args.temperatures:
         _sweep(args, agent, config, states, seeds, make_env)
         return 0
     idx = np.random.default_rng(0).choice(len(transitions), min(3000, len(transitions)), False)
     obs, act = transitions.observations[idx], transitions.actions[idx]
     beta = getattr(config, "lcb_beta", 4.0)
+    # The agent's own evaluation rule (its candidates, pessimism and temperature), with the
+    # online actor and with the EMA actor proposing the candidates.
+    own = {w: AGENTS[algo](dataclasses.replace(config, eval_actor=w)) for w in _ACTORS}
     for i, seed in enumerate(seeds):
         s = select_seed(states, i)
-        # The agent's own evaluation rule (its candidates, pessimism and temperature), with the
-        # online actor as trained and with the EMA actor put in its place.
-        with_ema = eqx.tree_at(lambda st: st.actor, s, s.ema_actor)
         rules = {
-            "agent's rule, online actor": lambda o, k, st=s: agent.act(st, o, k),
-            "agent's rule, EMA actor": lambda o, k, st=with_ema: agent.act(st, o, k),
+            "agent's rule, online actor": lambda o, k, st=s: own["online"].act(st, o, k),
+            "agent's rule, EMA actor": lambda o, k, st=s: own["ema"].act(st, o, k),
             "online 1 sample": lambda o, k, a=s.actor: a.sample(o, k),
             "EMA 1 sample": lambda o, k, a=s.ema_actor: a.sample(o, k),
         }
@@ -123,37 +124,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_ACTORS = ("online", "ema")
+
+
 def _sweep(args, agent, config, states, seeds, make_env) -> None:
-    """The candidate-pool and std-temperature sweeps (module docstring): one line per rule, the
+    """The candidate-pool and temperature sweeps (module docstring): one line per rule, the
     mean return of each seed and their mean."""
     from sdepolicy.app import run_episodes
-    from sdepolicy.rl import AGENTS, aggregate_q, select_seed
+    from sdepolicy.rl import AGENTS, select_seed
 
     algo = "erdpqe" if hasattr(config, "lcb_beta") else "diffusion-ql"
-    beta = getattr(config, "lcb_beta", 4.0)
-
-    def std_tempered(actor, critic, obs, key, c):
-        n, pool = obs.shape[0], config.eval_candidates
-        k_cand, k_pick = jax.random.split(key)
-        rep = jnp.repeat(obs, pool, axis=0)
-        cand = actor.sample(rep, k_cand)
-        q = critic(rep, cand)
-        lcb = aggregate_q(q, "lcb", beta).reshape(n, pool)
-        sigma = q.std(0, ddof=1).reshape(n, pool).mean(1, keepdims=True)
-        pick = jax.random.categorical(k_pick, lcb / (c * sigma), axis=-1)
-        return jnp.take_along_axis(cand.reshape(n, pool, -1), pick[:, None, None], axis=1)[:, 0]
-
-    rules = {}
+    swept = {}
     for n in args.candidates or ():
-        swept = AGENTS[algo](dataclasses.replace(config, eval_candidates=n))
-        for which in ("online", "ema"):
-            rules[f"N={n:<3d} {which:6s}"] = lambda s, o, k, a=swept, w=which: a.act(
-                s if w == "online" else eqx.tree_at(lambda x: x.actor, s, s.ema_actor), o, k
+        for w in _ACTORS:
+            swept[f"N={n:<3d} {w:6s}"] = dict(eval_candidates=n, eval_temperature=0.0, eval_actor=w)
+    for c in args.temperatures:
+        for w in _ACTORS:
+            swept[f"disagreement c={c:g} {w}"] = dict(
+                eval_temperature=c, eval_temperature_scale="disagreement", eval_actor=w
             )
-    for c in args.std_temperatures:
-        rules[f"std-tempered c={c:g} ema"] = lambda s, o, k, c=c: std_tempered(
-            s.ema_actor, s.target_critic, o, k, c
-        )
+    rules = {
+        name: AGENTS[algo](dataclasses.replace(config, **fields)).act
+        for name, fields in swept.items()
+    }
     for name, rule in rules.items():
         per_seed = []
         for i in range(len(seeds)):

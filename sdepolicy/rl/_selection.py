@@ -72,7 +72,8 @@ def select_actions(
 
     **Arguments:**
 
-    - `policy`: the diffusion policy that proposes candidates (the online actor, per docs/method.md §6).
+    - `policy`: the diffusion policy that proposes candidates (the online actor in the reference
+        codes, docs/method.md §6.5).
     - `critic`: the ensemble that scores them (the target critic, per docs/method.md §6): any
         `(states, actions) -> q[members, batch]`, e.g. a [`QEnsemble`][].
     - `states`: `n` states.
