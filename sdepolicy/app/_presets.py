@@ -310,12 +310,17 @@ def _kitchen() -> list[TaskPreset]:
 # (a 64-wide one cannot reproduce expert data) with 64-wide critics (speed), M = 10,
 # standardised rewards.
 _DEFAULT_WIDTHS = {"hidden": 256, "critic_hidden": 64, "ema_start": 1000}
+_DEFAULT_EVAL = {
+    "eval_temperature": 1.0,
+    "eval_temperature_scale": "disagreement",
+    "eval_actor": "ema",
+}
 DEFAULT_AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     "erdpqe": _DEFAULT_WIDTHS
+    | _DEFAULT_EVAL
     | {"num_critics": 10, "q_weighting": "jacobian"}
-    | {"eval_temperature": 1.0, "eval_temperature_scale": "disagreement", "eval_actor": "ema"}
     | _erdpqe(3e-4, 1.0, False, 4.0, "nml", True),
-    "diffusion-ql": _DEFAULT_WIDTHS | {"eval_temperature": 0.0} | _dql(3e-4, 1.0, False, 4.0),
+    "diffusion-ql": _DEFAULT_WIDTHS | _DEFAULT_EVAL | _dql(3e-4, 1.0, False, 4.0),
     "bc": {"hidden": 256, "lr": 3e-4, "loss": "nml", "x0_clip": True},
 }
 

@@ -181,3 +181,20 @@ def test_eval_actor_says_which_actor_proposes(algo):
         np.testing.assert_allclose(got, actor.sample(states, k_candidates), rtol=1e-6)
     online, negated = state.actor.sample(states, k_candidates), ema.sample(states, k_candidates)
     assert not np.allclose(online, negated)
+
+
+def test_only_the_projects_defaults_use_the_rule():
+    # The D4RL presets stay the papers' (online actor, absolute temperature 1); the embedded
+    # task's defaults (also those of every --dataset run) use the rule for both actor-critics.
+    from sdepolicy.app import get_preset, list_presets
+
+    for name in list_presets():
+        for algo in ("erdpqe", "diffusion-ql"):
+            config = get_preset(name).config(algo)
+            got = (config.eval_temperature, config.eval_temperature_scale, config.eval_actor)
+            want = (
+                (1.0, "disagreement", "ema")
+                if name == "pendulum-mixed"
+                else (1.0, "absolute", "online")
+            )
+            assert got == want, (name, algo, got)
