@@ -179,8 +179,9 @@ class DiffusionQL(AbstractActorCritic):
         return bc_loss + self.config.eta * q_loss, {"bc_loss": bc_loss, "q_loss": q_loss}
 
     def act(self, state, observations, key):
-        r"""Evaluation actions: `eval_candidates` samples per state from the online actor, one
-        picked by softmax over $\min(\bar Q_1, \bar Q_2)$ of the target critics."""
+        r"""Evaluation actions: `eval_candidates` samples per state from the online actor (or
+        the EMA actor: `eval_actor`), one picked by softmax over $\min(\bar Q_1, \bar Q_2)$ of
+        the target critics, at `eval_temperature` in `eval_temperature_scale`'s units."""
         config = self.config
         return select_actions(
             state.ema_actor if config.eval_actor == "ema" else state.actor,
