@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{args.run_dir.name}: {algo}, step {header['step']}, seeds {seeds}")
     if args.candidates or args.temperatures:
-        _sweep(args, agent, config, states, seeds, make_env)
+        _sweep(args, algo, config, states, seeds, make_env)
         return 0
     idx = np.random.default_rng(0).choice(len(transitions), min(3000, len(transitions)), False)
     obs, act = transitions.observations[idx], transitions.actions[idx]
@@ -127,13 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 _ACTORS = ("online", "ema")
 
 
-def _sweep(args, agent, config, states, seeds, make_env) -> None:
+def _sweep(args, algo, config, states, seeds, make_env) -> None:
     """The candidate-pool and temperature sweeps (module docstring): one line per rule, the
     mean return of each seed and their mean."""
     from sdepolicy.app import run_episodes
     from sdepolicy.rl import AGENTS, select_seed
 
-    algo = "erdpqe" if hasattr(config, "lcb_beta") else "diffusion-ql"
     swept = {}
     for n in args.candidates or ():
         for w in _ACTORS:
