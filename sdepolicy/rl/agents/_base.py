@@ -39,6 +39,8 @@ from ..._typing import PRNGKey, RealScalarLike
 from ...policy import DiffusionPolicy
 from .._critics import Activation, AutodiffBackward, QEnsemble
 from .._fused_critic import FusedBackward
+from .._pessimism import Aggregate
+from .._selection import select_actions
 from .._transitions import Transitions
 
 Metrics = dict[str, Float[Array, ""]]
@@ -385,6 +387,30 @@ class AbstractActorCritic(AbstractAgent):
     def critic_loss(self, squared_errors: Float[Array, "members batch"]) -> Float[Array, ""]:
         r"""The critics' loss from their squared TD errors $(Q_m(s_i, a_i) - y_{mi})^2$ (linear
         in them, so the fused kernel can compute it group by group)."""
+
+    @abc.abstractmethod
+    def eval_aggregate(self) -> tuple[Aggregate, float]:
+        r"""How [`act`][AbstractActorCritic.act] scores candidates: an aggregate of the target
+        critics for `select_actions` and its LCB $\beta$ (ignored by `"min"`)."""
+
+    def act(self, state, observations, key):
+        """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
+        the online actor (or the EMA actor: the config's `eval_actor`), one drawn by a softmax
+        over the target critics' [`eval_aggregate`][AbstractActorCritic.eval_aggregate] at
+        `eval_temperature` in `eval_temperature_scale`'s units (`sdepolicy.rl.select_actions`)."""
+        config = self.config
+        aggregate, lcb_beta = self.eval_aggregate()
+        return select_actions(
+            state.ema_actor if config.eval_actor == "ema" else state.actor,
+            state.target_critic,
+            observations,
+            key,
+            num_candidates=config.eval_candidates,
+            aggregate=aggregate,
+            lcb_beta=lcb_beta,
+            temperature=config.eval_temperature,
+            temperature_scale=config.eval_temperature_scale,
+        )
 
     def actor_optimizer(self) -> optax.GradientTransformation:
         config = self.config

@@ -29,7 +29,7 @@ from ...policy import DiffusionPolicy
 from ...sde import vp_schedule
 from .._critics import QEnsemble
 from .._errors import ConfigError, check_config_fields
-from .._selection import TemperatureScale, select_actions
+from .._selection import TemperatureScale
 from ._base import (
     CRITIC_BACKWARDS,
     AbstractActorCritic,
@@ -178,18 +178,6 @@ class DiffusionQL(AbstractActorCritic):
         q_loss = -jnp.mean(q_j) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q_k)))
         return bc_loss + self.config.eta * q_loss, {"bc_loss": bc_loss, "q_loss": q_loss}
 
-    def act(self, state, observations, key):
-        r"""Evaluation actions: `eval_candidates` samples per state from the online actor (or
-        the EMA actor: `eval_actor`), one picked by softmax over $\min(\bar Q_1, \bar Q_2)$ of
-        the target critics, at `eval_temperature` in `eval_temperature_scale`'s units."""
-        config = self.config
-        return select_actions(
-            state.ema_actor if config.eval_actor == "ema" else state.actor,
-            state.target_critic,
-            observations,
-            key,
-            num_candidates=config.eval_candidates,
-            aggregate="min",
-            temperature=config.eval_temperature,
-            temperature_scale=config.eval_temperature_scale,
-        )
+    def eval_aggregate(self):
+        r"""$\min(\bar Q_1, \bar Q_2)$ of the target critics, as the reference code evaluates."""
+        return "min", 0.0

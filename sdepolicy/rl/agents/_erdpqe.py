@@ -32,7 +32,7 @@ from ...policy import DiffusionPolicy, EntropyName, LossKind, ScheduleName
 from .._critics import QEnsemble
 from .._errors import ConfigError, check_config_fields
 from .._pessimism import Aggregate, aggregate_q
-from .._selection import TemperatureScale, select_actions
+from .._selection import TemperatureScale
 from ._base import (
     CRITIC_BACKWARDS,
     AbstractActorCritic,
@@ -223,23 +223,10 @@ class ERDPQE(AbstractActorCritic):
         loss = pred.loss + config.eta * q_loss + config.alpha * ent_loss
         return loss, {"bc_loss": pred.loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
 
-    def act(self, state, observations, key):
-        """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
-        the online actor (or the EMA actor: `eval_actor`), one picked by softmax over the target
-        critic's LCB (as the reference code, whatever `q_aggregate` the actor trained with), at
-        `eval_temperature` in `eval_temperature_scale`'s units."""
-        config = self.config
-        return select_actions(
-            state.ema_actor if config.eval_actor == "ema" else state.actor,
-            state.target_critic,
-            observations,
-            key,
-            num_candidates=config.eval_candidates,
-            aggregate="lcb",
-            lcb_beta=config.lcb_beta,
-            temperature=config.eval_temperature,
-            temperature_scale=config.eval_temperature_scale,
-        )
+    def eval_aggregate(self):
+        """The target critics' LCB with the config's β, as the reference code evaluates
+        (whatever `q_aggregate` the actor trained with)."""
+        return "lcb", self.config.lcb_beta
 
 
 def q_step_weights(
