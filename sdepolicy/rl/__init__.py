@@ -6,6 +6,7 @@ from . import agents as agents
 from ._critics import AbstractCriticBackward as AbstractCriticBackward
 from ._critics import AutodiffBackward as AutodiffBackward
 from ._critics import QEnsemble as QEnsemble
+from ._critics import action_gradient_similarity as action_gradient_similarity
 from ._errors import ConfigError as ConfigError
 from ._errors import SdepolicyError as SdepolicyError
 from ._fused_critic import FusedBackward as FusedBackward

@@ -72,7 +72,7 @@ def ensemble_mlp_reference(
     activation: Activation,
     weights: tuple[Array, ...],
     biases: tuple[Array, ...],
-    x: Float[Array, "batch in"],
+    x: Float[Array, "batch in"] | Float[Array, "members batch in"],
 ) -> Float[Array, "members batch"]:
     r"""The ensemble's MLP written plainly (batch-major activations, autodiff for derivatives):
     $h_1 = \sigma(W_0 x + b_0)$, $h_{j+1} = \sigma(W_j h_j + b_j)$, $Q = W_\text{out} h +
@@ -80,11 +80,62 @@ def ensemble_mlp_reference(
     (`sdepolicy.rl.FusedBackward`) is tested against; works with every JAX transformation,
     forward mode included."""
     (w0, *ws), (b0, *bs) = weights, biases
-    # The input is shared by all members: one (b, in) x (M, out, in) contraction.
-    h = activation(jnp.einsum("bi,moi->mbo", x, w0) + b0[:, None, :])
+    # The input is shared by all members: one (b, in) x (M, out, in) contraction; or each
+    # member has its own, `(M, batch, in)` (so a gradient in the input is per member).
+    spec = "mbi,moi->mbo" if x.ndim == 3 else "bi,moi->mbo"
+    h = activation(jnp.einsum(spec, x, w0) + b0[:, None, :])
     for w, b in zip(ws[:-1], bs[:-1], strict=True):
         h = activation(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
     return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
+
+
+def action_gradient_similarity(
+    critic: QEnsemble,
+    states: Float[Array, "batch obs"],
+    actions: Float[Array, "batch act"],
+) -> Float[Array, ""]:
+    r"""EDAC's ensemble-diversity measure: the mean, over the batch, of the members' pairwise
+    cosine similarities of their action gradients,
+
+    $$\frac{1}{B}\sum_i \frac{1}{M - 1}\sum_{m \ne n} \langle \hat g_{mi}, \hat g_{ni}\rangle
+    = \frac{1}{B}\sum_i \frac{\lVert\sum_m \hat g_{mi}\rVert^2 - M}{M - 1},\qquad
+    \hat g_{mi} = \frac{\nabla_a Q_m(s_i, a_i)}{\lVert\nabla_a Q_m(s_i, a_i)\rVert},$$
+
+    in $[-M/(M - 1), M]$: $M$ when every member's gradient points the same way (EDAC's
+    normalisation, so that its weight means what EDAC's $\eta$ means). Added to the
+    critics' loss with a weight (`ERDPQEConfig.critic_diversity`), it makes the members disagree
+    about which way Q rises off the data's actions, so that their LCB penalises leaving them
+    (An et al., 2021, "Uncertainty-based offline RL with diversified Q-ensemble"; docs/method.md
+    §6.1). Computed on the plain MLP ([`ensemble_mlp_reference`][]) whatever the ensemble's
+    `backward`, so that it can be differentiated with respect to the parameters.
+
+    With a one-dimensional action $\hat g = \pm 1$, so the measure is piecewise constant in
+    the parameters: its gradient is zero (returned as such, not as the rounding noise of
+    differentiating $x/|x|$), and the term changes nothing.
+    """
+    weights, biases = tuple(critic.weights), tuple(critic.biases)
+    m = critic.num_members
+    s = jnp.broadcast_to(jax.lax.stop_gradient(states), (m, *states.shape))
+
+    def total_q(a):
+        x = jnp.concatenate([s, a], axis=-1)
+        return jnp.sum(ensemble_mlp_reference(critic.activation, weights, biases, x))
+
+    # Each member reads its own copy of the actions, and Q_m(s_i, a_i) depends on a_mi only,
+    # so one backward pass of the sum gives every member's per-sample gradient: (M, batch, act).
+    a = jnp.broadcast_to(jax.lax.stop_gradient(actions), (m, *actions.shape))
+    g = jax.grad(total_q)(a)
+    # Exact unit vectors (a zero gradient has none and counts as 0), not EDAC's g/(|g| + 1e-10):
+    # the offset makes the measure depend on |g| where |g| is tiny, e.g. at the EDAC init.
+    norm = jnp.linalg.norm(g, axis=-1, keepdims=True)
+    g_hat = jnp.where(norm > 0, g / jnp.where(norm > 0, norm, 1.0), 0.0)
+    total = jnp.sum(jnp.sum(g_hat, axis=0) ** 2, axis=-1)
+    similarity = jnp.mean((total - m) / max(m - 1, 1))
+    if actions.shape[-1] == 1:
+        # Piecewise constant: its derivative is zero; differentiating x/|x| would only return
+        # rounding noise, which Adam would turn into steps of a full learning rate.
+        return jax.lax.stop_gradient(similarity)
+    return similarity
 
 
 class AbstractCriticBackward(eqx.Module):

@@ -16,6 +16,7 @@ from sdepolicy.rl import (
     AutodiffBackward,
     FusedBackward,
     QEnsemble,
+    action_gradient_similarity,
     aggregate_q,
     ensemble_min,
     lcb,
@@ -278,3 +279,58 @@ def test_fused_regression_loss_refuses_a_loss_not_linear_in_the_squared_errors(b
         lambda e: e.regression_loss(states, actions, targets, root), has_aux=True
     )(plain)
     assert bool(jnp.isfinite(value))
+
+
+def _pairwise_cosines_by_finite_differences(ens, states, actions, eps=1e-4):
+    """EDAC's measure from its definition, member by member: central differences of each
+    member (an ordinary MLP, `member_net`) in every action coordinate, then the explicit sum
+    over ordered pairs m != n of the gradients' cosines, averaged over the batch."""
+    act = actions.shape[1]
+    nets = [member_net(ens, m, OBS + act, HIDDEN) for m in range(M)]
+    grads = []
+    for net in nets:
+        cols = []
+        for j in range(act):
+            step = jnp.zeros_like(actions).at[:, j].set(eps)
+            cols.append((net(states, actions + step) - net(states, actions - step)) / (2 * eps))
+        grads.append(np.stack(cols, axis=1))
+    unit = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in grads]
+    total = sum(np.sum(unit[m] * unit[n], axis=1) for m in range(M) for n in range(M) if m != n)
+    return float(np.mean(total / (M - 1)))
+
+
+@pytest.mark.parametrize("backward", [PLAIN, FUSED], ids=["autodiff", "fused"])
+def test_action_gradient_similarity_matches_its_definition(batch, backward):
+    """`action_gradient_similarity` (one Jacobian and the identity sum_{m!=n} <u_m, u_n> =
+    |sum_m u_m|^2 - M) equals the explicit pairwise sum over finite-difference gradients, in
+    float64, whatever the ensemble's backward; and it lies in [-M/(M-1), M]."""
+    with jax.enable_x64(True):
+        states, actions = (jnp.asarray(x, jnp.float64) for x in batch)
+        ens = QEnsemble(
+            OBS, ACT, M, HIDDEN, init="default", key=jax.random.key(7), backward=backward
+        )
+        ens = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, ens)
+        got = float(action_gradient_similarity(ens, states, actions))
+        want = _pairwise_cosines_by_finite_differences(ens, states, actions)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    assert -M / (M - 1) <= got <= M
+
+
+def test_action_gradient_similarity_of_identical_members_and_one_dimensional_actions(batch):
+    """Copies of one member agree exactly (M); with a one-dimensional action every unit
+    gradient is +-1, so the measure is piecewise constant: its parameter gradient is zero
+    (the term does nothing there, as its docstring says), while with 2-d actions it is not."""
+    states, actions = batch
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(8))
+    copies = jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(x[:1], x.shape) if eqx.is_array(x) else x, ens
+    )
+    np.testing.assert_allclose(action_gradient_similarity(copies, states, actions), M, rtol=1e-5)
+
+    def grad_norm(critic, a):
+        g = eqx.filter_grad(lambda c: action_gradient_similarity(c, states, a))(critic)
+        return sum(float(jnp.sum(x**2)) for x in jax.tree_util.tree_leaves(g))
+
+    one_d = QEnsemble(OBS, 1, M, HIDDEN, key=jax.random.key(9))
+    assert grad_norm(one_d, actions[:, :1]) == 0.0
+    assert grad_norm(ens, actions) > 1.0

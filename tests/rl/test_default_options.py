@@ -16,7 +16,7 @@ from _rl_helpers import jit, member_net
 
 from sdepolicy.app import apply_overrides
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl import ConfigError, select_actions
+from sdepolicy.rl import ConfigError, action_gradient_similarity, select_actions
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
 from sdepolicy.rl.agents._erdpqe import q_step_weights
 
@@ -119,6 +119,51 @@ def test_option_values_are_checked():
     # fields' choices and the numeric ranges are refused as a ConfigError. (Built directly
     # under the tests' runtime type checker, a wrong `Literal` is a TypeError first.)
     for bad in ({"target_aggregate": "max"}, {"q_weighting": "snr"}, {"eval_temperature": -1.0},
-                {"critic_hidden": 0}):  # fmt: skip
+                {"critic_hidden": 0}, {"critic_diversity": -1.0}):  # fmt: skip
         with pytest.raises(ConfigError):
             apply_overrides(ERDPQEConfig(), bad)
+
+
+def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(make_transitions):
+    """With `critic_diversity` the update logs EDAC's measure of the critics it starts from
+    (recomputed here outside the update) and, over updates on one batch, drives the members'
+    action gradients apart; without it the metric is absent and they stay more aligned."""
+    batch = make_transitions(7, BATCH, OBS, ACT, low=LOW, high=HIGH)
+    base = dict(num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH)
+    ends = {}
+    for weight in (0.0, 1.0):
+        agent = ERDPQE(ERDPQEConfig(**base, critic_diversity=weight))
+        state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(8))
+        update = jit(ERDPQE.update)
+        before = float(action_gradient_similarity(state.critic, batch.observations, batch.actions))
+        state, metrics = update(agent, state, batch)
+        if weight:
+            np.testing.assert_allclose(float(metrics["critic_grad_similarity"]), before, rtol=1e-4)
+        else:
+            assert "critic_grad_similarity" not in metrics
+        for _ in range(60):
+            state, _ = update(agent, state, batch)
+        ends[weight] = float(
+            action_gradient_similarity(state.critic, batch.observations, batch.actions)
+        )
+    assert ends[1.0] < ends[0.0] - 0.5, ends
+
+
+def test_critic_diversity_does_nothing_with_one_dimensional_actions(make_transitions):
+    """With a 1-d action every unit gradient is +-1, so EDAC's term has no gradient: from the
+    same state, one update with and without it gives exactly the same critics."""
+    batch = make_transitions(9, BATCH, OBS, 1, low=-2.0, high=2.0)
+    base = dict(num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH)
+    low, high = np.array([-2.0]), np.array([2.0])
+    start = ERDPQE(ERDPQEConfig(**base)).init(OBS, 1, low, high, jax.random.key(10)).critic
+    critics = []
+    for weight in (0.0, 1.0):
+        agent = ERDPQE(ERDPQEConfig(**base, critic_diversity=weight))
+        state = agent.init(OBS, 1, low, high, jax.random.key(10))
+        state, _ = jit(ERDPQE.update)(agent, state, batch)
+        critics.append(jax.tree_util.tree_leaves(state.critic))
+    moved = 0.0
+    for plain, diverse, w0 in zip(*critics, jax.tree_util.tree_leaves(start), strict=True):
+        np.testing.assert_array_equal(diverse, plain)
+        moved = max(moved, float(jnp.max(jnp.abs(plain - w0))))
+    assert moved > 1e-4  # the update did move the critics

@@ -316,15 +316,22 @@ class AbstractAgent(eqx.Module):
 
             def critic_objective(critic):
                 obs, actions = batch.observations, batch.actions
-                return critic.regression_loss(obs, actions, targets, self.critic_loss)
+                loss, q = critic.regression_loss(obs, actions, targets, self.critic_loss)
+                penalty, diagnostics = self.critic_penalty(critic, batch)
+                return loss + penalty, (loss, q, diagnostics)
 
-            (c_loss, q), c_grads = eqx.filter_value_and_grad(critic_objective, has_aux=True)(
-                state.critic
-            )
+            (_, (c_loss, q, c_aux)), c_grads = eqx.filter_value_and_grad(
+                critic_objective, has_aux=True
+            )(state.critic)
             critic, critic_opt_state, c_norm = _optimizer_step(
                 self.critic_optimizer(), state.critic, c_grads, state.critic_opt_state
             )
-            metrics = {"critic_loss": c_loss, "q_mean": jnp.mean(q), "critic_grad_norm": c_norm}
+            metrics = {
+                "critic_loss": c_loss,
+                "q_mean": jnp.mean(q),
+                "critic_grad_norm": c_norm,
+                **c_aux,
+            }
         else:
             key, k_actor = jax.random.split(state.key)
 
@@ -387,6 +394,13 @@ class AbstractActorCritic(AbstractAgent):
     def critic_loss(self, squared_errors: Float[Array, "members batch"]) -> Float[Array, ""]:
         r"""The critics' loss from their squared TD errors $(Q_m(s_i, a_i) - y_{mi})^2$ (linear
         in them, so the fused kernel can compute it group by group)."""
+
+    def critic_penalty(
+        self, critic: QEnsemble, batch: Transitions
+    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+        """A term added to the critics' regression loss, and its diagnostics (metrics); none
+        by default. `critic_loss` in the metrics stays the regression loss alone."""
+        return jnp.zeros(()), {}
 
     @abc.abstractmethod
     def eval_aggregate(self) -> tuple[Aggregate, float]:

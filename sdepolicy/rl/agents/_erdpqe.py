@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ...policy import DiffusionPolicy, EntropyName, LossKind, ScheduleName
-from .._critics import QEnsemble
+from .._critics import QEnsemble, action_gradient_similarity
 from .._errors import ConfigError, check_config_fields
 from .._pessimism import Aggregate, aggregate_q
 from .._selection import TemperatureScale
@@ -59,6 +59,8 @@ class ERDPQEConfig:
         target for all members, `"min"` over members or `"lcb"` (mean − `lcb_beta` · std).
     - `q_weighting`: per-sample weights of the actor's Q term by diffusion step,
         `"uniform"` (the reference) or `"jacobian"` ([`q_step_weights`][]).
+    - `critic_diversity`: weight of EDAC's ensemble-diversity term in the critics' loss
+        (`sdepolicy.rl.action_gradient_similarity`); 0, the reference, leaves it out.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
     - `gamma`, `tau`: discount and Polyak rate.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
@@ -92,6 +94,7 @@ class ERDPQEConfig:
     max_q_samples: int = 10
     target_aggregate: Literal["member", "min", "lcb"] = "member"
     q_weighting: Literal["uniform", "jacobian"] = "uniform"
+    critic_diversity: float = 0.0
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     grad_norm: float = 4.0
@@ -195,6 +198,15 @@ class ERDPQE(AbstractActorCritic):
             shared = aggregate_q(next_q, config.target_aggregate, config.lcb_beta)
             next_q = jnp.broadcast_to(shared[None], next_q.shape)
         return td_targets(batch.rewards, batch.terminals, next_q, config.gamma)
+
+    def critic_penalty(self, critic, batch):
+        """`critic_diversity` times EDAC's diversity measure at the data's (s, a), logged as
+        `critic_grad_similarity` (in [-M/(M - 1), M]) when the weight is not 0."""
+        weight = self.config.critic_diversity
+        if weight == 0:
+            return jnp.zeros(()), {}
+        sim = action_gradient_similarity(critic, batch.observations, batch.actions)
+        return weight * sim, {"critic_grad_similarity": sim}
 
     def critic_loss(self, squared_errors):
         r"""MSE over batch $\times$ members to the per-member targets."""
