@@ -127,43 +127,23 @@ def test_option_values_are_checked():
 def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(make_transitions):
     """With `critic_diversity` the update logs EDAC's measure of the critics it starts from
     (recomputed here outside the update) and, over updates on one batch, drives the members'
-    action gradients apart; without it the metric is absent and they stay more aligned."""
+    action gradients from partly aligned (about 1 at this init, of at most M = 4) to nearly
+    opposite directions (the floor is -M/(M-1); without the term, 0.47 after these updates). With 1-d actions the term has no gradient at all
+    (tests/rl/test_critics.py), so it cannot change a Pendulum run."""
     batch = make_transitions(7, BATCH, OBS, ACT, low=LOW, high=HIGH)
-    base = dict(num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH)
-    ends = {}
-    for weight in (0.0, 1.0):
-        agent = ERDPQE(ERDPQEConfig(**base, critic_diversity=weight))
-        state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(8))
-        update = jit(ERDPQE.update)
-        before = float(action_gradient_similarity(state.critic, batch.observations, batch.actions))
-        state, metrics = update(agent, state, batch)
-        if weight:
-            np.testing.assert_allclose(float(metrics["critic_grad_similarity"]), before, rtol=1e-4)
-        else:
-            assert "critic_grad_similarity" not in metrics
-        for _ in range(60):
-            state, _ = update(agent, state, batch)
-        ends[weight] = float(
-            action_gradient_similarity(state.critic, batch.observations, batch.actions)
-        )
-    assert ends[1.0] < ends[0.0] - 0.5, ends
-
-
-def test_critic_diversity_does_nothing_with_one_dimensional_actions(make_transitions):
-    """With a 1-d action every unit gradient is +-1, so EDAC's term has no gradient: from the
-    same state, one update with and without it gives exactly the same critics."""
-    batch = make_transitions(9, BATCH, OBS, 1, low=-2.0, high=2.0)
-    base = dict(num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH)
-    low, high = np.array([-2.0]), np.array([2.0])
-    start = ERDPQE(ERDPQEConfig(**base)).init(OBS, 1, low, high, jax.random.key(10)).critic
-    critics = []
-    for weight in (0.0, 1.0):
-        agent = ERDPQE(ERDPQEConfig(**base, critic_diversity=weight))
-        state = agent.init(OBS, 1, low, high, jax.random.key(10))
-        state, _ = jit(ERDPQE.update)(agent, state, batch)
-        critics.append(jax.tree_util.tree_leaves(state.critic))
-    moved = 0.0
-    for plain, diverse, w0 in zip(*critics, jax.tree_util.tree_leaves(start), strict=True):
-        np.testing.assert_array_equal(diverse, plain)
-        moved = max(moved, float(jnp.max(jnp.abs(plain - w0))))
-    assert moved > 1e-4  # the update did move the critics
+    config = ERDPQEConfig(
+        num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,
+        critic_diversity=1.0,
+    )  # fmt: skip
+    agent = ERDPQE(config)
+    state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(8))
+    similarity = lambda critic: float(
+        action_gradient_similarity(critic, batch.observations, batch.actions)
+    )
+    before = similarity(state.critic)
+    update = jit(ERDPQE.update)
+    state, metrics = update(agent, state, batch)
+    np.testing.assert_allclose(float(metrics["critic_grad_similarity"]), before, rtol=1e-4)
+    for _ in range(60):
+        state, _ = update(agent, state, batch)
+    assert before > 0.5 and similarity(state.critic) < -4 / 3 + 0.15, before

@@ -306,8 +306,10 @@ class AbstractAgent(eqx.Module):
 
         **Returns:** `(state, metrics)` with scalar metrics: `actor_loss`, the actor loss's
         diagnostics (`bc_loss`, ...), `actor_grad_norm` (the gradient's global norm before
-        clipping) and, for actor-critic agents, `critic_loss`, `q_mean` (mean of $Q_m(s, a)$
-        over batch and members, before the critic step) and `critic_grad_norm`.
+        clipping) and, for actor-critic agents, `critic_loss` (the regression loss, without
+        [`critic_penalty`][AbstractActorCritic.critic_penalty]), `q_mean` (mean of $Q_m(s, a)$
+        over batch and members, before the critic step), `critic_grad_norm` and the penalty's
+        diagnostics.
         """
         critic, critic_opt_state, metrics = state.critic, state.critic_opt_state, {}
         if isinstance(self, AbstractActorCritic):

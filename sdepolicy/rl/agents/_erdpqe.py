@@ -5,7 +5,8 @@ agent's: `sdepolicy/rl/agents/_base.py`):
 
 1. **Critic.** Per member $m$, $y_m = r + \gamma(1 - \text{terminal})\,\bar Q_m(s', a')$ with
    $a'$ from the EMA actor's posterior sampler (max-Q backup: the max over `max_q_samples`
-   actions, per member); no min or LCB in the target. Loss: MSE over batch $\times$ members.
+   actions, per member); no min or LCB in the target. Loss: MSE over batch $\times$ members
+   (option: plus EDAC's diversity term, `critic_diversity`).
 2. **Actor**, against the freshly updated critic:
 
    $$\mathcal L = \mathcal L_\text{bc} + \eta\,\frac{-\operatorname{mean} Q_\text{lcb}(s,
