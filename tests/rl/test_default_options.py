@@ -128,8 +128,9 @@ def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(mak
     """With `critic_diversity` the update logs EDAC's measure of the critics it starts from
     (recomputed here outside the update) and, over updates on one batch, drives the members'
     action gradients from partly aligned (about 1 at this init, of at most M = 4) to nearly
-    opposite directions (the floor is -M/(M-1); without the term, 0.47 after these updates). With 1-d actions the term has no gradient at all
-    (tests/rl/test_critics.py), so it cannot change a Pendulum run."""
+    opposite directions (the floor is -M/(M-1); without the term, 0.47 after these updates).
+    With 1-d actions the term has no gradient at all (tests/rl/test_critics.py), so it cannot
+    change a Pendulum run."""
     batch = make_transitions(7, BATCH, OBS, ACT, low=LOW, high=HIGH)
     config = ERDPQEConfig(
         num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,

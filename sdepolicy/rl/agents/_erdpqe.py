@@ -205,7 +205,7 @@ class ERDPQE(AbstractActorCritic):
         `critic_grad_similarity` (in [-M/(M - 1), M]) when the weight is not 0."""
         weight = self.config.critic_diversity
         if weight == 0:
-            return jnp.zeros(()), {}
+            return super().critic_penalty(critic, batch)
         sim = action_gradient_similarity(critic, batch.observations, batch.actions)
         return weight * sim, {"critic_grad_similarity": sim}
 
