@@ -302,8 +302,9 @@ def _pairwise_cosines_by_finite_differences(ens, states, actions, eps=1e-4):
 @pytest.mark.parametrize("backward", [PLAIN, FUSED], ids=["autodiff", "fused"])
 def test_action_gradient_similarity_matches_its_definition(batch, backward):
     """`action_gradient_similarity` (one backward pass and the identity sum_{m!=n} <u_m, u_n> =
-    |sum_m u_m|^2 - M: proofs/ensemble_diversity.md) equals the explicit pairwise sum over finite-difference gradients, in
-    float64, whatever the ensemble's backward; and it lies in [-M/(M-1), M]."""
+    |sum_m u_m|^2 - M: proofs/ensemble_diversity.md) equals the explicit pairwise sum over
+    finite-difference gradients, in float64, whatever the ensemble's backward; and it lies in
+    [-M/(M-1), M]."""
     with jax.enable_x64(True):
         states, actions = (jnp.asarray(x, jnp.float64) for x in batch)
         ens = QEnsemble(
