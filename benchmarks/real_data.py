@@ -202,6 +202,8 @@ def main(argv=None) -> int:
                    help="agent override for every run (an ablation)")  # fmt: skip
     p.add_argument("--work", type=pathlib.Path, default=REPO / "runs" / "real_data",
                    help="folder for the Minari store and the runs")  # fmt: skip
+    p.add_argument("--reward-transform", choices=["none", "normalize", "scale"],
+                   help="instead of the defaults' (standardised rewards)")  # fmt: skip
     p.add_argument("--out", type=pathlib.Path, help="JSON output (default <work>/real_data.json)")
     p.add_argument("--quick", action="store_true", help="smoke test on tests/data slices")
     p.add_argument("--collect", action="store_true",
@@ -240,6 +242,8 @@ def main(argv=None) -> int:
     info = import_all(names, data_dir, args.quick, args.work)
     results: list[dict[str, Any]] = []
     tag = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()) if k not in quick_over)
+    if args.reward_transform:
+        tag = "-".join(filter(None, (tag, f"rewards{args.reward_transform}")))
     for name in names:
         d = info[name]
         for algo in args.algos:
@@ -265,6 +269,7 @@ def main(argv=None) -> int:
                 overrides=_fields_of(algo, overrides),
                 progress=False,
                 dataset=d["ids"],
+                reward_transform=args.reward_transform,
             )
             t0 = time.time()
             row: dict[str, Any] = {"dataset": name, "algo": algo, "seeds": list(seeds)}
@@ -293,12 +298,14 @@ def main(argv=None) -> int:
     print()
     print("\n".join(lines))
     print(f"\n{machine_line()}; {wall / 60:.1f} min in all; seeds {seeds}; "
-          f"overrides {overrides or 'none'}")  # fmt: skip
+          f"overrides {overrides or 'none'}; "
+          f"rewards {args.reward_transform or 'as the defaults'}")  # fmt: skip
     payload = {
         "machine": machine_line(),
         "wall_s": wall,
         "seeds": seeds,
         "overrides": overrides,
+        "reward_transform": args.reward_transform,
         "steps": steps,
         "datasets": {
             n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info[n].items()}

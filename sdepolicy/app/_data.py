@@ -28,7 +28,7 @@ from ._errors import (
 )
 
 #: The reward transforms by name ([`transform_rewards`][]).
-RewardTransform = Literal["none", "antmaze", "normalize"]
+RewardTransform = Literal["none", "antmaze", "normalize", "scale"]
 REWARD_TRANSFORMS = get_args(RewardTransform)
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
@@ -408,6 +408,9 @@ def transform_rewards(transitions: Transitions, name: str) -> Transitions:
     - `"antmaze"`: $4(r - 0.5)$ (the reference codes' `cql_antmaze`).
     - `"normalize"`: $(r - \bar r) / \operatorname{std}(r)$ over the dataset's rewards, with the
       unbiased standard deviation (`ddof=1`, as `torch.Tensor.std` in the reference code).
+    - `"scale"`: $r / \operatorname{std}(r)$, the same scale without the shift, so that Q keeps
+      the sign and size of the returns that the actor's $Q / \operatorname{mean}|Q|$ term
+      assumes (docs/method.md §8.6).
 
     **Returns:**
 
@@ -423,11 +426,11 @@ def transform_rewards(transitions: Transitions, name: str) -> Transitions:
         return transitions
     if name == "antmaze":
         new = 4.0 * (r - 0.5)
-    elif name == "normalize":
+    elif name in ("normalize", "scale"):
         std = jnp.std(r, ddof=1) if r.shape[0] > 1 else jnp.zeros(())
         if not float(std) > 0.0:
-            raise DataValidationError("Reward transform 'normalize': the rewards are constant.")
-        new = (r - jnp.mean(r)) / std
+            raise DataValidationError(f"Reward transform '{name}': the rewards are constant.")
+        new = (r - jnp.mean(r)) / std if name == "normalize" else r / std
     else:
         raise ConfigError(
             f"Unknown reward transform '{name}'; choose one of {', '.join(REWARD_TRANSFORMS)}."

@@ -248,9 +248,14 @@ def test_reward_transforms():
     n = transform_rewards(_with_rewards(r), "normalize").rewards
     np.testing.assert_allclose(n, (r - r.mean()) / r.std(ddof=1), rtol=1e-6)
     assert n.dtype == jnp.float32
+    # The same scale without the shift: the rewards keep their signs.
+    scaled = transform_rewards(_with_rewards(-r), "scale").rewards
+    np.testing.assert_allclose(scaled, -r / r.std(ddof=1), rtol=1e-6)
     # Only the rewards change.
     np.testing.assert_array_equal(transform_rewards(t, "antmaze").terminals, t.terminals)
-    with pytest.raises(ConfigError, match="none, antmaze, normalize"):
+    with pytest.raises(ConfigError, match="none, antmaze, normalize, scale"):
         transform_rewards(t, "cql")
     with pytest.raises(DataValidationError, match="constant"):
         transform_rewards(_with_rewards([3.0, 3.0]), "normalize")
+    with pytest.raises(DataValidationError, match="'scale'.*constant"):
+        transform_rewards(_with_rewards([3.0, 3.0]), "scale")

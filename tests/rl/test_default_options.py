@@ -119,7 +119,8 @@ def test_option_values_are_checked():
     # fields' choices and the numeric ranges are refused as a ConfigError. (Built directly
     # under the tests' runtime type checker, a wrong `Literal` is a TypeError first.)
     for bad in ({"target_aggregate": "max"}, {"q_weighting": "snr"}, {"eval_temperature": -1.0},
-                {"critic_hidden": 0}, {"critic_diversity": -1.0}):  # fmt: skip
+                {"critic_hidden": 0}, {"critic_diversity": -1.0},
+                {"q_scale": "max"}):  # fmt: skip
         with pytest.raises(ConfigError):
             apply_overrides(ERDPQEConfig(), bad)
 
@@ -148,3 +149,48 @@ def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(mak
     for _ in range(60):
         state, _ = update(agent, state, batch)
     assert before > 0.5 and similarity(state.critic) < -4 / 3 + 0.15, before
+
+
+class _Shifted(eqx.Module):
+    """A critic whose every member is offset by `shift`, as a constant added to every reward
+    offsets Q by shift = c / (1 - gamma)."""
+
+    critic: eqx.Module
+    shift: float
+
+    def __call__(self, states, actions):
+        return self.critic(states, actions) + self.shift
+
+
+@pytest.mark.parametrize("q_scale", ["abs", "disagreement"])
+def test_q_scale_disagreement_makes_the_actor_blind_to_a_reward_offset(q_scale, make_transitions):
+    """With `q_scale="disagreement"` the actor's gradient is the same whatever constant the
+    rewards are shifted by; with the reference's mean |Q| it is not (the check discriminates).
+    The logged scale is the members' std at each sample, averaged: recomputed here."""
+    batch = make_transitions(9, BATCH, OBS, ACT, low=LOW, high=HIGH)
+    agent = ERDPQE(ERDPQEConfig(num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN,
+                                batch_size=BATCH, x0_clip=True, loss="nml", q_scale=q_scale))
+    state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(10))
+    key = jax.random.key(11)
+
+    @jit
+    def grads(actor, shift):
+        loss = lambda a: agent.actor_loss(a, _Shifted(state.critic, shift), batch, key)
+        return jax.grad(lambda a: loss(a)[0])(actor), loss(actor)[1]
+
+    flat = lambda tree: jnp.concatenate(
+        [x.ravel() for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
+    )
+    g0, diag0 = grads(state.actor, 0.0)
+    g1, _ = grads(state.actor, 3.0)
+    change = float(jnp.linalg.norm(flat(g1) - flat(g0)) / jnp.linalg.norm(flat(g0)))
+    if q_scale == "disagreement":
+        assert change < 1e-4, change
+        # The members' std at the actor's (clipped) predictions, from each member as a plain MLP.
+        k_bc, _ = jax.random.split(key)
+        pred = state.actor.loss_and_prediction(batch.observations, batch.actions, k_bc, "nml")
+        q = jnp.stack([_member(state.critic, m)(batch.observations, pred.action) for m in range(M)])
+        expected = float(jnp.mean(jnp.std(q, axis=0, ddof=1)))
+        np.testing.assert_allclose(float(diag0["q_term_scale"]), expected, rtol=1e-4)
+    else:
+        assert change > 1e-2, change

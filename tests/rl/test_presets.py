@@ -31,7 +31,7 @@ CONFIG_FIELDS = {
         "max_q_backup max_q_samples actor_lr critic_lr grad_norm gamma tau ema_decay ema_start "
         "ema_every batch_size hidden eval_candidates critic_backward lr_decay lr_decay_every "
         "lr_decay_t_max target_aggregate q_weighting critic_hidden eval_temperature "
-        "eval_temperature_scale eval_actor critic_diversity".split()
+        "eval_temperature_scale eval_actor critic_diversity q_scale".split()
     ),
     "diffusion-ql": set(
         "diffusion_steps beta_min beta_max eta actor_lr critic_lr grad_norm gamma tau ema_decay "
@@ -292,7 +292,9 @@ def test_named_choices_are_declared_once():
     assert tuple(AGENTS) == get_args(AgentName)
     assert tuple(SEED_STRATEGIES) == get_args(SeedStrategy)
     assert tuple(CRITIC_BACKWARDS) == get_args(CriticBackwardName)
-    assert REWARD_TRANSFORMS == get_args(RewardTransform) == ("none", "antmaze", "normalize")
+    assert REWARD_TRANSFORMS == get_args(RewardTransform) == (
+        "none", "antmaze", "normalize", "scale"
+    )
     assert TERMINAL_RULES == ("dataset", "reward")
 
 
@@ -353,7 +355,7 @@ def test_the_command_line_is_derived_from_the_run_spec():
     assert set(actions) == {f.name for f in dataclasses.fields(RunSpec)}
     assert all(a.help for a in actions.values())
     assert actions["algo"].choices == ["erdpqe", "diffusion-ql", "bc"]
-    assert actions["reward_transform"].choices == ["none", "antmaze", "normalize"]
+    assert actions["reward_transform"].choices == ["none", "antmaze", "normalize", "scale"]
     assert actions["offline_selection"].option_strings == ["--ms-offline"]
     assert actions["progress"].option_strings == ["--no-progress"]
     assert run_spec_from_args(parser.parse_args([])) == RunSpec()

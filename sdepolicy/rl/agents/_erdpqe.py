@@ -60,6 +60,9 @@ class ERDPQEConfig:
         target for all members, `"min"` over members or `"lcb"` (mean − `lcb_beta` · std).
     - `q_weighting`: per-sample weights of the actor's Q term by diffusion step,
         `"uniform"` (the reference) or `"jacobian"` ([`q_step_weights`][]).
+    - `q_scale`: what the actor's Q term is divided by, `"abs"` (mean |Q| over members and
+        batch, the reference) or `"disagreement"` (the mean over the batch of the members'
+        std at each sample: docs/method.md §5.6).
     - `critic_diversity`: weight of EDAC's ensemble-diversity term in the critics' loss
         (`sdepolicy.rl.action_gradient_similarity`); 0, the reference, leaves it out.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
@@ -95,6 +98,7 @@ class ERDPQEConfig:
     max_q_samples: int = 10
     target_aggregate: Literal["member", "min", "lcb"] = "member"
     q_weighting: Literal["uniform", "jacobian"] = "uniform"
+    q_scale: Literal["abs", "disagreement"] = "abs"
     critic_diversity: float = 0.0
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -223,7 +227,8 @@ class ERDPQE(AbstractActorCritic):
         q = critic(batch.observations, pred.action)
         q_pess = aggregate_q(q, config.q_aggregate, config.lcb_beta)
         q_loss = -jnp.mean(q_step_weights(actor, pred.steps, config.q_weighting) * q_pess)
-        q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
+        q_scale = jax.lax.stop_gradient(q_term_scale(q, config.q_scale))
+        q_loss = q_loss / q_scale
         # The entropy estimate sees the unclipped prediction, as the reference code does.
         h = actor.entropy(config.entropy, batch.observations, pred.x0, k_ent)
         if config.entropy == "likelihood":
@@ -234,12 +239,30 @@ class ERDPQE(AbstractActorCritic):
             scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(h)))
         ent_loss = -jnp.mean(h) / scale
         loss = pred.loss + config.eta * q_loss + config.alpha * ent_loss
-        return loss, {"bc_loss": pred.loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
+        diagnostics = {"bc_loss": pred.loss, "q_loss": q_loss, "entropy": jnp.mean(h)}
+        return loss, diagnostics | {"q_term_scale": q_scale}
 
     def eval_aggregate(self):
         """The target critics' LCB with the config's β, as the reference code evaluates
         (whatever `q_aggregate` the actor trained with)."""
         return "lcb", self.config.lcb_beta
+
+
+def q_term_scale(q: Float[Array, "members batch"], how: str) -> Float[Array, ""]:
+    r"""The positive number the actor's Q term is divided by (before `stop_gradient`).
+
+    - `"abs"`: $\operatorname{mean}_{m,i} |Q_m(s_i, \hat a_i)|$ (the reference codes,
+      TD3+BC's $\lambda$): invariant to the rewards' scale, not to their offset.
+    - `"disagreement"`: $\operatorname{mean}_i \operatorname{std}_m Q_m(s_i, \hat a_i)$, the
+      critics' disagreement: invariant to both, so the Q term is counted in units of what the
+      critics are unsure about (docs/method.md §5.6). Floored at $10^{-6}$ of the first, so
+      that identical members do not divide by zero.
+    """
+    mean_abs = jnp.mean(jnp.abs(q))
+    if how == "abs":
+        return mean_abs
+    spread = jnp.mean(jnp.std(q, axis=0, ddof=1))
+    return jnp.maximum(spread, 1e-6 * mean_abs + jnp.finfo(q.dtype).tiny)
 
 
 def q_step_weights(
