@@ -1,6 +1,7 @@
 """A finished run's policy under other action-selection rules.
 
     python benchmarks/selection_rules.py RUN_DIR [--episodes 10]
+    python benchmarks/selection_rules.py RUN_DIR --episodes 0     # the dataset-state lines only
     python benchmarks/selection_rules.py RUN_DIR --candidates 1 5 10 50 --temperatures 0.3 1 3
 
 Reads `RUN_DIR/checkpoint.eqx` (a run of `examples/d4rl_train.py` or `benchmarks/real_data.py`;
@@ -40,7 +41,8 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=pathlib.Path)
-    p.add_argument("--episodes", type=int, default=10, help="episodes per rule and seed")
+    p.add_argument("--episodes", type=int, default=10,
+                   help="episodes per rule and seed (0: only the dataset-state lines)")  # fmt: skip
     p.add_argument("--candidates", type=int, nargs="+", help="sweep eval_candidates instead")
     p.add_argument(
         "--temperatures", type=float, nargs="+", default=(),
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "EMA 1 sample": lambda o, k, a=s.ema_actor: a.sample(o, k),
         }
         cells = []
-        for name, rule in rules.items():
+        for name, rule in rules.items() if args.episodes > 0 else ():
             f = jax.jit(rule)
             fn = lambda o, k, f=f: np.asarray(f(jnp.asarray(o, jnp.float32), k))
             r = run_episodes(make_env, fn, args.episodes, jax.random.key(5), seed=1_000_000)
