@@ -249,7 +249,7 @@ def test_resume_with_changed_run_settings_is_refused(finished, tmp_path):
 
 def test_resume_mismatch_names_the_setting_and_does_not_loop(finished, tmp_path):
     out = _copy(finished, tmp_path)
-    with pytest.raises(CheckpointMismatchError, match=r"config\.eta: 1\.0 there, 3\.0 here") as e:
+    with pytest.raises(CheckpointMismatchError, match=r"config\.eta: 0\.1 there, 3\.0 here") as e:
         run(_spec(out, resume=True, overrides={**TINY_CFG, "eta": 3.0}))
     assert "drop --resume" not in str(e.value)
 
