@@ -123,6 +123,8 @@ def test_option_values_are_checked():
                 {"q_scale": "max"}):  # fmt: skip
         with pytest.raises(ConfigError):
             apply_overrides(ERDPQEConfig(), bad)
+    with pytest.raises(ConfigError, match="q_scale=disagreement needs num_critics >= 2"):
+        ERDPQEConfig(num_critics=1, q_aggregate="min", q_scale="disagreement")
 
 
 def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(make_transitions):

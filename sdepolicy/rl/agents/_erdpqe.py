@@ -62,7 +62,7 @@ class ERDPQEConfig:
         `"uniform"` (the reference) or `"jacobian"` ([`q_step_weights`][]).
     - `q_scale`: what the actor's Q term is divided by, `"abs"` (mean |Q| over members and
         batch, the reference) or `"disagreement"` (the mean over the batch of the members'
-        std at each sample: docs/method.md §5.6).
+        std at each sample: docs/method.md §5.7).
     - `critic_diversity`: weight of EDAC's ensemble-diversity term in the critics' loss
         (`sdepolicy.rl.action_gradient_similarity`); 0, the reference, leaves it out.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
@@ -129,6 +129,11 @@ class ERDPQEConfig:
             raise ConfigError(
                 "ERDPQEConfig: the LCB needs num_critics >= 2 (its std over one critic is "
                 f"undefined), got {self.num_critics}; use q_aggregate=min for one critic."
+            )
+        if self.q_scale == "disagreement" and self.num_critics < 2:
+            raise ConfigError(
+                "ERDPQEConfig: q_scale=disagreement needs num_critics >= 2 (the members' std), "
+                f"got {self.num_critics}."
             )
         if self.eval_temperature_scale == "disagreement" and self.num_critics < 2:
             raise ConfigError(
@@ -255,7 +260,7 @@ def q_term_scale(q: Float[Array, "members batch"], how: str) -> Float[Array, ""]
       TD3+BC's $\lambda$): invariant to the rewards' scale, not to their offset.
     - `"disagreement"`: $\operatorname{mean}_i \operatorname{std}_m Q_m(s_i, \hat a_i)$, the
       critics' disagreement: invariant to both, so the Q term is counted in units of what the
-      critics are unsure about (docs/method.md §5.6). Floored at $10^{-6}$ of the first, so
+      critics are unsure about (docs/method.md §5.7). Floored at $10^{-6}$ of the first, so
       that identical members do not divide by zero.
     """
     mean_abs = jnp.mean(jnp.abs(q))
