@@ -53,6 +53,7 @@ _FIELD_RULES: dict[str, tuple[str, Any]] = {
     "alpha": ("finite and >= 0", lambda v: _FINITE(v) and v >= 0.0),
     "eta": ("finite and >= 0", lambda v: _FINITE(v) and v >= 0.0),
     "critic_diversity": ("finite and >= 0", lambda v: _FINITE(v) and v >= 0.0),
+    "critic_conservatism": ("finite and >= 0", lambda v: _FINITE(v) and v >= 0.0),
     "beta_min": ("finite and > 0", lambda v: _FINITE(v) and v > 0.0),
     "beta_max": ("finite and > 0", lambda v: _FINITE(v) and v > 0.0),
 }

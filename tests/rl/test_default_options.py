@@ -120,7 +120,7 @@ def test_option_values_are_checked():
     # under the tests' runtime type checker, a wrong `Literal` is a TypeError first.)
     for bad in ({"target_aggregate": "max"}, {"q_weighting": "snr"}, {"eval_temperature": -1.0},
                 {"critic_hidden": 0}, {"critic_diversity": -1.0},
-                {"q_scale": "max"}):  # fmt: skip
+                {"q_scale": "max"}, {"critic_conservatism": -1.0}):  # fmt: skip
         with pytest.raises(ConfigError):
             apply_overrides(ERDPQEConfig(), bad)
     with pytest.raises(ConfigError, match="q_scale=disagreement needs num_critics >= 2"):
@@ -196,3 +196,47 @@ def test_q_scale_disagreement_makes_the_actor_blind_to_a_reward_offset(q_scale, 
         np.testing.assert_allclose(float(diag0["q_term_scale"]), expected, rtol=1e-4)
     else:
         assert change > 1e-2, change
+
+
+def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_actions(
+    make_transitions,
+):
+    """`critic_conservatism` logs $\\operatorname{mean}[Q_m(s, a^\\pi) - Q_m(s, a)]$ at the
+    critics the update starts from (recomputed here, member by member as plain MLPs, from the
+    actor's samples with the key the update documents), and over updates on one batch it makes
+    the critics rate fresh samples of the actor below the data's actions, which they do not
+    without it (same seeds, same batch)."""
+    batch = make_transitions(5, BATCH, OBS, ACT, low=LOW, high=HIGH)
+
+    def run(weight):
+        config = ERDPQEConfig(
+            num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,
+            critic_conservatism=weight, critic_lr=3e-3,
+        )  # fmt: skip
+        agent = ERDPQE(config)
+        state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(6))
+        update = jit(ERDPQE.update)
+        first, metrics = update(agent, state, batch)
+        if weight:
+            _, k_next, _ = jax.random.split(state.key, 3)
+            sample = jit(lambda p, s, k: p.sample(s, k))
+            a_pi = sample(state.actor, batch.observations, jax.random.fold_in(k_next, 1))
+            obs = batch.observations
+            gap = np.mean([
+                _member(state.critic, m)(obs, a_pi) - _member(state.critic, m)(obs, batch.actions)
+                for m in range(M)
+            ])  # fmt: skip
+            np.testing.assert_allclose(float(metrics["critic_policy_gap"]), gap, atol=1e-5)
+        else:
+            assert "critic_policy_gap" not in metrics
+        state = first
+        for _ in range(80):
+            state, _ = update(agent, state, batch)
+        fresh = jit(lambda p, s, k: p.sample(s, k))(
+            state.actor, batch.observations, jax.random.key(11)
+        )
+        q = lambda a: np.mean([_member(state.critic, m)(batch.observations, a) for m in range(M)])
+        return q(fresh) - q(batch.actions)
+
+    without, with_term = run(0.0), run(1.0)
+    assert with_term < -0.2 and with_term < without - 0.2, (without, with_term)

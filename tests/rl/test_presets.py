@@ -31,7 +31,7 @@ CONFIG_FIELDS = {
         "max_q_backup max_q_samples actor_lr critic_lr grad_norm gamma tau ema_decay ema_start "
         "ema_every batch_size hidden eval_candidates critic_backward lr_decay lr_decay_every "
         "lr_decay_t_max target_aggregate q_weighting critic_hidden eval_temperature "
-        "eval_temperature_scale eval_actor critic_diversity q_scale".split()
+        "eval_temperature_scale eval_actor critic_diversity q_scale critic_conservatism".split()
     ),
     "diffusion-ql": set(
         "diffusion_steps beta_min beta_max eta actor_lr critic_lr grad_norm gamma tau ema_decay "

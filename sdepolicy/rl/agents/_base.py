@@ -315,11 +315,15 @@ class AbstractAgent(eqx.Module):
         if isinstance(self, AbstractActorCritic):
             key, k_critic, k_actor = jax.random.split(state.key, 3)
             targets = self.critic_targets(state, batch, k_critic)
+            # A key of its own for the penalty, folded in so the other streams do not move.
+            penalty_context = self.critic_penalty_context(
+                state, batch, jax.random.fold_in(k_critic, 1)
+            )
 
             def critic_objective(critic):
                 obs, actions = batch.observations, batch.actions
                 loss, q = critic.regression_loss(obs, actions, targets, self.critic_loss)
-                penalty, diagnostics = self.critic_penalty(critic, batch)
+                penalty, diagnostics = self.critic_penalty(critic, batch, penalty_context)
                 return loss + penalty, (loss, q, diagnostics)
 
             (_, (c_loss, q, c_aux)), c_grads = eqx.filter_value_and_grad(
@@ -397,11 +401,17 @@ class AbstractActorCritic(AbstractAgent):
         r"""The critics' loss from their squared TD errors $(Q_m(s_i, a_i) - y_{mi})^2$ (linear
         in them, so the fused kernel can compute it group by group)."""
 
+    def critic_penalty_context(self, state: AgentState, batch: Transitions, key: PRNGKey) -> Any:
+        """What [`critic_penalty`][AbstractActorCritic.critic_penalty] needs from the state
+        before the critic step (e.g. the actor's actions, gradient stopped); None by default."""
+        return None
+
     def critic_penalty(
-        self, critic: QEnsemble, batch: Transitions
+        self, critic: QEnsemble, batch: Transitions, context: Any
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """A term added to the critics' regression loss, and its diagnostics (metrics); none
-        by default. `critic_loss` in the metrics stays the regression loss alone."""
+        by default. `context` is [`critic_penalty_context`][AbstractActorCritic.critic_penalty_context]'s
+        output. `critic_loss` in the metrics stays the regression loss alone."""
         return jnp.zeros(()), {}
 
     @abc.abstractmethod

@@ -6,7 +6,8 @@ agent's: `sdepolicy/rl/agents/_base.py`):
 1. **Critic.** Per member $m$, $y_m = r + \gamma(1 - \text{terminal})\,\bar Q_m(s', a')$ with
    $a'$ from the EMA actor's posterior sampler (max-Q backup: the max over `max_q_samples`
    actions, per member); no min or LCB in the target. Loss: MSE over batch $\times$ members
-   (option: plus EDAC's diversity term, `critic_diversity`).
+   (options: plus EDAC's diversity term, `critic_diversity`; plus a CQL-style penalty on the
+   actor's own actions, `critic_conservatism`).
 2. **Actor**, against the freshly updated critic:
 
    $$\mathcal L = \mathcal L_\text{bc} + \eta\,\frac{-\operatorname{mean} Q_\text{lcb}(s,
@@ -65,6 +66,11 @@ class ERDPQEConfig:
         std at each sample: docs/method.md §5.7).
     - `critic_diversity`: weight of EDAC's ensemble-diversity term in the critics' loss
         (`sdepolicy.rl.action_gradient_similarity`); 0, the reference, leaves it out.
+    - `critic_conservatism`: weight $c$ of a CQL-style term in the critics' loss,
+        $c\,\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$ with $a^\pi_i$ a
+        posterior sample of the online actor at the data's state (gradient stopped): it lowers
+        the critics at the actor's actions against the data's (docs/method.md §5.8); 0, the
+        reference, leaves it out.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
     - `gamma`, `tau`: discount and Polyak rate.
     - `ema_decay`, `ema_start`, `ema_every`: the EMA actor's schedule.
@@ -100,6 +106,7 @@ class ERDPQEConfig:
     q_weighting: Literal["uniform", "jacobian"] = "uniform"
     q_scale: Literal["abs", "disagreement"] = "abs"
     critic_diversity: float = 0.0
+    critic_conservatism: float = 0.0
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     grad_norm: float = 4.0
@@ -209,14 +216,29 @@ class ERDPQE(AbstractActorCritic):
             next_q = jnp.broadcast_to(shared[None], next_q.shape)
         return td_targets(batch.rewards, batch.terminals, next_q, config.gamma)
 
-    def critic_penalty(self, critic, batch):
+    def critic_penalty_context(self, state, batch, key):
+        """The online actor's posterior samples at the data's states (gradient stopped) when
+        `critic_conservatism` is not 0; None otherwise (nothing is sampled)."""
+        if self.config.critic_conservatism == 0:
+            return None
+        return jax.lax.stop_gradient(state.actor.sample(batch.observations, key))
+
+    def critic_penalty(self, critic, batch, context):
         """`critic_diversity` times EDAC's diversity measure at the data's (s, a), logged as
-        `critic_grad_similarity` (in [-M/(M - 1), M]) when the weight is not 0."""
-        weight = self.config.critic_diversity
-        if weight == 0:
-            return super().critic_penalty(critic, batch)
-        sim = action_gradient_similarity(critic, batch.observations, batch.actions)
-        return weight * sim, {"critic_grad_similarity": sim}
+        `critic_grad_similarity` (in [-M/(M - 1), M]), plus `critic_conservatism` times the mean
+        gap $Q_m(s, a^\pi) - Q_m(s, a)$, logged as `critic_policy_gap`, each when its weight is
+        not 0."""
+        config = self.config
+        penalty, diagnostics = super().critic_penalty(critic, batch, context)
+        if config.critic_diversity != 0:
+            sim = action_gradient_similarity(critic, batch.observations, batch.actions)
+            penalty = penalty + config.critic_diversity * sim
+            diagnostics = diagnostics | {"critic_grad_similarity": sim}
+        if config.critic_conservatism != 0:
+            gap = policy_data_gap(critic, batch.observations, batch.actions, context)
+            penalty = penalty + config.critic_conservatism * gap
+            diagnostics = diagnostics | {"critic_policy_gap": gap}
+        return penalty, diagnostics
 
     def critic_loss(self, squared_errors):
         r"""MSE over batch $\times$ members to the per-member targets."""
@@ -251,6 +273,19 @@ class ERDPQE(AbstractActorCritic):
         """The target critics' LCB with the config's β, as the reference code evaluates
         (whatever `q_aggregate` the actor trained with)."""
         return "lcb", self.config.lcb_beta
+
+
+def policy_data_gap(
+    critic: QEnsemble,
+    observations: Float[Array, "batch obs"],
+    data_actions: Float[Array, "batch act"],
+    policy_actions: Float[Array, "batch act"],
+) -> Float[Array, ""]:
+    r"""$\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$: how much higher the
+    critics rate the actor's actions than the data's at the data's states (CQL's regulariser
+    with the actor as the proposal; docs/method.md §5.8). Positive where the critics favour
+    actions they have no data for; differentiable in the critic."""
+    return jnp.mean(critic(observations, policy_actions) - critic(observations, data_actions))
 
 
 def q_term_scale(q: Float[Array, "members batch"], how: str) -> Float[Array, ""]:
