@@ -69,7 +69,7 @@ class ERDPQEConfig:
     - `critic_conservatism`: weight $c$ of a CQL-style term in the critics' loss,
         $c\,\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$ with $a^\pi_i$ a
         posterior sample of the online actor at the data's state (gradient stopped): it lowers
-        the critics at the actor's actions against the data's (docs/method.md §5.8); 0, the
+        the critics at the actor's actions against the data's (docs/method.md §6.2); 0, the
         reference, leaves it out.
     - `actor_lr`, `critic_lr`, `grad_norm`: Adam learning rates and the global-norm clip.
     - `gamma`, `tau`: discount and Polyak rate.
@@ -283,7 +283,7 @@ def policy_data_gap(
 ) -> Float[Array, ""]:
     r"""$\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$: how much higher the
     critics rate the actor's actions than the data's at the data's states (CQL's regulariser
-    with the actor as the proposal; docs/method.md §5.8). Positive where the critics favour
+    with the actor as the proposal; docs/method.md §6.2). Positive where the critics favour
     actions they have no data for; differentiable in the critic."""
     return jnp.mean(critic(observations, policy_actions) - critic(observations, data_actions))
 
