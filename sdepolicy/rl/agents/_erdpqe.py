@@ -34,7 +34,7 @@ from ...policy import DiffusionPolicy, EntropyName, LossKind, ScheduleName
 from .._critics import QEnsemble, action_gradient_similarity
 from .._errors import ConfigError, check_config_fields
 from .._pessimism import Aggregate, aggregate_q
-from .._selection import TemperatureScale
+from .._selection import Critic, TemperatureScale
 from ._base import (
     CRITIC_BACKWARDS,
     AbstractActorCritic,
@@ -67,7 +67,7 @@ class ERDPQEConfig:
     - `critic_diversity`: weight of EDAC's ensemble-diversity term in the critics' loss
         (`sdepolicy.rl.action_gradient_similarity`); 0, the reference, leaves it out.
     - `critic_conservatism`: weight $c$ of a CQL-style term in the critics' loss,
-        $c\,\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$ with $a^\pi_i$ a
+        $c\,\operatorname{mean}_{m,i}\max(Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i), 0)$ with $a^\pi_i$ a
         posterior sample of the online actor at the data's state (gradient stopped): it lowers
         the critics at the actor's actions against the data's (docs/method.md §6.2); 0, the
         reference, leaves it out.
@@ -226,8 +226,8 @@ class ERDPQE(AbstractActorCritic):
     def critic_penalty(self, critic, batch, context):
         """`critic_diversity` times EDAC's diversity measure at the data's (s, a), logged as
         `critic_grad_similarity` (in [-M/(M - 1), M]), plus `critic_conservatism` times the mean
-        gap $Q_m(s, a^\pi) - Q_m(s, a)$, logged as `critic_policy_gap`, each when its weight is
-        not 0."""
+        excess $\max(Q_m(s, a^\pi) - Q_m(s, a), 0)$ (the mean gap, unclipped, is logged as
+        `critic_policy_gap`), each when its weight is not 0."""
         config = self.config
         penalty, diagnostics = super().critic_penalty(critic, batch, context)
         if config.critic_diversity != 0:
@@ -235,8 +235,8 @@ class ERDPQE(AbstractActorCritic):
             penalty = penalty + config.critic_diversity * sim
             diagnostics = diagnostics | {"critic_grad_similarity": sim}
         if config.critic_conservatism != 0:
-            gap = policy_data_gap(critic, batch.observations, batch.actions, context)
-            penalty = penalty + config.critic_conservatism * gap
+            gap, excess = policy_data_gap(critic, batch.observations, batch.actions, context)
+            penalty = penalty + config.critic_conservatism * excess
             diagnostics = diagnostics | {"critic_policy_gap": gap}
         return penalty, diagnostics
 
@@ -276,16 +276,21 @@ class ERDPQE(AbstractActorCritic):
 
 
 def policy_data_gap(
-    critic: QEnsemble,
+    critic: Critic,
     observations: Float[Array, "batch obs"],
     data_actions: Float[Array, "batch act"],
     policy_actions: Float[Array, "batch act"],
-) -> Float[Array, ""]:
-    r"""$\operatorname{mean}_{m,i}[Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)]$: how much higher the
-    critics rate the actor's actions than the data's at the data's states (CQL's regulariser
-    with the actor as the proposal; docs/method.md §6.2). Positive where the critics favour
-    actions they have no data for; differentiable in the critic."""
-    return jnp.mean(critic(observations, policy_actions) - critic(observations, data_actions))
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    r"""How much higher the critics rate the actor's actions than the data's at the data's
+    states, with $d_{mi} = Q_m(s_i, a^\pi_i) - Q_m(s_i, a_i)$: `(mean d, mean max(d, 0))`.
+
+    The first is the diagnostic (positive where the critics favour actions they have no data
+    for); the second, differentiable in the critic, is the penalty of `critic_conservatism`
+    (CQL's regulariser with the actor as the proposal, clipped at 0 so that it stops pushing
+    once the critics no longer prefer the actor's action: docs/method.md §6.2).
+    """
+    gap = critic(observations, policy_actions) - critic(observations, data_actions)
+    return jnp.mean(gap), jnp.mean(jnp.maximum(gap, 0.0))
 
 
 def q_term_scale(q: Float[Array, "members batch"], how: str) -> Float[Array, ""]:
