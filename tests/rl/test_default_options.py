@@ -210,7 +210,8 @@ def test_policy_data_gap_against_hand_numbers():
     data = jnp.array([[0.0, 0.0], [0.5, 0.5]])
     policy = jnp.array([[0.5, 0.0], [0.0, 0.0]])  # d per member: +0.5 m, then -1.0 m
     gap, excess = policy_data_gap(Linear(), obs, data, policy)
-    np.testing.assert_allclose(float(gap), np.mean([(0.5 * m - m) / 2 for m in (1, 2, 3)]), rtol=1e-6)
+    expected_gap = np.mean([(0.5 * m - m) / 2 for m in (1, 2, 3)])
+    np.testing.assert_allclose(float(gap), expected_gap, rtol=1e-6)
     np.testing.assert_allclose(float(excess), np.mean([0.5 * m for m in (1, 2, 3)]) / 2, rtol=1e-6)
 
 

@@ -410,8 +410,9 @@ class AbstractActorCritic(AbstractAgent):
         self, critic: QEnsemble, batch: Transitions, context: Any
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """A term added to the critics' regression loss, and its diagnostics (metrics); none
-        by default. `context` is [`critic_penalty_context`][AbstractActorCritic.critic_penalty_context]'s
-        output. `critic_loss` in the metrics stays the regression loss alone."""
+        by default. `context` is what
+        [`critic_penalty_context`][AbstractActorCritic.critic_penalty_context] returned.
+        `critic_loss` in the metrics stays the regression loss alone."""
         return jnp.zeros(()), {}
 
     @abc.abstractmethod
