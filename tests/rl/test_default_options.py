@@ -225,6 +225,7 @@ def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_a
     mean of max(d, 0) that it penalises, to well under what it is without the term (same
     seeds, same batch)."""
     batch = make_transitions(5, BATCH, OBS, ACT, low=LOW, high=HIGH)
+    sample = jit(lambda p, s, k: p.sample(s, k))
 
     def run(weight):
         config = ERDPQEConfig(
@@ -237,7 +238,6 @@ def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_a
         first, metrics = update(agent, state, batch)
         if weight:
             _, k_next, _ = jax.random.split(state.key, 3)
-            sample = jit(lambda p, s, k: p.sample(s, k))
             a_pi = sample(state.actor, batch.observations, jax.random.fold_in(k_next, 1))
             obs = batch.observations
             gap = np.mean([
@@ -250,9 +250,7 @@ def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_a
         state = first
         for _ in range(80):
             state, _ = update(agent, state, batch)
-        fresh = jit(lambda p, s, k: p.sample(s, k))(
-            state.actor, batch.observations, jax.random.key(11)
-        )
+        fresh = sample(state.actor, batch.observations, jax.random.key(11))
         return float(policy_data_gap(state.critic, batch.observations, batch.actions, fresh)[1])
 
     without, with_term = run(0.0), run(1.0)
