@@ -190,6 +190,8 @@ def machine_line() -> str:
 
 
 def main(argv=None) -> int:
+    from sdepolicy.app import REWARD_TRANSFORMS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-dir", type=pathlib.Path, help="folder of the real files")
     p.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: all")
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
                    help="agent override for every run (an ablation)")  # fmt: skip
     p.add_argument("--work", type=pathlib.Path, default=REPO / "runs" / "real_data",
                    help="folder for the Minari store and the runs")  # fmt: skip
-    p.add_argument("--reward-transform", choices=["none", "normalize", "scale"],
+    p.add_argument("--reward-transform", choices=REWARD_TRANSFORMS,
                    help="instead of the defaults' (standardised rewards)")  # fmt: skip
     p.add_argument("--out", type=pathlib.Path, help="JSON output (default <work>/real_data.json)")
     p.add_argument("--quick", action="store_true", help="smoke test on tests/data slices")

@@ -9,6 +9,7 @@ from ._cli import run_spec_from_args as run_spec_from_args
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import read_header as read_header
 from ._checkpoint import save_checkpoint as save_checkpoint
+from ._data import REWARD_TRANSFORMS as REWARD_TRANSFORMS
 from ._data import check_spaces as check_spaces
 from ._data import datasets_root as datasets_root
 from ._data import episodes_to_transitions as episodes_to_transitions

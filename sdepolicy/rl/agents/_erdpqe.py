@@ -132,21 +132,21 @@ class ERDPQEConfig:
     def __post_init__(self):
         # The Literal fields' choices and the numeric ranges, then what couples fields.
         check_config_fields(self)
-        if self.q_aggregate == "lcb" and self.num_critics < 2:
-            raise ConfigError(
-                "ERDPQEConfig: the LCB needs num_critics >= 2 (its std over one critic is "
-                f"undefined), got {self.num_critics}; use q_aggregate=min for one critic."
-            )
-        if self.q_scale == "disagreement" and self.num_critics < 2:
-            raise ConfigError(
-                "ERDPQEConfig: q_scale=disagreement needs num_critics >= 2 (the members' std), "
-                f"got {self.num_critics}."
-            )
-        if self.eval_temperature_scale == "disagreement" and self.num_critics < 2:
-            raise ConfigError(
-                "ERDPQEConfig: eval_temperature_scale=disagreement needs num_critics >= 2 (the "
-                f"members' disagreement of one critic is undefined), got {self.num_critics}."
-            )
+        # Options that read the members' spread need at least two of them (option -> hint).
+        needs_two = {
+            "q_aggregate=lcb": (self.q_aggregate == "lcb", "; use q_aggregate=min for one critic"),
+            "q_scale=disagreement": (self.q_scale == "disagreement", ""),
+            "eval_temperature_scale=disagreement": (
+                self.eval_temperature_scale == "disagreement",
+                "",
+            ),
+        }
+        for option, (used, hint) in needs_two.items():
+            if used and self.num_critics < 2:
+                raise ConfigError(
+                    f"ERDPQEConfig: {option} needs num_critics >= 2 (the std over the members "
+                    f"of one critic is undefined), got {self.num_critics}{hint}."
+                )
         # The reference entropy estimator needs T >= 3 steps, the paper's T >= 2.
         least = {"reference": 3, "paper": 2}.get(self.entropy, 1)
         if self.diffusion_steps < least:
