@@ -11,8 +11,8 @@ configuration stored in the checkpoint, and evaluates each seed's policy four wa
 episodes: the agent's own evaluation rule (its candidates, temperature and temperature scale)
 with the online actor and with the EMA actor proposing the candidates, and a single sample of
 each (no critic). It also prints, on 3,000 dataset states, how far the policy's actions are from
-the data's and how much the critics' members disagree: the measurements behind the README's
-diagnosis of the late drift on the expert Pendulum data ("Real data recorded by others").
+the data's and how much the critics' members disagree: the measurements behind the
+diagnosis of the late drift on the expert Pendulum data (docs/results.md §2).
 Diagnosis only: nothing is written.
 
 With `--candidates N ...` it instead sweeps the size of the candidate pool: the best of `N`
@@ -23,7 +23,7 @@ temperature is `c` times the critics' disagreement about the state's candidates
 online and EMA actor: near the best candidate where the candidates differ by more than the
 critics disagree about them, near one sample where they do not. In these sweeps seed `i` is
 evaluated on its own initial states (`seed=1_000_000 + 100 i`). They are the numbers of the
-README's table "How many candidates?".
+table of docs/results.md §2.7 ("How many candidates").
 """
 
 from __future__ import annotations
