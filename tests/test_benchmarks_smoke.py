@@ -31,6 +31,7 @@ SCRIPTS = {
     # through the same runner as examples/d4rl_train.py (the agents have tests of their own).
     "real_data": ["--quick", "--algos", "bc", "--work", "real_data_work"],
     "bench_entropy": ["--quick"],
+    "bench_default": ["--quick", "--parts"],
 }
 FAST_COMPILE = (
     "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE --xla_backend_optimization_level=0 "
@@ -173,6 +174,15 @@ def test_bench_entropy_quick(runs):
     for row in r["rows"].values():
         assert _positive(row["s_per_step_median"]) and _positive(row["cpu_s_per_step"])
     assert _positive(r["time_ratio"]) and _positive(r["cpu_ratio"])
+
+
+def test_bench_default_quick(runs):
+    data = _get(runs, "bench_default")
+    assert [r["algo"] for r in data["agents"]] == ["bc", "erdpqe", "diffusion-ql"]
+    for r in data["agents"]:
+        assert _positive(r["updates_per_s"]) and _positive(r["cpu_s_per_update"])
+    assert {p["part"] for p in data["parts"]} == {"update", "next_actions", "target_q"}
+    assert all("error" not in p and _positive(p["s_per_call_median"]) for p in data["parts"])
 
 
 def test_matmul_flop_count_multiplies_scans():
