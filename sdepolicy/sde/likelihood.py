@@ -25,9 +25,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._typing import PRNGKey
-from .errors import SDEInputError
+from .errors import SDEInputError, require, xp_for
 from .mean_reverting import MeanRevertingSDE
-from .samplers import NoiseToScore, static_horizon
+from .samplers import NoiseToScore, prepare_call, static_horizon
 
 #: A score with diffrax's calling convention: ``score(t, x, args) -> array like x``.
 ArgsScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]
@@ -105,7 +105,6 @@ class LogLikelihood(eqx.Module):
             return size <= self.exact_max_dim
         return self.divergence == "exact"
 
-    @eqx.filter_jit
     def __call__(
         self,
         score_fn: ArgsScoreFn,
@@ -127,16 +126,26 @@ class LogLikelihood(eqx.Module):
         - `terminal_log_density`: $\log p_T$ as `f(x_T, args)`; default the stationary law
             $\mathcal N(\mu, \lambda^2 I)$ (exact only as $e^{-\Theta_T} \to 0$).
 
-        **Returns:** the scalar log-density.
+        **Returns:** the scalar log-density, in `x`'s dtype (float32 or float64; the solve runs
+        in it, times included).
         """
         if isinstance(score_fn, NoiseToScore) and self.t0 <= 0:
             raise SDEInputError(
                 "LogLikelihood: a score from `noise_to_score` is infinite at t = 0; set t0 > 0 "
                 "(e.g. 1e-3 * T)."
             )
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
+        score_fn, x, args = prepare_call("LogLikelihood", score_fn, x, args)
+        xp = xp_for(x)
+        # A NaN x made the solver reject every step ("maximum number of solver steps").
+        x = require(
+            "LogLikelihood",
+            x,
+            [(xp.all(xp.isfinite(x)), "x is not finite (it has NaN or inf entries)")],
+        )
+        return self._run(score_fn, x, args, key, terminal_log_density)
+
+    @eqx.filter_jit
+    def _run(self, score_fn, x, args, key, terminal_log_density):
         dtype, shape, size = x.dtype, x.shape, math.prod(x.shape)
         if self.uses_exact_divergence(size):
             probes = None
@@ -161,7 +170,9 @@ class LogLikelihood(eqx.Module):
             x, _ = y
             theta = sde.theta(t).astype(dtype)
             half_sigma2 = (0.5 * sde.sigma(t) ** 2).astype(dtype)
-            score, lin = jax.linearize(lambda z: score_fn(t, z, args), x)
+            score, lin = jax.linearize(
+                lambda z: jnp.asarray(score_fn(t, z, args)).astype(dtype), x
+            )
             if probes is None:
                 basis = jnp.eye(size, dtype=dtype).reshape(size, *shape)
                 div_score = jnp.sum(jax.vmap(lin)(basis).reshape(size, size).diagonal())
@@ -177,15 +188,19 @@ class LogLikelihood(eqx.Module):
             pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
             jumps = [j for j in sde.schedule.jump_times if self.t0 < j < horizon]
             if jumps:
-                controller = diffrax.ClipStepSizeController(pid, jump_ts=jnp.asarray(jumps))
+                controller = diffrax.ClipStepSizeController(
+                    pid, jump_ts=jnp.asarray(jumps, dtype)
+                )
             else:
                 controller = pid
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vector_field),
             self.solver,
-            t0=self.t0,
-            t1=horizon,
-            dt0=self.dt0,
+            # Times in x's dtype: diffrax promotes the state to the times' dtype, which broke a
+            # float32 x under x64 (the probes and basis are in x's dtype).
+            t0=jnp.asarray(self.t0, dtype),
+            t1=jnp.asarray(horizon, dtype),
+            dt0=None if self.dt0 is None else jnp.asarray(self.dt0, dtype),
             y0=(x, jnp.zeros((), dtype)),
             args=(sde, score_fn, probes, args),
             saveat=diffrax.SaveAt(t1=True),

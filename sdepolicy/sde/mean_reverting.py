@@ -18,9 +18,20 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
-from .errors import SDEInputError, check_times, concrete
+from .errors import (
+    SDEInputError,
+    _times_details,
+    as_state,
+    check_broadcasts_to,
+    check_same_shape,
+    check_times,
+    concrete,
+    require,
+    time_conditions,
+    xp_for,
+)
 from .gaussian import DiagonalGaussian
-from .schedules import AbstractSchedule
+from .schedules import AbstractSchedule, check_schedule_contract
 
 #: A state at a public edge: a jax or numpy array, a Python number, or a (nested) list; it is
 #: converted with `jnp.asarray` (integers to the default float).
@@ -37,19 +48,29 @@ def _as_float_array(x) -> Array:
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
 
 
+def _tol(dtype, *scales):
+    """Rounding allowance for $\\Theta(s, t) \\ge 0$ computed as a difference of cumulatives."""
+    eps = float(jnp.finfo(dtype).eps)
+    return 16 * eps * (1 + sum(abs(v) for v in scales))
+
+
 class MeanRevertingSDE(eqx.Module):
     r"""$dx = \theta(t)(\mu - x)\,dt + \sqrt{2\lambda^2\theta(t)}\,dW$.
 
     **Arguments:**
 
-    - `schedule`: the rate $\theta(t)$ (an [`AbstractSchedule`][]).
-    - `mean`: $\mu$, an array broadcastable against the state (it may differ per sample, e.g.
-        conditioned on an RL state). Default 0.
+    - `schedule`: the rate $\theta(t)$ (an [`AbstractSchedule`][]). Its contract
+        ($\theta \ge 0$, $\Theta_0 = 0$, $\Theta$ non-decreasing) is probed at construction
+        when its arrays are concrete ([`check_schedule_contract`][]): a schedule that breaks
+        it raises [`SDEInputError`][] (it would give negative variances and NaN diffusions).
+    - `mean`: $\mu$, an array that broadcasts *to* the state's shape (it may differ per
+        sample, e.g. conditioned on an RL state). Default 0.
     - `stationary_std`: $\lambda > 0$; $\lambda^2$ is the stationary variance. Default 1.
 
     With $\mu = 0$, $\lambda = 1$ this is the VP-SDE with $\beta(t) = 2\theta(t)$.
     Times must satisfy $0 \le s \le t$ for the transition and $0 \le s < t$ for the
-    posterior.
+    posterior; they are checked on concrete values (an [`SDEInputError`][] now) and on traced
+    ones (a run-time error with the same message under `jit`/`vmap`; `docs/sde.md`).
 
     The closed forms take their states positionally and their times keyword-only, so the
     earlier time cannot be confused with the later state:
@@ -57,7 +78,8 @@ class MeanRevertingSDE(eqx.Module):
     `sde.posterior(x_t, x_0, s=s, t=t)`, `sde.x0_from_noise(x_t, eps, t=t)`. Functions of time
     alone (`decay(s, t)`, `marginal_variance(t)`, ...) stay positional, and the vector fields
     (`drift`, `diffusion`, the terms' fields) are diffrax's `f(t, y, args)` (README, "Calling
-    convention").
+    convention"). States are float32 or float64 arrays or array-likes; the states of one
+    closed form have one shape, and the result has that shape and dtype.
     """
 
     schedule: AbstractSchedule
@@ -84,6 +106,7 @@ class MeanRevertingSDE(eqx.Module):
             ok = True
         if not ok:
             raise SDEInputError("MeanRevertingSDE: `stationary_std` must be positive.")
+        check_schedule_contract(self.schedule, "MeanRevertingSDE")
 
     @property
     def horizon(self) -> float:
@@ -103,6 +126,39 @@ class MeanRevertingSDE(eqx.Module):
         r"""$v_t = \lambda^2(1 - e^{-2\Theta_t})$."""
         return self.transition_variance(0.0, t)
 
+    def _posterior_coefficients(self, s, t, name: str | None = None):
+        # Unchecked unless `name` is given (the samplers' loops check their grid once).
+        th_s = self.schedule.cumulative(s)
+        th_t = self.schedule.cumulative(t)
+        th_st = th_t - th_s
+        if name is not None:
+            xp = xp_for(s, t, th_s, th_t)
+            tol = _tol(th_t.dtype, 1.0)
+            conditions = time_conditions(s=s, t=t, strict=True) + [
+                (
+                    xp.asarray(th_st) >= -tol * (1 + xp.abs(xp.asarray(th_t))),
+                    "Theta(s, t) < 0: the schedule's rate is negative between s and t (it must "
+                    "be >= 0)",
+                ),
+                (
+                    xp.asarray(th_t) > 0,
+                    "Theta_t = 0, so v_t = 0 and x_t = x_0: the posterior divides by v_t; the "
+                    "schedule's rate is zero on [0, t] (e.g. a leading zero increment of a "
+                    "PiecewiseConstantSchedule): take t where Theta_t > 0",
+                ),
+            ]
+            th_s, th_t, th_st = require(
+                name, (th_s, th_t, th_st), conditions, _times_details(s, t)
+            )
+        th_st = jnp.maximum(th_st, 0)
+        one_s = -jnp.expm1(-2 * th_s)
+        one_st = -jnp.expm1(-2 * th_st)
+        one_t = -jnp.expm1(-2 * th_t)
+        coef_t = one_s * jnp.exp(-th_st) / one_t
+        coef_0 = one_st * jnp.exp(-th_s) / one_t
+        var = self.stationary_std**2 * one_s * one_st / one_t
+        return coef_t, coef_0, var
+
     def posterior_coefficients(
         self, s: RealScalarLike, t: RealScalarLike
     ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
@@ -111,19 +167,10 @@ class MeanRevertingSDE(eqx.Module):
         $c_t = (1 - e^{-2\Theta_s}) e^{-\Theta(s,t)} / (1 - e^{-2\Theta_t})$,
         $c_0 = (1 - e^{-2\Theta(s,t)}) e^{-\Theta_s} / (1 - e^{-2\Theta_t})$,
         $\tilde\beta = \lambda^2 (1 - e^{-2\Theta_s})(1 - e^{-2\Theta(s,t)})
-        / (1 - e^{-2\Theta_t})$. Needs $0 \le s < t$ (checked when the times are concrete).
+        / (1 - e^{-2\Theta_t})$. Needs finite $0 \le s < t$ with $\Theta_t > 0$ (checked on
+        concrete and on traced values, see the class docstring).
         """
-        check_times("posterior_coefficients", s=s, t=t, strict=True)
-        th_s = self.schedule.cumulative(s)
-        th_t = self.schedule.cumulative(t)
-        th_st = th_t - th_s
-        one_s = -jnp.expm1(-2 * th_s)
-        one_st = -jnp.expm1(-2 * th_st)
-        one_t = -jnp.expm1(-2 * th_t)
-        coef_t = one_s * jnp.exp(-th_st) / one_t
-        coef_0 = one_st * jnp.exp(-th_s) / one_t
-        var = self.stationary_std**2 * one_s * one_st / one_t
-        return coef_t, coef_0, var
+        return self._posterior_coefficients(s, t, "posterior_coefficients")
 
     def theta(self, t: RealScalarLike) -> Float[Array, ""]:
         r"""The rate $\theta(t)$."""
@@ -133,6 +180,24 @@ class MeanRevertingSDE(eqx.Module):
         r"""The diffusion coefficient $\sigma(t) = \lambda\sqrt{2\theta(t)}$."""
         return self.stationary_std * jnp.sqrt(2 * self.schedule.rate(t))
 
+    # --- helpers of the public edges ---------------------------------------------------------
+
+    def _state(self, name: str, x, *times):
+        """A state at a public edge: converted, of a supported dtype; the mean and the times
+        broadcast to its shape."""
+        x = as_state(name, x)
+        check_broadcasts_to(name, "the SDE's mean", jnp.shape(self.mean), x.shape)
+        for time in times:
+            check_broadcasts_to(name, "a time", jnp.shape(time), x.shape)
+        return x
+
+    def _states(self, name: str, a, b, names: tuple[str, str], *times):
+        a, b = self._state(name, a, *times), self._state(name, b)
+        check_same_shape(name, **{names[0]: a, names[1]: b})
+        if a.dtype != b.dtype:
+            b = b.astype(a.dtype)  # the first state's dtype is the result's
+        return a, b
+
     # --- closed-form laws --------------------------------------------------------------------
 
     def transition(
@@ -141,18 +206,34 @@ class MeanRevertingSDE(eqx.Module):
         r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
         e^{-2\Theta(s,t)}) I)$ for $0 \le s \le t$ ($s = t$ is the point mass at $x_s$).
 
-        Raises [`SDEInputError`][] when concrete times have $s < 0$ or $t < s$ (the formula
-        would return a negative variance); traced times are not checked.
+        Raises [`SDEInputError`][] when the times break $0 \le s \le t$ or are not finite, or
+        when $\Theta(s, t) < 0$ (the formula would return a negative variance); on traced
+        values the same checks stop the computation at run time.
         """
-        check_times("transition", s=s, t=t, strict=False)
-        x_s = _as_float_array(x_s)
+        return self._transition(x_s, s, t, "transition")
+
+    def _transition(self, x_s, s, t, name: str) -> DiagonalGaussian:
+        x_s = self._state(name, x_s, s, t)
         dt = x_s.dtype
-        mean = self.mean + (x_s - self.mean) * self.decay(s, t).astype(dt)
-        return DiagonalGaussian(mean, self.transition_variance(s, t).astype(dt))
+        integral = self.schedule.integral(s, t)
+        xp = xp_for(s, t, integral)
+        conditions = time_conditions(s=s, t=t, strict=False) + [
+            (
+                xp.asarray(integral) >= -_tol(integral.dtype, 1.0),
+                "Theta(s, t) < 0: the schedule's rate is negative between s and t (it must be "
+                ">= 0)",
+            )
+        ]
+        integral = require(name, integral, conditions, _times_details(s, t))
+        integral = jnp.maximum(integral, 0)
+        mu = self.mean.astype(dt)
+        mean = mu + (x_s - mu) * jnp.exp(-integral).astype(dt)
+        var = self.stationary_std**2 * -jnp.expm1(-2 * integral)
+        return DiagonalGaussian(mean, var.astype(dt))
 
     def marginal(self, x_0: StateLike, *, t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_0)$: the transition from time 0."""
-        return self.transition(x_0, s=0.0, t=t)
+        return self._transition(x_0, 0.0, t, "marginal")
 
     def prior(self, shape: int | Sequence[int] = (), dtype=None) -> DiagonalGaussian:
         r"""The stationary law $\mathcal N(\mu, \lambda^2 I)$ with the given shape (an int or a
@@ -161,6 +242,13 @@ class MeanRevertingSDE(eqx.Module):
         dtype = dtype or jnp.result_type(self.mean)
         mean = jnp.broadcast_to(self.mean, shape).astype(dtype)
         return DiagonalGaussian(mean, (self.stationary_std**2).astype(dtype))
+
+    def _posterior(self, x_t, x_0, s, t, name: str | None = None) -> DiagonalGaussian:
+        dt = x_t.dtype
+        coef_t, coef_0, var = self._posterior_coefficients(s, t, name)
+        mu = self.mean.astype(dt)
+        mean = mu + coef_t.astype(dt) * (x_t - mu) + coef_0.astype(dt) * (x_0 - mu)
+        return DiagonalGaussian(mean, var.astype(dt))
 
     def posterior(
         self,
@@ -173,21 +261,31 @@ class MeanRevertingSDE(eqx.Module):
         r"""$p(x_s \mid x_t, x_0) = \mathcal N(\tilde\mu, \tilde\beta I)$ for $0 \le s < t$.
 
         See [`posterior_coefficients`][]; the mean is also the optimal reverse path
-        $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`). Raises
-        [`SDEInputError`][] when concrete times break $0 \le s < t$ (the formula divides by
-        $1 - e^{-2\Theta_t}$ and its variance turns negative for $s > t$); traced times are
-        not checked.
+        $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`). `x_t` and `x_0` must
+        have the same shape. Raises [`SDEInputError`][] when the times break $0 \le s < t$ or
+        are not finite, or when $\Theta_t = 0$ (the formula divides by
+        $1 - e^{-2\Theta_t}$ and its variance turns negative for $s > t$); on traced values the
+        same checks stop the computation at run time.
         """
-        check_times("posterior", s=s, t=t, strict=True)
-        x_t, x_0 = _as_float_array(x_t), _as_float_array(x_0)
-        dt = x_t.dtype
-        coef_t, coef_0, var = self.posterior_coefficients(s, t)
-        mean = (
-            self.mean
-            + coef_t.astype(dt) * (x_t - self.mean)
-            + coef_0.astype(dt) * (x_0 - self.mean)
-        )
-        return DiagonalGaussian(mean, var.astype(dt))
+        x_t, x_0 = self._states("posterior", x_t, x_0, ("x_t", "x_0"), s, t)
+        return self._posterior(x_t, x_0, s, t, "posterior")
+
+    def _ddim_coefficients(self, s, t, eta, name: str | None = None):
+        if name is not None:
+            xp = xp_for(eta)
+            eta_arr = xp.asarray(eta)
+            eta = require(
+                name,
+                eta,
+                [((eta_arr >= 0) & (eta_arr <= 1), "needs 0 <= eta <= 1")],
+                lambda: f"got eta = {concrete(eta)}",
+            )
+        coef_t, _, var = self._posterior_coefficients(s, t, name)
+        v_t = self.marginal_variance(t)
+        eta2 = jnp.asarray(eta, var.dtype) ** 2
+        k_t = jnp.sqrt((coef_t**2 * v_t + (1 - eta2) * var) / v_t)
+        k_0 = self.decay(0.0, s) - k_t * self.decay(0.0, t)
+        return k_t, k_0, eta2 * var
 
     def ddim_coefficients(
         self, s: RealScalarLike, t: RealScalarLike, eta: RealScalarLike = 0.0
@@ -201,18 +299,16 @@ class MeanRevertingSDE(eqx.Module):
         $v_s - \sigma^2 = c_t^2 v_t + (1 - \eta^2)\tilde\beta$ is computed in that form (no
         cancellation). $\eta = 1$ gives [`posterior_coefficients`][] (the posterior is the
         $\eta = 1$ member), $\eta = 0$ the deterministic DDIM step. Needs $0 \le s < t$ and
-        $0 \le \eta \le 1$ (checked when concrete).
+        $0 \le \eta \le 1$ (checked as [`posterior_coefficients`][]).
         """
-        check_times("ddim_coefficients", s=s, t=t, strict=True)
-        eta_val = concrete(eta)
-        if eta_val is not None and not (0.0 <= float(eta_val) <= 1.0):
-            raise SDEInputError(f"ddim_coefficients: needs 0 <= eta <= 1, got eta = {eta_val}.")
-        coef_t, _, var = self.posterior_coefficients(s, t)
-        v_t = self.marginal_variance(t)
-        eta2 = jnp.asarray(eta, var.dtype) ** 2
-        k_t = jnp.sqrt((coef_t**2 * v_t + (1 - eta2) * var) / v_t)
-        k_0 = self.decay(0.0, s) - k_t * self.decay(0.0, t)
-        return k_t, k_0, eta2 * var
+        return self._ddim_coefficients(s, t, eta, "ddim_coefficients")
+
+    def _ddim(self, x_t, x_0, s, t, eta, name: str | None = None) -> DiagonalGaussian:
+        dt = x_t.dtype
+        k_t, k_0, var = self._ddim_coefficients(s, t, eta, name)
+        mu = self.mean.astype(dt)
+        mean = mu + k_t.astype(dt) * (x_t - mu) + k_0.astype(dt) * (x_0 - mu)
+        return DiagonalGaussian(mean, var.astype(dt))
 
     def ddim(
         self,
@@ -232,18 +328,29 @@ class MeanRevertingSDE(eqx.Module):
         point mass, the exact solution over $[s, t]$ of the probability-flow ODE with the noise
         prediction held fixed (`proofs/ddim.md`).
         """
-        x_t, x_0 = _as_float_array(x_t), _as_float_array(x_0)
-        dt = x_t.dtype
-        k_t, k_0, var = self.ddim_coefficients(s, t, eta)
-        mean = self.mean + k_t.astype(dt) * (x_t - self.mean) + k_0.astype(dt) * (x_0 - self.mean)
-        return DiagonalGaussian(mean, var.astype(dt))
+        x_t, x_0 = self._states("ddim", x_t, x_0, ("x_t", "x_0"), s, t)
+        return self._ddim(x_t, x_0, s, t, eta, "ddim")
 
     # --- score and noise parametrisations ----------------------------------------------------
 
+    def _check_positive_variance(self, name: str, x, t):
+        """`x` carrying the checks of a formula that divides by $v_t$: finite $t > 0$ and
+        $\\Theta_t > 0$."""
+        th_t = self.schedule.cumulative(t)
+        xp = xp_for(t, th_t)
+        conditions = time_conditions(t=t, strict=True) + [
+            (
+                xp.asarray(th_t) > 0,
+                "Theta_t = 0, so v_t = 0 and the formula divides by zero; take t where the "
+                "schedule has started (Theta_t > 0)",
+            )
+        ]
+        return require(name, x, conditions, _times_details(None, t))
+
     def score(self, x_t: StateLike, x_0: StateLike, *, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$ for $t > 0$."""
-        check_times("score", t=t)
-        x_t = _as_float_array(x_t)
+        x_t, x_0 = self._states("score", x_t, x_0, ("x_t", "x_0"), t)
+        x_t = self._check_positive_variance("score", x_t, t)
         law = self.marginal(x_0, t=t)
         return -(x_t - law.mean) / law.variance
 
@@ -252,27 +359,35 @@ class MeanRevertingSDE(eqx.Module):
     ) -> Float[Array, "*shape"]:
         r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$
         ($t > 0$)."""
-        check_times("noise_from_x0", t=t)
-        x_t = _as_float_array(x_t)
+        x_t, x_0 = self._states("noise_from_x0", x_t, x_0, ("x_t", "x_0"), t)
+        x_t = self._check_positive_variance("noise_from_x0", x_t, t)
         law = self.marginal(x_0, t=t)
         return (x_t - law.mean) / jnp.sqrt(law.variance)
+
+    def _x0_from_noise(self, x_t, noise, t):
+        dt = x_t.dtype
+        th = self.schedule.cumulative(t)
+        std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
+        mu = self.mean.astype(dt)
+        return mu + (x_t - mu - std * noise.astype(dt)) * jnp.exp(th).astype(dt)
 
     def x0_from_noise(
         self, x_t: StateLike, noise: StateLike, *, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
-        r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$."""
-        check_times("x0_from_noise", t=t, strict=False)
-        x_t, noise = _as_float_array(x_t), _as_float_array(noise)
-        dt = x_t.dtype
-        th = self.schedule.cumulative(t)
-        std = jnp.sqrt(self.marginal_variance(t)).astype(dt)
-        return self.mean + (x_t - self.mean - std * noise) * jnp.exp(th).astype(dt)
+        r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$ for
+        finite $t \ge 0$."""
+        x_t, noise = self._states("x0_from_noise", x_t, noise, ("x_t", "noise"), t)
+        x_t = check_times("x0_from_noise", x_t, t=t, strict=False)
+        return self._x0_from_noise(x_t, noise, t)
+
+    def _score_from_noise(self, noise, t):
+        return -noise / jnp.sqrt(self.marginal_variance(t)).astype(noise.dtype)
 
     def score_from_noise(self, noise: StateLike, *, t: RealScalarLike) -> Float[Array, "*shape"]:
         r"""$-\hat\varepsilon / \sqrt{v_t}$ for $t > 0$ (at $t = 0$ it divides by zero)."""
-        check_times("score_from_noise", t=t)
-        noise = _as_float_array(noise)
-        return -noise / jnp.sqrt(self.marginal_variance(t)).astype(noise.dtype)
+        noise = self._state("score_from_noise", noise, t)
+        noise = self._check_positive_variance("score_from_noise", noise, t)
+        return self._score_from_noise(noise, t)
 
     # --- diffrax terms -----------------------------------------------------------------------
 
@@ -280,7 +395,7 @@ class MeanRevertingSDE(eqx.Module):
         self, t: RealScalarLike, x: Float[Array, "*shape"], args=None
     ) -> Float[Array, "*shape"]:
         r"""$f(t, x) = \theta(t)(\mu - x)$."""
-        return self.theta(t).astype(x.dtype) * (self.mean - x)
+        return self.theta(t).astype(x.dtype) * (self.mean.astype(x.dtype) - x)
 
     def diffusion(self, t: RealScalarLike, x: Float[Array, "*shape"], args=None):
         r"""$g(t) = \sigma(t) I$, as a diagonal `lineax` operator acting on a Brownian increment."""
@@ -296,7 +411,8 @@ class MeanRevertingSDE(eqx.Module):
         r"""$f - \sigma^2 \nabla\log p_t$: the drift of the reverse-time SDE (Anderson)."""
 
         def vector_field(t, x, args):
-            return self.drift(t, x) - self.sigma(t).astype(x.dtype) ** 2 * score_fn(t, x, args)
+            score = jnp.asarray(score_fn(t, x, args)).astype(x.dtype)
+            return self.drift(t, x) - self.sigma(t).astype(x.dtype) ** 2 * score
 
         return vector_field
 
@@ -332,7 +448,9 @@ class _ReverseTimeDrift(eqx.Module):
     def __call__(self, tau, y, args):
         t = self.horizon - tau
         sigma2 = self.sde.sigma(t).astype(y.dtype) ** 2
-        return sigma2 * self.score_fn(t, y, args) - self.sde.drift(t, y)
+        # The state keeps its dtype whatever the score computes in (docs/sde.md).
+        score = jnp.asarray(self.score_fn(t, y, args)).astype(y.dtype)
+        return sigma2 * score - self.sde.drift(t, y)
 
 
 class _ReverseTimeDiffusion(eqx.Module):
@@ -351,4 +469,5 @@ class _ProbabilityFlowField(eqx.Module):
 
     def __call__(self, t, x, args):
         half_sigma2 = 0.5 * self.sde.sigma(t).astype(x.dtype) ** 2
-        return self.sde.drift(t, x) - half_sigma2 * self.score_fn(t, x, args)
+        score = jnp.asarray(self.score_fn(t, x, args)).astype(x.dtype)
+        return self.sde.drift(t, x) - half_sigma2 * score

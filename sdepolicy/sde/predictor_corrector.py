@@ -9,6 +9,7 @@ same `f(t, x, args)` serves both halves. Derivations: `proofs/predictor_correcto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
-from .errors import SDEInputError
+from .errors import SDEInputError, as_state
 from .mean_reverting import MeanRevertingSDE
-from .samplers import PosteriorSampler, X0Predictor
+from .samplers import PosteriorSampler, X0Predictor, _grid_checked, prepare_call
 
 
 class PredictorCorrectorSampler(eqx.Module):
@@ -69,10 +70,17 @@ class PredictorCorrectorSampler(eqx.Module):
         output_bounds: tuple[float, float] | None = None,
     ):
         self.predictor = PosteriorSampler(sde, times, x0_bounds, output_bounds, eta=eta)
+        if (
+            isinstance(corrector_steps, bool)
+            or int(corrector_steps) != corrector_steps
+            or corrector_steps < 0
+        ):
+            raise SDEInputError(
+                "PredictorCorrectorSampler: corrector_steps must be an integer >= 0, got "
+                f"{corrector_steps!r}."
+            )
         self.corrector_steps = int(corrector_steps)
         self.snr = float(snr)
-        if self.corrector_steps < 0:
-            raise SDEInputError("PredictorCorrectorSampler: corrector_steps must be >= 0.")
         if not 0 < 2 * self.snr**2 < 1:
             raise SDEInputError(
                 f"PredictorCorrectorSampler: needs snr > 0 with 2 snr^2 < 1, got snr = {snr}."
@@ -95,7 +103,13 @@ class PredictorCorrectorSampler(eqx.Module):
         *,
         t: RealScalarLike,
     ) -> Float[Array, "*shape"]:
-        r"""`corrector_steps` Langevin steps at time $t > 0$ (keyword-only, like every time)."""
+        r"""`corrector_steps` Langevin steps at time $t > 0$ (keyword-only, like every time;
+        checked as `sde.score` checks its time)."""
+        x = as_state("PredictorCorrectorSampler.correct", x)
+        x = self.sde._check_positive_variance("PredictorCorrectorSampler.correct", x, t)
+        return self._correct(predict_x0, x, key, args, t)
+
+    def _correct(self, predict_x0, x, key, args, t):
         dt = x.dtype
         t = jnp.asarray(t, dt)
         sde = self.sde
@@ -113,11 +127,10 @@ class PredictorCorrectorSampler(eqx.Module):
         x, _ = jax.lax.scan(body, x, jax.random.split(key, self.corrector_steps))
         return x
 
-    @eqx.filter_jit
     def __call__(
         self,
         predict_x0: X0Predictor,
-        x_T: Float[Array, "*shape"],
+        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
         key: PRNGKey,
         args: PyTree = None,
     ) -> Float[Array, "*shape"]:
@@ -126,26 +139,36 @@ class PredictorCorrectorSampler(eqx.Module):
         **Arguments:** as [`PosteriorSampler.__call__`][] (`predict_x0(t, x, args)`, the start,
         a PRNG key, `args` passed to `predict_x0`).
 
-        **Returns:** the sample at $t_0 = 0$.
+        **Returns:** the sample at $t_0 = 0$ (in `x_T`'s dtype, the dtype rule of every
+        sampler).
         """
+        predict_x0, x_T, args = prepare_call("PredictorCorrectorSampler", predict_x0, x_T, args)
+        return self._run(predict_x0, x_T, key, args)
+
+    @eqx.filter_jit
+    def _run(self, predict_x0, x_T, key, args):
+        if not self.predictor._grid_verified:
+            x_T = _grid_checked(
+                "PredictorCorrectorSampler", self.sde, self.times, self.sde.horizon, x_T
+            )
         times = self.times.astype(x_T.dtype)
         pairs = (times[:-1][::-1], times[1:][::-1])  # (s, t) from the top of the grid down
         n = times.shape[0] - 1
         step_keys, correct_keys = jax.random.split(key)
         step_keys = jax.random.split(step_keys, n)
         correct_keys = jax.random.split(correct_keys, n)
-        step = self.predictor.step
+        step = self.predictor._step
 
         def body(x, inputs):
             s, t, k_step, k_correct = inputs
-            x, _ = step(predict_x0, x, k_step, args, s=s, t=t)
+            x, _ = step(predict_x0, x, k_step, args, s, t)
             if self.corrector_steps:
-                x = self.correct(predict_x0, x, k_correct, args, t=s)
+                x = self._correct(predict_x0, x, k_correct, args, s)
             return x, None
 
         # Every step but the last (which lands on t_0 = 0, where v_0 = 0) is corrected.
         inputs = (pairs[0][:-1], pairs[1][:-1], step_keys[:-1], correct_keys[:-1])
         x, _ = jax.lax.scan(body, x_T, inputs)
-        x, _ = step(predict_x0, x, step_keys[-1], args, s=pairs[0][-1], t=pairs[1][-1])
+        x, _ = step(predict_x0, x, step_keys[-1], args, pairs[0][-1], pairs[1][-1])
         bounds = self.predictor.output_bounds
         return x if bounds is None else jnp.clip(x, *bounds)

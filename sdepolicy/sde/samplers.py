@@ -23,6 +23,8 @@ diffrax's `f(t, y, args)`, and every sampler is called as `sampler(fn, x_T, key,
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +36,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
-from .errors import SDEInputError, concrete
+from .errors import SDEInputError, as_state, concrete, require
 from .mean_reverting import MeanRevertingSDE, ScoreFn
 from .schedules import PiecewiseConstantSchedule
 
@@ -58,7 +60,10 @@ class NoiseToX0(eqx.Module):
         self, t: RealScalarLike, x: Float[Array, "*shape"], args: PyTree = None
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0$ at `(t, x)`; `args` is passed on to the noise predictor."""
-        return self.sde.x0_from_noise(x, self.predict_noise(t, x, args), t=t)
+        # The unchecked formula: this runs at every step of a sampler, whose grid is checked
+        # once per call instead (docs/sde.md, "What is checked").
+        x = jnp.asarray(x)
+        return self.sde._x0_from_noise(x, jnp.asarray(self.predict_noise(t, x, args)), t)
 
 
 class NoiseToScore(eqx.Module):
@@ -73,7 +78,9 @@ class NoiseToScore(eqx.Module):
         self, t: RealScalarLike, x: Float[Array, "*shape"], args: PyTree = None
     ) -> Float[Array, "*shape"]:
         """The score at `(t, x)`; `args` is passed on to the noise predictor."""
-        return self.sde.score_from_noise(self.predict_noise(t, x, args), t=t)
+        x = jnp.asarray(x)
+        noise = jnp.asarray(self.predict_noise(t, x, args)).astype(x.dtype)
+        return self.sde._score_from_noise(noise, t)
 
 
 def noise_to_x0_predictor(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToX0:
@@ -99,6 +106,65 @@ def static_horizon(sde: MeanRevertingSDE) -> float:
             "`horizon: float = eqx.field(static=True)`."
         )
     return float(horizon)
+
+
+def _as_steps(value) -> int:
+    """A step count: a positive integer (an integral float such as 4.0 is accepted; 2.7 is
+    refused rather than truncated to 2)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SDEInputError(f"num_steps must be a positive integer, got {value!r}.")
+    if int(value) != value or int(value) < 1:
+        raise SDEInputError(
+            f"num_steps must be a positive integer, got {value!r} (it is not rounded for you)."
+        )
+    return int(value)
+
+
+def _as_arg_leaf(leaf):
+    # Floats and numpy arrays become jax arrays, traced by the samplers' `filter_jit`: one
+    # compilation for every value. Python ints, bools, strings and other objects stay static
+    # (they may drive Python control flow): a new value compiles again.
+    if isinstance(leaf, float | complex | np.ndarray | np.floating | np.complexfloating):
+        return jnp.asarray(leaf)
+    return leaf
+
+
+def _as_fn(fn):
+    # A bound method of a module (`model.__call__`) is a new Python object per instance and
+    # static under `filter_jit`, so every instance compiled again; as a `jtu.Partial` the
+    # function is static (one per class) and the module's arrays are traced.
+    if inspect.ismethod(fn) and isinstance(fn.__self__, eqx.Module):
+        return jax.tree_util.Partial(fn.__func__, fn.__self__)
+    return fn
+
+
+def prepare_call(name: str, fn, x_T, args):
+    """What every sampler does before its compiled body: `x_T` as a float32/float64 array
+    (array-likes accepted), float and numpy leaves of `args` as arrays, a module's bound
+    method as a pytree."""
+    x_T = as_state(name, x_T)
+    args = jax.tree_util.tree_map(_as_arg_leaf, args)
+    return _as_fn(fn), x_T, args
+
+
+def call_fn(name: str, what: str, fn, t, x, args):
+    """`fn(t, x, args)` in the state's dtype and shape: the output is cast to `x.dtype` (the one
+    dtype rule of the samplers) and must broadcast to `x.shape` (a static check)."""
+    out = jnp.asarray(fn(t, x, args))
+    if out.shape != x.shape:
+        try:
+            ok = np.broadcast_shapes(out.shape, x.shape) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SDEInputError(
+                f"{name}: {what} returned shape {out.shape} for a state of shape {x.shape}; it "
+                "must return an array of the state's shape."
+            )
+        out = jnp.broadcast_to(out, x.shape)
+    if not jnp.issubdtype(out.dtype, jnp.inexact):
+        raise SDEInputError(f"{name}: {what} returned {out.dtype}; it must return floats.")
+    return out.astype(x.dtype)
 
 
 def _default_grid(sde: MeanRevertingSDE) -> Array:
@@ -130,6 +196,46 @@ def _check_grid(times, horizon: float) -> None:
             f"PosteriorSampler: `times` must end at the horizon T = {horizon} (where the prior "
             f"is the stationary law), got {t_np[-1]}."
         )
+
+
+_STARTED = (
+    "Theta = 0 at the first grid time t_1 > 0 (the schedule's rate is zero there, e.g. a "
+    "leading zero increment of a PiecewiseConstantSchedule), so v_{t_1} = 0 and the last "
+    "posterior step divides by zero (NaN); drop the zero increments or start the grid where "
+    "Theta > 0"
+)
+
+
+def _check_started(sde: MeanRevertingSDE, times) -> bool:
+    r"""$\Theta_{t_1} > 0$ (hence $v_t > 0$ at every grid time but $t_0$), checked now when the
+    schedule and the grid are concrete. Returns whether the grid was checked in full."""
+    if isinstance(times, jax.core.Tracer):
+        return False
+    with jax.ensure_compile_time_eval():
+        th = sde.schedule.cumulative(times[1])
+    th_np = concrete(th)
+    if th_np is None:
+        return False
+    if not th_np > 0:
+        raise SDEInputError(f"PosteriorSampler: {_STARTED}.")
+    return True
+
+
+def _grid_checked(name: str, sde: MeanRevertingSDE, times, horizon: float, x):
+    """`x` carrying the checks of [`_check_grid`][] and [`_check_started`][] on traced values
+    (a sampler built inside `jit`): once per call, outside the loop."""
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((sde, times))):
+        return x
+    th = sde.schedule.cumulative(times[1])
+    conditions = [
+        (jnp.all(jnp.isfinite(times)) & jnp.all(jnp.diff(times) > 0), "`times` must be finite "
+         "and strictly increasing"),
+        (times[0] == 0, "`times` must start at 0"),
+        (jnp.abs(times[-1] - horizon) <= 1e-6 * max(1.0, horizon), "`times` must end at the "
+         "horizon"),
+        (th > 0, _STARTED),
+    ]
+    return require(name, x, conditions)
 
 
 class PosteriorSampler(eqx.Module):
@@ -166,6 +272,9 @@ class PosteriorSampler(eqx.Module):
     x0_bounds: tuple[float, float] | None = eqx.field(static=True)
     output_bounds: tuple[float, float] | None = eqx.field(static=True)
     eta: float = eqx.field(static=True)
+    # Whether construction checked the whole grid (times and schedule concrete); if not, each
+    # call checks it once, outside the loop.
+    _grid_verified: bool = eqx.field(static=True, repr=False)
 
     def __init__(
         self,
@@ -184,6 +293,7 @@ class PosteriorSampler(eqx.Module):
             if not jnp.issubdtype(times.dtype, jnp.floating):
                 times = times.astype(float)
         _check_grid(times, static_horizon(sde))
+        self._grid_verified = _check_started(sde, times)
         self.times = times
         self.x0_bounds = None if x0_bounds is None else (float(x0_bounds[0]), float(x0_bounds[1]))
         self.output_bounds = (
@@ -204,7 +314,7 @@ class PosteriorSampler(eqx.Module):
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0$ = `predict_x0(t, x_t, args)`, clipped to `x0_bounds` when they are set:
         what every step of this sampler (and a corrector built on it) sees."""
-        x0_hat = predict_x0(t, x_t, args)
+        x0_hat = call_fn("PosteriorSampler", "predict_x0", predict_x0, t, x_t, args)
         if self.x0_bounds is not None:
             x0_hat = jnp.clip(x0_hat, *self.x0_bounds)
         return x0_hat
@@ -220,16 +330,22 @@ class PosteriorSampler(eqx.Module):
         t: RealScalarLike,
     ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
         r"""One step $x_t \to x_s$ ($s < t$, keyword-only like the closed forms); `args` is
-        passed to `predict_x0(t, x_t, args)`. Returns `(x_s, x0_hat)`."""
+        passed to `predict_x0(t, x_t, args)`. Returns `(x_s, x0_hat)`. The times are checked
+        as the closed forms check theirs (`sde.posterior`)."""
+        x_t = as_state("PosteriorSampler.step", x_t)
+        return self._step(predict_x0, x_t, key, args, s, t, "PosteriorSampler.step")
+
+    def _step(self, predict_x0, x_t, key, args, s, t, name: str | None = None):
+        # `name=None`: unchecked, for the loop over a grid checked once.
         # Times may be Python numbers when a step is used on its own; the predictor is promised
         # a scalar array.
         s = jnp.asarray(s, x_t.dtype)
         t = jnp.asarray(t, x_t.dtype)
         x0_hat = self.predict(predict_x0, x_t, args, t=t)
         if self.eta == 1.0:
-            law = self.sde.posterior(x_t, x0_hat, s=s, t=t)
+            law = self.sde._posterior(x_t, x0_hat, s, t, name)
         else:
-            law = self.sde.ddim(x_t, x0_hat, s=s, t=t, eta=self.eta)
+            law = self.sde._ddim(x_t, x0_hat, s, t, self.eta, name)
         # sqrt has an infinite derivative at 0: mask the zero-variance final step explicitly so
         # gradients through the chain stay finite.
         positive = law.variance > 0
@@ -237,17 +353,21 @@ class PosteriorSampler(eqx.Module):
         z = jax.random.normal(key, x_t.shape, x_t.dtype)
         return law.mean + std * z, x0_hat
 
-    @eqx.filter_jit
     def __call__(
         self,
         predict_x0: X0Predictor,
-        x_T: Float[Array, "*shape"],
+        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
         key: PRNGKey,
         args: PyTree = None,
         *,
         return_path: bool = False,
     ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
         r"""Run the chain from `x_T` at $t_N$ down to $t_0$.
+
+        `x_T` may be any array-like of float32 or float64 (numbers and lists become the
+        default float); the chain and the result keep its dtype, and `predict_x0`'s output is
+        cast to it. Float and numpy leaves of `args` are traced (one compilation for all their
+        values); see `docs/sde.md`.
 
         **Arguments:**
 
@@ -259,13 +379,20 @@ class PosteriorSampler(eqx.Module):
 
         **Returns:** the sample at $t_0$ (and the path if asked).
         """
+        predict_x0, x_T, args = prepare_call("PosteriorSampler", predict_x0, x_T, args)
+        return self._run(predict_x0, x_T, key, args, return_path)
+
+    @eqx.filter_jit
+    def _run(self, predict_x0, x_T, key, args, return_path: bool):
+        if not self._grid_verified:
+            x_T = _grid_checked("PosteriorSampler", self.sde, self.times, self.sde.horizon, x_T)
         times = self.times.astype(x_T.dtype)
         pairs = (times[:-1][::-1], times[1:][::-1])  # (s, t) from the top of the grid down
         keys = jax.random.split(key, times.shape[0] - 1)
 
         def body(x, inputs):
             s, t, k = inputs
-            x_new, _ = self.step(predict_x0, x, k, args, s=s, t=t)
+            x_new, _ = self._step(predict_x0, x, k, args, s, t)
             return x_new, x_new
 
         x, path = jax.lax.scan(body, x_T, (*pairs, keys))
@@ -291,7 +418,7 @@ def _check_score_at_t_end(name: str, score_fn, t_end: float) -> None:
         )
 
 
-def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | None:
+def _step_grid(t0: float, t1: float, num_steps: int, jump_ts, dtype=None) -> np.ndarray | None:
     """Fixed steps from `t0` to `t1` that never evaluate the rate on the wrong side of a jump.
 
     A fixed-step solver evaluates the vector field at step endpoints. Where an endpoint is a
@@ -307,7 +434,8 @@ def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | No
     jumps = [float(j) for j in np.asarray(jump_ts).reshape(-1) if lo < float(j) < hi]
     if not jumps:
         return None
-    dtype = np.dtype(jnp.result_type(float))  # diffrax's time dtype for Python-float t0, t1
+    # The solve's time dtype: the state's (`_solve`), or the default float.
+    dtype = np.dtype(jnp.result_type(float) if dtype is None else dtype)
     grid = np.linspace(t0, t1, num_steps + 1).astype(dtype)
     points = {dtype.type(t0), dtype.type(t1)}
     for g in grid[1:-1]:
@@ -320,7 +448,7 @@ def _step_grid(t0: float, t1: float, num_steps: int, jump_ts) -> np.ndarray | No
     return np.array(sorted(points, reverse=t0 > t1), dtype=dtype)
 
 
-def _reverse_step_grid(horizon: float, t_end: float, num_steps: int, jump_ts):
+def _reverse_step_grid(horizon: float, t_end: float, num_steps: int, jump_ts, dtype=None):
     r"""[`_step_grid`][] for the reverse SDE solved in $\tau = T - t$ from 0 to $T - t_{end}$.
 
     The vector field reads the rate at $t = T - \tau$, computed in the dtype of the solve's
@@ -331,7 +459,7 @@ def _reverse_step_grid(horizon: float, t_end: float, num_steps: int, jump_ts):
     jumps = [float(j) for j in np.asarray(jump_ts).reshape(-1) if t_end < float(j) < horizon]
     if not jumps:
         return None
-    dtype = np.dtype(jnp.result_type(float))
+    dtype = np.dtype(jnp.result_type(float) if dtype is None else dtype)
     T, end = dtype.type(horizon), dtype.type(horizon - t_end)
     grid = np.linspace(0.0, horizon - t_end, num_steps + 1).astype(dtype)
     points = {dtype.type(0.0), end}
@@ -363,6 +491,10 @@ def _solve(
     saveat=None,
     adjoint=None,
 ) -> diffrax.Solution:
+    # The solve's times have the state's dtype, so diffrax does not promote the state (a
+    # float32 state under x64 stays float32: the samplers' one dtype rule, docs/sde.md).
+    dtype = x.dtype
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     # `max_steps` must be finite: diffrax's default adjoint (RecursiveCheckpointAdjoint) needs a
     # bound to reverse-mode differentiate the solve, and the samplers promise to work under
     # `jax.grad`.
@@ -372,7 +504,8 @@ def _solve(
             controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
             max_steps = num_steps + 2
         else:
-            controller, dt0, max_steps = diffrax.StepTo(ts=grid), None, len(grid) + 1
+            ts = jnp.asarray(grid, dtype)
+            controller, dt0, max_steps = diffrax.StepTo(ts=ts), None, len(grid) + 1
     else:
         dt0, max_steps = (t1 - t0) / num_steps, 16 * num_steps + 4096
     return diffrax.diffeqsolve(
@@ -400,6 +533,18 @@ def levy_area_for(solver: diffrax.AbstractSolver) -> type:
     if issubclass(need, diffrax.AbstractSpaceTimeLevyArea):
         return diffrax.SpaceTimeLevyArea
     return diffrax.BrownianIncrement
+
+
+def _under_reverse_mode(tree) -> bool:
+    """Whether a leaf of `tree` is being linearised (`jax.grad`, `jax.vjp`, `jax.linearize`
+    trace with `LinearizeTracer`s; forward mode with `JVPTracer`s). Seen only when the sampler
+    is called directly under the transform, not inside a `jit` that the transform wraps."""
+    from jax._src.interpreters import ad  # no public name for it
+
+    linearize = getattr(ad, "LinearizeTracer", None)
+    if linearize is None:  # pragma: no cover - another JAX
+        return False
+    return any(isinstance(leaf, linearize) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _path_or_sample(sol: diffrax.Solution, x_T, return_path: bool, bounds=None):
@@ -444,7 +589,7 @@ class ReverseSDESampler(eqx.Module):
     """
 
     sde: MeanRevertingSDE
-    num_steps: int = eqx.field(static=True, converter=int)
+    num_steps: int = eqx.field(static=True, converter=_as_steps)
     solver: diffrax.AbstractSolver = diffrax.Euler()
     t_end: float = eqx.field(static=True, default=0.0)
     brownian: str = eqx.field(static=True, default="virtual")
@@ -468,8 +613,14 @@ class ReverseSDESampler(eqx.Module):
         levy = self.levy_area or levy_area_for(self.solver)
         if self.brownian == "virtual":
             tol = span / (4 * self.num_steps)
+            dtype = x_T.dtype
             return diffrax.VirtualBrownianTree(
-                0.0, span, tol=tol, shape=shape, key=key, levy_area=levy
+                jnp.asarray(0.0, dtype),
+                jnp.asarray(span, dtype),
+                tol=jnp.asarray(tol, dtype),
+                shape=shape,
+                key=key,
+                levy_area=levy,
             )
         return diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=levy)
 
@@ -508,22 +659,26 @@ class ReverseSDESampler(eqx.Module):
             self.num_steps,
             x_T,
             args=args,
-            grid=_reverse_step_grid(T, self.t_end, self.num_steps, self.sde.schedule.jump_times),
+            grid=_reverse_step_grid(
+                T, self.t_end, self.num_steps, self.sde.schedule.jump_times, x_T.dtype
+            ),
             saveat=saveat,
             adjoint=adjoint,
         )
 
-    @eqx.filter_jit
     def __call__(
         self,
         score_fn: ScoreFn,
-        x_T: Float[Array, "*shape"],
+        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
         key: PRNGKey,
         args: PyTree = None,
         *,
         return_path: bool = False,
     ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
         r"""Sample at `t_end` starting from `x_T` at the horizon.
+
+        `x_T`, `args` and the dtype rule as [`PosteriorSampler.__call__`][]: the solve runs in
+        `x_T`'s dtype (its times too) and `score_fn`'s output is cast to it.
 
         **Arguments:**
 
@@ -536,10 +691,21 @@ class ReverseSDESampler(eqx.Module):
 
         **Returns:** the sample at `t_end` (and the path if asked).
         """
+        score_fn, x_T, args = prepare_call("ReverseSDESampler", score_fn, x_T, args)
+        if self.brownian == "unsafe" and _under_reverse_mode((self, score_fn, x_T, args)):
+            raise SDEInputError(
+                "ReverseSDESampler: brownian='unsafe' (an UnsafeBrownianPath) supports "
+                "forward-mode autodiff only, and this call is under reverse mode (jax.grad, "
+                "jax.vjp); use jax.jacfwd / jax.jvp, or brownian='virtual' for jax.grad."
+            )
+        return self._run(score_fn, x_T, key, args, return_path)
+
+    @eqx.filter_jit
+    def _run(self, score_fn, x_T, key, args, return_path: bool):
         saveat = None
         if return_path:
             T = static_horizon(self.sde)
-            saveat = diffrax.SaveAt(ts=T - self.save_times())
+            saveat = diffrax.SaveAt(ts=(T - self.save_times()).astype(x_T.dtype))
         sol = self.solve(score_fn, x_T, key, args, saveat=saveat)
         return _path_or_sample(sol, x_T, return_path)
 
@@ -568,7 +734,7 @@ class ProbabilityFlowSampler(eqx.Module):
     """
 
     sde: MeanRevertingSDE
-    num_steps: int = eqx.field(static=True, converter=int)
+    num_steps: int = eqx.field(static=True, converter=_as_steps)
     solver: diffrax.AbstractSolver = diffrax.Heun()
     t_end: float = eqx.field(static=True, default=0.0)
     stepsize_controller: diffrax.AbstractStepSizeController | None = None
@@ -599,7 +765,9 @@ class ProbabilityFlowSampler(eqx.Module):
         T = static_horizon(self.sde)
         grid = None
         if self.stepsize_controller is None:
-            grid = _step_grid(T, self.t_end, self.num_steps, self.sde.schedule.jump_times)
+            grid = _step_grid(
+                T, self.t_end, self.num_steps, self.sde.schedule.jump_times, x_T.dtype
+            )
         return _solve(
             self.sde.probability_flow_term(score_fn),
             self.solver,
@@ -614,11 +782,10 @@ class ProbabilityFlowSampler(eqx.Module):
             adjoint=self.adjoint,
         )
 
-    @eqx.filter_jit
     def __call__(
         self,
         score_fn: ScoreFn,
-        x_T: Float[Array, "*shape"],
+        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
         key: PRNGKey | None = None,
         args: PyTree = None,
         *,
@@ -632,6 +799,11 @@ class ProbabilityFlowSampler(eqx.Module):
 
         **Returns:** the sample at `t_end` (and the states at [`save_times`][] if asked).
         """
-        saveat = diffrax.SaveAt(ts=self.save_times()) if return_path else None
+        score_fn, x_T, args = prepare_call("ProbabilityFlowSampler", score_fn, x_T, args)
+        return self._run(score_fn, x_T, key, args, return_path)
+
+    @eqx.filter_jit
+    def _run(self, score_fn, x_T, key, args, return_path: bool):
+        saveat = diffrax.SaveAt(ts=self.save_times().astype(x_T.dtype)) if return_path else None
         sol = self.solve(score_fn, x_T, key, args, saveat=saveat)
         return _path_or_sample(sol, x_T, return_path)

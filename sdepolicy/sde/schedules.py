@@ -295,3 +295,78 @@ def _nonnegative(x) -> bool:
 def _check_steps(num_steps: int) -> None:
     if int(num_steps) != num_steps or num_steps < 1:
         raise SDEInputError(f"num_steps must be a positive integer, got {num_steps!r}.")
+
+
+# --- the schedule contract ------------------------------------------------------------------
+
+
+def contract_violation(schedule: AbstractSchedule, times) -> str | None:
+    r"""What breaks the contract of a schedule at `times` (in $[0, T]$), or `None`.
+
+    The contract: $\theta(t) \ge 0$ and finite, $\Theta_0 = 0$, $\Theta$ non-decreasing (up to
+    rounding). `rate` and `cumulative` are evaluated eagerly (under
+    `jax.ensure_compile_time_eval`, so this works inside a `jit` trace too) and `vmap`ped over
+    `times`.
+    """
+    times = np.unique(np.concatenate([[0.0], np.asarray(times, dtype=np.float64).reshape(-1)]))
+    with jax.ensure_compile_time_eval():
+        ts = jnp.asarray(times)
+        rate = np.asarray(jax.vmap(schedule.rate)(ts), dtype=np.float64)
+        cum = np.asarray(jax.vmap(schedule.cumulative)(ts), dtype=np.float64)
+    eps = float(jnp.finfo(jnp.result_type(float)).eps)
+    if not np.all(np.isfinite(rate)):
+        i = int(np.argmin(np.isfinite(rate)))
+        return f"the rate is not finite at t = {times[i]:.6g}"
+    if np.any(rate < 0):
+        i = int(np.argmin(rate))
+        return (
+            f"the rate is negative at t = {times[i]:.6g} (theta = {rate[i]:.6g}); a "
+            "mean-reverting SDE needs theta(t) >= 0 on [0, T] (a negative rate gives negative "
+            "variances and NaN diffusions)"
+        )
+    if not np.all(np.isfinite(cum)):
+        i = int(np.argmin(np.isfinite(cum)))
+        return f"cumulative is not finite at t = {times[i]:.6g}"
+    scale = 1.0 + float(np.max(np.abs(cum)))
+    if abs(cum[0]) > 16 * eps * scale:
+        return f"cumulative(0) = {cum[0]:.6g}, but Theta_0 = int_0^0 theta must be 0"
+    drops = np.diff(cum)
+    if np.any(drops < -16 * eps * scale):
+        i = int(np.argmin(drops))
+        return (
+            f"cumulative decreases between t = {times[i]:.6g} and {times[i + 1]:.6g} "
+            f"({cum[i]:.6g} -> {cum[i + 1]:.6g}); Theta must be non-decreasing (theta >= 0)"
+        )
+    return None
+
+
+def contract_probe_times(schedule: AbstractSchedule, num: int = 129) -> np.ndarray:
+    """A uniform grid of $[0, T]$ with the rate's jumps and their one-sided neighbours."""
+    horizon = float(schedule.horizon)
+    jumps = np.asarray(schedule.jump_times, dtype=np.float64).reshape(-1)
+    side = 1e-9 * max(1.0, horizon)
+    extra = np.concatenate([jumps - side, jumps + side]) if jumps.size else np.zeros((0,))
+    grid = np.concatenate([np.linspace(0.0, horizon, num), extra])
+    return grid[(grid >= 0) & (grid <= horizon)]
+
+
+def check_schedule_contract(schedule: AbstractSchedule, name: str = "MeanRevertingSDE") -> None:
+    r"""Raise [`SDEInputError`][] when a schedule visibly breaks its contract.
+
+    The package's own schedules check their parameters when built, so this probes only other
+    schedules, on [`contract_probe_times`][] (129 points and the jumps), and only when their
+    arrays are concrete (a schedule built from traced arrays cannot be evaluated now). A
+    schedule whose `rate` or `cumulative` cannot be evaluated on a batch of times is left to
+    fail where it is used. `sdepolicy.testing.check_schedule` checks the same contract on a
+    denser grid.
+    """
+    if type(schedule) in (ConstantSchedule, LinearSchedule, PiecewiseConstantSchedule):
+        return
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(schedule)):
+        return
+    try:
+        problem = contract_violation(schedule, contract_probe_times(schedule))
+    except Exception:  # noqa: BLE001 - the probe is best effort; use will show the error
+        return
+    if problem is not None:
+        raise SDEInputError(f"{name}: {type(schedule).__name__}: {problem}.")
