@@ -1,8 +1,8 @@
 """Helpers shared by the toy-task scripts (`toy_bandit.py`, `toy_two_step.py`).
 
 Not part of the library: training here is the library's fused training
-(`sdepolicy.rl.make_train_fn`, `make_seeds_train_fn`), wrapped with a progress line and a timer, so the scripts stay about
-their tasks.
+(`sdepolicy.rl.make_train_fn`, `make_seeds_train_fn`), wrapped with a progress line and a timer,
+so the scripts stay about their tasks.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""The Diffusion-QL 2-D bandit (docs/method.md §10): can a diffusion policy pick the best of four modes?
+r"""The Diffusion-QL 2-D bandit (docs/method.md §10): can a diffusion policy pick the best of four
+modes?
 
 The task (Wang, Hunt, Zhou 2023, Sec. 4):
 
@@ -22,10 +23,9 @@ Three agents of `sdepolicy.rl.agents`, trained with the library's fused training
 
 The paper's bandit uses $T = 50$ and 100,000 steps; the default here is $T = 20$ and 5,000
 steps (`--T`, `--steps`), what fits about three minutes of a 2-core CPU: a Diffusion-QL step
-back-propagates through the whole chain, so its cost grows with $T$ (at $T = 50$, 3,000 steps
-of Diffusion-QL alone took 170 CPU seconds), and at 3,000 steps the BC policy is still blurred
-(`docs/toys.md` has both runs and a 15,000-step one). The width is 128 (`--hidden`), 3 hidden
-layers; both learning rates are Adam $3\cdot 10^{-4}$.
+back-propagates through the whole chain, so its cost grows with $T$ (`docs/toys.md` has the
+measured times). The width is 128 (`--hidden`), 3 hidden layers; both learning rates are Adam
+$3\cdot 10^{-4}$.
 
 Reported for each agent, on 1000 draws at $s = 0$: the fraction nearest each mode, the mean
 true reward (the $\mu$ of the nearest mode) and the on-mode fraction (within 0.15, three data

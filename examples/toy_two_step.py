@@ -24,10 +24,10 @@ $Q^*(s_0 = 0, a_0) = \gamma \max_{a_1 \in [-1, 1]} r(\operatorname{clip}(a_0 + a
 (a grid of 2001 second actions).
 
 **Agents**: all three are `sdepolicy.rl.ERDPQE` (T = 5 cosine schedule, batch 100,
-width 64, EDAC-initialised critics, $\eta = 1$, Adam $3\cdot10^{-4}$), with the noise-matching
-loss and $\hat x_0$ clipping (the paper's AntMaze/Adroit setting; with MLL and no clipping, the
-locomotion setting, the sampler puts most actions on the box's edges, see `docs/toys.md`). They
-differ only in the parts the paper adds:
+width 64, critics initialised as the reference code's, docs/method.md §6.1, $\eta = 1$, Adam
+$3\cdot10^{-4}$), with the noise-matching loss and $\hat x_0$ clipping (the paper's
+AntMaze/Adroit setting; with MLL and no clipping, the locomotion setting, the sampler puts most
+actions on the box's edges, see `docs/toys.md`). They differ only in the parts the paper adds:
 
 - **diffusion policy**: $\alpha = 0$, $M = 2$ critics, the actor maximises $\min(Q_1, Q_2)$
   (clipped double Q, as Diffusion-QL); `lcb_beta` $= 1/\sqrt 2$ so that `act`'s LCB over two
