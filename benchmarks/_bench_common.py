@@ -68,10 +68,13 @@ class AgentSpec:
         config = self.config(**overrides)
         return DiffusionQL(config) if self.algo == "dql" else ERDPQE(config)
 
-    def init(self, agent, key, activation=mish):
+    def init(self, agent, key, activation=mish, **init_options):
+        """A fresh state (`init_options`: `agent.init`'s, e.g. `critic_backward`)."""
         low = -np.ones(self.action_dim, np.float32)
         high = np.ones(self.action_dim, np.float32)
-        return agent.init(self.obs_dim, self.action_dim, low, high, key, activation=activation)
+        return agent.init(
+            self.obs_dim, self.action_dim, low, high, key, activation=activation, **init_options
+        )
 
 
 def parse_config_name(name: str, **sizes) -> AgentSpec:
@@ -308,7 +311,7 @@ def square_matmul(n: int, min_time: float):
 def mish_autodiff(x):
     """Mish's one-exponential formula differentiated by JAX through its expression (no
     closed-form derivative rule): the library's activation before its speed work. As both
-    networks' `activation` with `critic_backward="autodiff"` in the agent's config, this is the
+    networks' `activation` with `critic_backward="autodiff"` (both `init` arguments), this is the
     straightforward update step that `tests/rl/test_fast_step.py` pins the optimised one to."""
     return mish_and_slope(x)[0]
 

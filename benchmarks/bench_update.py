@@ -22,7 +22,7 @@ hidden 256 by default):
   square matmul. `/best mm` divides by the fastest of the three: the strict roofline.
 - **variants**: `optimised` is the library as it runs; `straightforward` is the same update with
   Mish differentiated by autodiff and the Q-ensemble in its plain batch-major form differentiated
-  by autodiff (`critic_backward="autodiff"`), i.e. the step before the speed work, which
+  by autodiff (`init(..., critic_backward="autodiff")`), i.e. the step before the speed work, which
   `tests/rl/test_fast_step.py` pins the optimised one to. `--baseline` picks the configurations
   that also get a straightforward row (default: erdpqe-M64-T5).
 
@@ -70,7 +70,7 @@ def activation_variant(name: str):
 
 
 def step_variant(name: str, activation=mish):
-    """(config overrides, activation) of the `optimised` or `straightforward` update step."""
+    """(`init` options, activation) of the `optimised` or `straightforward` update step."""
     if name == "optimised":
         return {}, activation
     if name == "straightforward":
@@ -95,9 +95,9 @@ def required_flops(spec: bench.AgentSpec, dataset) -> int:
     step's own jaxpr also holds weight-gradient matmuls of the hand-written backward pass that
     no one uses (the actor's Q term needs only the input gradient) and that XLA removes; counting
     them would inflate its rate."""
-    overrides, activation = step_variant("straightforward")
-    agent = spec.agent(**overrides)
-    state = spec.init(agent, jax.random.key(0), activation)
+    init_options, activation = step_variant("straightforward")
+    agent = spec.agent()
+    state = spec.init(agent, jax.random.key(0), activation, **init_options)
 
     def step(state, dataset, key):
         return agent.update(state, dataset.sample(key, spec.batch_size))
@@ -106,12 +106,12 @@ def required_flops(spec: bench.AgentSpec, dataset) -> int:
     return flops
 
 
-def bench_config(spec: bench.AgentSpec, args, overrides: dict, activation=mish) -> dict:
-    agent = spec.agent(**overrides)
+def bench_config(spec: bench.AgentSpec, args, init_options: dict, activation=mish) -> dict:
+    agent = spec.agent()
     update_fn = agent.update
     dataset = bench.synthetic_dataset(args.dataset_size, spec.obs_dim, spec.action_dim)
     t0 = time.perf_counter()
-    state = bench.block(spec.init(agent, jax.random.key(0), activation))
+    state = bench.block(spec.init(agent, jax.random.key(0), activation, **init_options))
     init_s = time.perf_counter() - t0
 
     # --- one update per call: AOT compile (compile time, XLA's FLOPs), then a Python loop ---
@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for spec, variant in runs:
         print(f"[bench_update] {spec.name} {variant} ({args.activation}) ...", flush=True)
-        overrides, activation = step_variant(variant, activation_variant(args.activation))
-        r = bench_config(spec, args, overrides, activation)
+        init_options, activation = step_variant(variant, activation_variant(args.activation))
+        r = bench_config(spec, args, init_options, activation)
         r["variant"] = variant
         key = f"M{spec.num_critics}"
         denominators = {

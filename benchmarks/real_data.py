@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import pathlib
@@ -159,10 +158,11 @@ def _row(s: dict, wall: float | None) -> dict[str, Any]:
 
 
 def _fields_of(algo: str, overrides: dict[str, str]) -> dict[str, str]:
-    """The overrides that `algo`'s config has (`--set alpha=0` concerns ER-DP-QE only)."""
-    from sdepolicy.rl.agents import CONFIGS
+    """The overrides that `algo`'s config has (`--set alpha=0` concerns ER-DP-QE only), its
+    experimental options included (`--set critic_conservatism=1`)."""
+    from sdepolicy.app import option_names
 
-    names = {f.name for f in dataclasses.fields(CONFIGS[algo])}
+    names = option_names(algo)
     return {k: v for k, v in overrides.items() if k in names}
 
 

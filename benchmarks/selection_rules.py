@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sdepolicy.app import (
         SdepolicyError,
+        config_from_record,
         load_checkpoint,
         load_transitions,
         read_header,
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         run_episodes,
         transform_rewards,
     )
-    from sdepolicy.rl import AGENTS, CONFIGS, aggregate_q, init_seeds, select_seed
+    from sdepolicy.rl import aggregate_q, init_seeds, make_agent, select_seed
 
     path = args.run_dir / "checkpoint.eqx"
     try:
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SdepolicyError(f"{path}: not an actor-critic run (algo {desc.get('algo')!r}).")
         algo, seeds = desc["algo"], desc["seeds"]
         ids, _, env_id, reward_transform = desc["data"][:4]
-        config = CONFIGS[algo](**desc["config"])
-        agent = AGENTS[algo](config)
+        config = config_from_record(algo, desc["config"])  # any version's checkpoint
+        agent = make_agent(config)
         transitions, dataset = load_transitions(ids)
         transitions = transform_rewards(transitions, reward_transform)
         make_env = lambda: recover_env(dataset, env_id)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     beta = getattr(config, "lcb_beta", 4.0)
     # The agent's own evaluation rule (its candidates, pessimism and temperature), with the
     # online actor and with the EMA actor proposing the candidates.
-    own = {w: AGENTS[algo](dataclasses.replace(config, eval_actor=w)) for w in _ACTORS}
+    own = {w: make_agent(dataclasses.replace(config, eval_actor=w)) for w in _ACTORS}
     for i, seed in enumerate(seeds):
         s = select_seed(states, i)
         rules = {
@@ -133,7 +134,7 @@ def _sweep(args, algo, config, states, seeds, make_env) -> None:
     """The candidate-pool and temperature sweeps (module docstring): one line per rule, the
     mean return of each seed and their mean."""
     from sdepolicy.app import run_episodes
-    from sdepolicy.rl import AGENTS, select_seed
+    from sdepolicy.rl import make_agent, select_seed
 
     swept = {}
     for n in args.candidates or ():
@@ -145,7 +146,7 @@ def _sweep(args, algo, config, states, seeds, make_env) -> None:
                 eval_temperature=c, eval_temperature_scale="disagreement", eval_actor=w
             )
     rules = {
-        name: AGENTS[algo](dataclasses.replace(config, **fields)).act
+        name: make_agent(dataclasses.replace(config, **fields)).act
         for name, fields in swept.items()
     }
     for name, rule in rules.items():

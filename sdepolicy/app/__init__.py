@@ -4,11 +4,11 @@ and the training run with its outputs. It builds on the algorithm core, `sdepoli
 knows nothing of it."""
 
 from . import importers as importers
-from ._cli import add_run_arguments as add_run_arguments
-from ._cli import run_spec_from_args as run_spec_from_args
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import read_header as read_header
 from ._checkpoint import save_checkpoint as save_checkpoint
+from ._cli import add_run_arguments as add_run_arguments
+from ._cli import run_spec_from_args as run_spec_from_args
 from ._data import REWARD_TRANSFORMS as REWARD_TRANSFORMS
 from ._data import check_spaces as check_spaces
 from ._data import datasets_root as datasets_root
@@ -39,10 +39,13 @@ from ._evaluation import run_episodes as run_episodes
 from ._evaluation import run_episodes_stats as run_episodes_stats
 from ._model_selection import offline_choice as offline_choice
 from ._model_selection import offline_selection_summary as offline_selection_summary
+from ._overrides import apply_overrides as apply_overrides
+from ._overrides import config_from_record as config_from_record
+from ._overrides import config_record as config_record
+from ._overrides import option_names as option_names
 from ._plots import plot_learning_curve as plot_learning_curve
-from ._presets import DEFAULT_AGENT_OVERRIDES as DEFAULT_AGENT_OVERRIDES
+from ._presets import PROJECT_DEFAULTS as PROJECT_DEFAULTS
 from ._presets import TaskPreset as TaskPreset
-from ._presets import apply_overrides as apply_overrides
 from ._presets import get_preset as get_preset
 from ._presets import list_presets as list_presets
 from ._runner import RunSpec as RunSpec
@@ -53,3 +56,17 @@ from ._scores import success_rate as success_rate
 from .importers import check_replay as check_replay
 from .importers import import_dataset as import_dataset
 from .importers import read_episodes as read_episodes
+
+
+def __getattr__(name: str):
+    # The project's defaults had a name that did not say whose they are.
+    if name == "DEFAULT_AGENT_OVERRIDES":
+        import warnings
+
+        warnings.warn(
+            "sdepolicy.app.DEFAULT_AGENT_OVERRIDES is now sdepolicy.app.PROJECT_DEFAULTS.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return PROJECT_DEFAULTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,16 +74,21 @@ def run_spec_from_args(args: argparse.Namespace) -> RunSpec:
 
     **Raises:**
 
-    [`SdepolicyError`][] for a `--set` item that is not `FIELD=VALUE` (its value is coerced to
-    the config field's type, and checked, when the run builds its config).
+    [`SdepolicyError`][] for a `--set` item that is not `FIELD=VALUE`, or that names a field
+    an earlier one did (which would silently win); its value is coerced to the config field's
+    type, and checked, when the run builds its config.
     """
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunSpec)}
     overrides = {}
     for item in values["overrides"]:
         if "=" not in item:
             raise SdepolicyError(f"--set expects FIELD=VALUE, got {item!r}.")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in overrides:
+            raise SdepolicyError(
+                f"--set {key} is given twice ({key}={overrides[key]}, {key}={value}): give it once."
+            )
+        overrides[key] = value
     values["overrides"] = overrides
     for name, value in values.items():
         if isinstance(value, list):

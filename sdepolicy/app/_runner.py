@@ -37,7 +37,7 @@ from ..rl import (
     make_checked_seeds_train_fn,
     shard_seeds,
 )
-from ..rl.agents import AGENTS
+from ..rl.agents import AGENTS, make_agent
 from . import _data as data_lib
 from ._checkpoint import config_fingerprint, load_checkpoint, read_header, save_checkpoint
 from ._data import RewardTransform
@@ -51,6 +51,7 @@ from ._errors import (
 )
 from ._evaluation import run_episodes_stats
 from ._model_selection import offline_selection_summary
+from ._overrides import config_record
 from ._presets import TaskPreset, apply_overrides, get_preset
 from ._run_folder import CHECKPOINT, RunLock, checkpoint_note, clean_failed, writing
 from ._run_outputs import (
@@ -266,7 +267,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     lock = RunLock(out, spec.resume)
     try:
         with lock:
-            job = _resolve(spec, out, preset, AGENTS[spec.algo](config))
+            job = _resolve(spec, out, preset, make_agent(config))
             return _write(job, _train(job, on_checkpoint))
     except KeyboardInterrupt:
         clean_failed(out, existed, lock)
@@ -375,7 +376,7 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
         "task": spec.task,
         "algo": spec.algo,
         "seeds": list(spec.seeds),
-        "config": dataclasses.asdict(config),
+        "config": config_record(config),  # the stored layout: old checkpoints resume
         "chunk": chunk,
         "data": data_desc,
     }

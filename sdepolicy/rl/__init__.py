@@ -3,6 +3,7 @@ selection. It needs JAX and the floors below it only (no Gymnasium, no Minari): 
 presets, evaluation in environments and runs are the application layer, `sdepolicy.app`."""
 
 from . import agents as agents
+from . import experimental as experimental
 from ._critics import AbstractCriticBackward as AbstractCriticBackward
 from ._critics import AutodiffBackward as AutodiffBackward
 from ._critics import QEnsemble as QEnsemble
@@ -36,3 +37,4 @@ from .agents import BCConfig as BCConfig
 from .agents import DiffusionQL as DiffusionQL
 from .agents import DiffusionQLConfig as DiffusionQLConfig
 from .agents import ERDPQEConfig as ERDPQEConfig
+from .agents import make_agent as make_agent

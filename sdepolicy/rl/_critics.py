@@ -103,9 +103,9 @@ def action_gradient_similarity(
 
     in $[-M/(M - 1), M]$ (proofs/ensemble_diversity.md): $M$ when every member's gradient points
     the same way (EDAC's normalisation, so that its weight means what EDAC's $\eta$ means).
-    Added to the critics' loss with a weight (`ERDPQEConfig.critic_diversity`), it makes the
-    members disagree about which way Q rises off the data's actions, so that their LCB
-    penalises leaving them
+    Added to the critics' loss with a weight (`critic_diversity`, an experimental option of
+    `sdepolicy.rl.experimental`), it makes the members disagree about which way Q rises off the
+    data's actions, so that their LCB penalises leaving them
     (An et al., 2021, "Uncertainty-based offline RL with diversified Q-ensemble"; docs/method.md
     §6.1). Computed on the plain MLP ([`ensemble_mlp_reference`][]) whatever the ensemble's
     `backward`, so that it can be differentiated with respect to the parameters.

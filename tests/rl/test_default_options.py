@@ -1,6 +1,8 @@
 """The options behind the project's own defaults (docs/method.md §8.6): the actor's Q term
-weighted per diffusion step, one pessimistic TD target shared by all critics, the evaluation's
-softmax temperature and separate actor/critic widths.
+weighted per diffusion step, the evaluation's softmax temperature and separate actor/critic
+widths; and the experimental options that were measured and not adopted
+(`sdepolicy.rl.experimental`: one pessimistic TD target shared by all critics, the Q term over
+the critics' disagreement, EDAC's diversity term, a CQL-style penalty), which stay tested.
 
 Each option is checked against numbers it did not produce: the cosine grid's table
 (docs/method.md §2), a target recomputed member by member outside the update, a critic whose
@@ -16,9 +18,14 @@ from _rl_helpers import jit, member_net
 
 from sdepolicy.app import apply_overrides
 from sdepolicy.policy import DiffusionPolicy
-from sdepolicy.rl import ConfigError, action_gradient_similarity, select_actions
+from sdepolicy.rl import ConfigError, action_gradient_similarity, make_agent, select_actions
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
-from sdepolicy.rl.agents._erdpqe import policy_data_gap, q_step_weights
+from sdepolicy.rl.agents._erdpqe import q_step_weights
+from sdepolicy.rl.experimental import (
+    ERDPQEExperimental,
+    ERDPQEExperimentalConfig,
+    policy_data_gap,
+)
 
 OBS, ACT, HIDDEN, CRITIC_HIDDEN, BATCH, M = 3, 2, 24, 16, 16, 3
 LOW, HIGH = np.array([-2.0, -1.0]), np.array([2.0, 1.0])
@@ -48,7 +55,7 @@ def _member(ensemble, m):
 
 @pytest.mark.parametrize("target", ["lcb"])
 def test_shared_pessimistic_target_and_critic_width(target, make_transitions):
-    config = ERDPQEConfig(
+    config = ERDPQEExperimentalConfig(
         num_critics=M,
         hidden=HIDDEN,
         critic_hidden=CRITIC_HIDDEN,
@@ -59,7 +66,7 @@ def test_shared_pessimistic_target_and_critic_width(target, make_transitions):
         q_weighting="jacobian",
         lcb_beta=2.0,
     )
-    agent = ERDPQE(config)
+    agent = ERDPQEExperimental(config)
     state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(1))
     # The critics are CRITIC_HIDDEN wide, the actor HIDDEN.
     assert [w.shape[1] for w in state.critic.weights[:-1]] == [CRITIC_HIDDEN] * 3
@@ -124,7 +131,7 @@ def test_option_values_are_checked():
         with pytest.raises(ConfigError):
             apply_overrides(ERDPQEConfig(), bad)
     with pytest.raises(ConfigError, match="q_scale=disagreement needs num_critics >= 2"):
-        ERDPQEConfig(num_critics=1, q_aggregate="min", q_scale="disagreement")
+        ERDPQEExperimentalConfig(num_critics=1, q_aggregate="min", q_scale="disagreement")
 
 
 def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(make_transitions):
@@ -135,11 +142,11 @@ def test_critic_diversity_is_logged_and_spreads_the_members_action_gradients(mak
     With 1-d actions the term has no gradient at all (tests/rl/test_critics.py), so it cannot
     change a Pendulum run."""
     batch = make_transitions(7, BATCH, OBS, ACT, low=LOW, high=HIGH)
-    config = ERDPQEConfig(
+    config = ERDPQEExperimentalConfig(
         num_critics=4, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,
         critic_diversity=1.0,
     )  # fmt: skip
-    agent = ERDPQE(config)
+    agent = ERDPQEExperimental(config)
     state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(8))
     similarity = lambda critic: float(
         action_gradient_similarity(critic, batch.observations, batch.actions)
@@ -164,14 +171,16 @@ class _Shifted(eqx.Module):
         return self.critic(states, actions) + self.shift
 
 
-@pytest.mark.parametrize("q_scale", ["abs", "disagreement"])
+@pytest.mark.parametrize("q_scale", ["absolute", "disagreement"])
 def test_q_scale_disagreement_makes_the_actor_blind_to_a_reward_offset(q_scale, make_transitions):
     """With `q_scale="disagreement"` the actor's gradient is the same whatever constant the
     rewards are shifted by; with the reference's mean |Q| it is not (the check discriminates).
     The logged scale is the members' std at each sample, averaged: recomputed here."""
     batch = make_transitions(9, BATCH, OBS, ACT, low=LOW, high=HIGH)
-    agent = ERDPQE(ERDPQEConfig(num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN,
-                                batch_size=BATCH, x0_clip=True, loss="nml", q_scale=q_scale))
+    agent = ERDPQEExperimental(ERDPQEExperimentalConfig(
+        num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH, x0_clip=True,
+        loss="nml", q_scale=q_scale,
+    ))  # fmt: skip
     state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(10))
     key = jax.random.key(11)
 
@@ -228,11 +237,11 @@ def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_a
     sample = jit(lambda p, s, k: p.sample(s, k))
 
     def run(weight):
-        config = ERDPQEConfig(
+        config = ERDPQEExperimentalConfig(
             num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,
             critic_conservatism=weight, critic_lr=3e-3,
         )  # fmt: skip
-        agent = ERDPQE(config)
+        agent = ERDPQEExperimental(config)
         state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(6))
         update = jit(ERDPQE.update)
         first, metrics = update(agent, state, batch)
@@ -255,3 +264,44 @@ def test_critic_conservatism_logs_the_gap_and_lowers_the_critics_at_the_actors_a
 
     without, with_term = run(0.0), run(1.0)
     assert with_term < 0.3 * without, (without, with_term)
+
+
+def test_experimental_options_at_their_defaults_leave_er_dp_qe_unchanged(make_transitions):
+    """`ERDPQEExperimental(ERDPQEExperimentalConfig())` is ER-DP-QE to the last bit: the same
+    state after updates (every option at the reference's value takes no other code path)."""
+    batch = make_transitions(12, BATCH, OBS, ACT, low=LOW, high=HIGH)
+    sizes = dict(num_critics=M, hidden=HIDDEN, critic_hidden=CRITIC_HIDDEN, batch_size=BATCH,
+                 ema_start=1, ema_every=1)  # fmt: skip
+    states = []
+    for agent in (
+        ERDPQE(ERDPQEConfig(**sizes)),
+        ERDPQEExperimental(ERDPQEExperimentalConfig(**sizes)),
+    ):
+        state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(13))
+        update = jit(type(agent).update)
+        for _ in range(3):
+            state, metrics = update(agent, state, batch)
+        states.append((state, metrics))
+    (a, ma), (b, mb) = states
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert ma.keys() == mb.keys()
+
+
+def test_an_experimental_option_selects_the_experimental_agent():
+    """Naming an experimental option in an override (a preset's or `--set`'s) makes the config
+    the experimental one, keeping every other value; `make_agent` then builds its agent, and
+    ER-DP-QE itself refuses that config rather than ignore its options."""
+    base = ERDPQEConfig(num_critics=7, eta=0.1)
+    config = apply_overrides(base, {"critic_conservatism": "1", "alpha": "0"})
+    assert type(config) is ERDPQEExperimentalConfig
+    assert (config.num_critics, config.eta, config.alpha) == (7, 0.1, 0.0)
+    assert config.critic_conservatism == 1.0
+    assert type(make_agent(config)) is ERDPQEExperimental
+    assert type(make_agent(base)) is ERDPQE
+    assert type(apply_overrides(base, {"alpha": "0"})) is ERDPQEConfig
+    with pytest.raises(TypeError, match="ERDPQEExperimental"):
+        ERDPQE(config)
+    # The old spelling of the reference's normaliser is refused with the new one.
+    with pytest.raises(ConfigError, match="q_scale='abs' is now q_scale='absolute'"):
+        apply_overrides(base, {"q_scale": "abs"})

@@ -2,10 +2,11 @@
 changing the maths).
 
 Optimised: the library as it runs by default, Mish with its closed-form derivative
-(`jax.custom_jvp`) and the Q-ensemble's hand-written backward pass (`critic_backward="fused"`,
-`FusedBackward`, members in groups). Straightforward: the textbook `x tanh(softplus(x))` as both
-networks' activation (a constructor argument), differentiated by JAX, and the plain batch-major
-ensemble differentiated by JAX (`critic_backward="autodiff"`, `AutodiffBackward`). Both
+(`jax.custom_jvp`) and the Q-ensemble's hand-written backward pass (`init`'s default
+`critic_backward="fused"`, `FusedBackward`, members in groups). Straightforward: the textbook
+`x tanh(softplus(x))` as both networks' activation, differentiated by JAX, and the plain
+batch-major ensemble differentiated by JAX (`critic_backward="autodiff"`, `AutodiffBackward`),
+both arguments of `init` (how the maths is computed, not hyper-parameters). Both
 start from the same parameters and draw the same batches; after several fused updates every
 parameter, optimiser moment and metric agrees to float32 rounding.
 """
@@ -36,7 +37,10 @@ def dataset(make_transitions):
 def train(agent, dataset, monkeypatch, straightforward):
     low, high = -np.ones(ACT, np.float32), np.ones(ACT, np.float32)
     activation = textbook_mish if straightforward else mish
-    state = agent.init(OBS, ACT, low, high, jax.random.key(0), activation=activation)
+    backward = "autodiff" if straightforward else "fused"
+    state = agent.init(
+        OBS, ACT, low, high, jax.random.key(0), activation=activation, critic_backward=backward
+    )
     with monkeypatch.context() as m:
         if not straightforward:
             # Several groups of members even at these small sizes: the grouped code path runs.
@@ -50,17 +54,16 @@ def test_optimised_step_equals_the_straightforward_step(algo, dataset, monkeypat
     agent_cls = {"erdpqe": ERDPQE, "dql": DiffusionQL}[algo]
     make = {"erdpqe": ERDPQEConfig, "dql": DiffusionQLConfig}[algo]
     extra = {"num_critics": 4, "ema_start": 1, "ema_every": 1} if algo == "erdpqe" else {}
-    fast_agent = agent_cls(make(hidden=32, batch_size=BATCH, critic_backward="fused", **extra))
-    plain_agent = agent_cls(make(hidden=32, batch_size=BATCH, critic_backward="autodiff", **extra))
-    fast, fast_metrics = train(fast_agent, dataset, monkeypatch, straightforward=False)
-    plain, plain_metrics = train(plain_agent, dataset, monkeypatch, straightforward=True)
+    agent = agent_cls(make(hidden=32, batch_size=BATCH, **extra))
+    fast, fast_metrics = train(agent, dataset, monkeypatch, straightforward=False)
+    plain, plain_metrics = train(agent, dataset, monkeypatch, straightforward=True)
     assert isinstance(fast.critic.backward, FusedBackward)
     assert isinstance(plain.critic.backward, AutodiffBackward)
     assert plain.critic.activation is textbook_mish
     assert plain.actor.denoiser.activation is textbook_mish
     assert int(fast.step) == int(plain.step) == STEPS
 
-    start = fast_agent.init(OBS, ACT, -np.ones(ACT), np.ones(ACT), jax.random.key(0))
+    start = agent.init(OBS, ACT, -np.ones(ACT), np.ones(ACT), jax.random.key(0))
     leaves = lambda s: jax.tree.leaves(eqx.filter(s, eqx.is_inexact_array))
     moved = 0
     for got, want, before in zip(leaves(fast), leaves(plain), leaves(start), strict=True):

@@ -12,7 +12,7 @@ import pytest
 
 from sdepolicy.rl import ConfigError
 from sdepolicy.rl.agents import DiffusionQLConfig, ERDPQEConfig
-from sdepolicy.rl.agents._base import cosine_every_schedule, lr_decay_of, make_optimizer
+from sdepolicy.rl.agents._base import cosine_every_schedule, make_optimizer
 
 
 def torch_cosine_annealing(lr0, t_max, scheduler_steps):
@@ -98,18 +98,19 @@ def test_schedule_survives_a_checkpoint_round_trip():
 
 @pytest.mark.parametrize("config_cls", [ERDPQEConfig, DiffusionQLConfig])
 def test_config_fields(config_cls):
-    assert lr_decay_of(config_cls()) is None  # off by default (our own defaults)
-    on = config_cls(lr_decay=True, lr_decay_every=7, lr_decay_t_max=9)
-    assert lr_decay_of(on) == (7, 9)
-    with pytest.raises(ConfigError):
-        config_cls(lr_decay=True, lr_decay_every=0)
+    """`lr_decay` is one optional value, `(every, t_max)`: `make_optimizer`'s `decay`."""
+    assert config_cls().lr_decay is None  # off by default (the presets switch it on)
+    assert config_cls(lr_decay=(7, 9)).lr_decay == (7, 9)
+    for bad in ((0, 9), (7, 0), (7, 10**10)):
+        with pytest.raises(ConfigError, match="lr_decay must be None or a tuple of 2"):
+            config_cls(lr_decay=bad)
 
 
 def test_agent_state_carries_the_schedule_count():
     """With lr_decay on, the agents' optimiser states hold the schedule's update count."""
     from sdepolicy.rl.agents import ERDPQE
 
-    config = ERDPQEConfig(num_critics=2, hidden=8, lr_decay=True, lr_decay_every=5)
+    config = ERDPQEConfig(num_critics=2, hidden=8, lr_decay=(5, 2000))
     state = ERDPQE(config).init(3, 1, np.array([-1.0]), np.array([1.0]), jax.random.key(0))
     leaves = jax.tree.leaves(state.actor_opt_state) + jax.tree.leaves(state.critic_opt_state)
     counts = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.integer)]

@@ -2,13 +2,16 @@ r"""What every agent shares: its state, its optimisers, the target-network rules
 update step.
 
 An agent is an `eqx.Module` holding its config (a frozen dataclass, so an agent is hashable and
-can be a static argument of `jax.jit`). It states only what is its own:
+can be a static argument of `jax.jit`; its class is the agent's `config_class`). It states only
+what is its own:
 
-- its networks ([`AbstractAgent.make_actor`][], [`AbstractActorCritic.make_critic`][]);
+- its networks: its policy's SDE ([`AbstractAgent.actor_schedule`][]) and, for an actor-critic
+  agent, its ensemble's size and initialisation ([`AbstractActorCritic.critic_ensemble`][]);
 - its actor loss ([`AbstractAgent.actor_loss`][]) and its action selection
   ([`AbstractAgent.act`][]);
-- for an actor-critic agent, its critic target ([`AbstractActorCritic.critic_targets`][]) and
-  its critic loss on the squared TD errors ([`AbstractActorCritic.critic_loss`][]).
+- for an actor-critic agent, how its TD target reads the target ensemble
+  ([`AbstractActorCritic.bootstrap`][]) and its critic loss on the squared TD errors
+  ([`AbstractActorCritic.critic_loss`][]).
 
 [`AbstractAgent.init`][] and [`AbstractAgent.update`][] are the same for all agents. One update,
 in the reference codes' order (docs/method.md §6.4):
@@ -26,7 +29,7 @@ Both optimisers are Adam after global-norm clipping (no clipping when `grad_norm
 from __future__ import annotations
 
 import abc
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -45,7 +48,10 @@ from .._transitions import Transitions
 
 Metrics = dict[str, Float[Array, ""]]
 
-#: The names of a config's `critic_backward`.
+#: The names of `AbstractAgent.init`'s `critic_backward`: how the critics are differentiated,
+#: `"fused"` (the hand-written backward pass, faster) or `"autodiff"` (the straightforward code;
+#: the same maths, see `sdepolicy.rl.FusedBackward`). Not a hyper-parameter: tests and
+#: benchmarks compare the two.
 CriticBackwardName = Literal["fused", "autodiff"]
 #: The Q-ensemble backward each name stands for.
 CRITIC_BACKWARDS = {"fused": FusedBackward(), "autodiff": AutodiffBackward()}
@@ -125,14 +131,6 @@ def make_optimizer(
     """
     adam = optax.adam(lr if decay is None else cosine_every_schedule(lr, *decay))
     return optax.chain(optax.clip_by_global_norm(grad_norm), adam) if grad_norm > 0 else adam
-
-
-def lr_decay_of(config) -> tuple[int, int] | None:
-    """`(lr_decay_every, lr_decay_t_max)` of an agent config when its `lr_decay` is on, else
-    None: the `decay` argument of [`make_optimizer`][]."""
-    if not getattr(config, "lr_decay", False):
-        return None
-    return (int(config.lr_decay_every), int(config.lr_decay_t_max))
 
 
 def _trainable(tree: PyTree) -> PyTree:
@@ -219,24 +217,30 @@ class AbstractAgent(eqx.Module):
     """An agent: its config and its own rules; [`init`][AbstractAgent.init] and
     [`update`][AbstractAgent.update] are shared (module docstring).
 
-    Subclasses say how they build their actor, what their actor loss is, how they act and
-    which optimiser trains the actor; actor-critic agents subclass [`AbstractActorCritic`][].
+    Subclasses name their `config_class`, say which SDE their actor has, what their actor loss
+    is, how they act and which optimiser trains the actor; actor-critic agents subclass
+    [`AbstractActorCritic`][].
     """
 
     config: eqx.AbstractVar[Any]
+    #: The config class this agent reads (a subclass of it that adds options has its own
+    #: agent: [`make_agent`][] picks it).
+    config_class: ClassVar[type]
 
-    @abc.abstractmethod
-    def make_actor(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        action_low: Float[ArrayLike, " act"],
-        action_high: Float[ArrayLike, " act"],
-        *,
-        key: PRNGKey,
-        activation: Activation,
-    ) -> DiffusionPolicy:
-        """A fresh actor for this agent."""
+    def __check_init__(self):
+        want = agent_class_for(type(self.config))
+        if not isinstance(self.config, self.config_class) or not isinstance(self, want):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.config_class.__name__}, got "
+                f"{type(self.config).__name__} (read by {want.__name__}: "
+                "sdepolicy.rl.make_agent(config) builds the agent of a config)."
+            )
+
+    def actor_schedule(self) -> tuple[Any, bool]:
+        r"""The actor's rate schedule (a name of `sdepolicy.policy.SCHEDULES`, built with the
+        config's `diffusion_steps`, or a schedule) and whether its sampler clips $\hat x_0$:
+        the config's `schedule` and `x0_clip` unless the agent says otherwise."""
+        return self.config.schedule, self.config.x0_clip
 
     @abc.abstractmethod
     def actor_optimizer(self) -> optax.GradientTransformation:
@@ -268,6 +272,7 @@ class AbstractAgent(eqx.Module):
         key: PRNGKey,
         *,
         activation: Activation = mish,
+        critic_backward: CriticBackwardName = "fused",
     ) -> AgentState:
         """A fresh agent: random actor (the EMA actor is its copy), the critics (the target is
         their copy), optimiser states, step 0.
@@ -278,15 +283,38 @@ class AbstractAgent(eqx.Module):
         - `action_low`, `action_high`: the environment's action box.
         - `key`: PRNG key.
         - `activation`: the networks' activation (default Mish, the reference codes').
+        - `critic_backward`: how the critics are differentiated ([`CriticBackwardName`][]:
+            the same maths either way; not a hyper-parameter, so not in the config).
         """
+        config = self.config
         actor_critic = isinstance(self, AbstractActorCritic)
         keys = jax.random.split(key, 3 if actor_critic else 2)
-        actor = self.make_actor(
-            obs_dim, action_dim, action_low, action_high, key=keys[0], activation=activation
+        schedule, x0_clip = self.actor_schedule()
+        actor = DiffusionPolicy.create(
+            obs_dim,
+            action_dim,
+            action_low,
+            action_high,
+            key=keys[0],
+            schedule=schedule,
+            num_steps=config.diffusion_steps,
+            x0_clip=x0_clip,
+            hidden=config.hidden,
+            activation=activation,
         )
         critic = critic_opt_state = None
         if actor_critic:
-            critic = self.make_critic(obs_dim, action_dim, key=keys[1], activation=activation)
+            members, init = self.critic_ensemble()
+            critic = QEnsemble(
+                obs_dim,
+                action_dim,
+                members,
+                config.critic_hidden or config.hidden,
+                init=init,
+                key=keys[1],
+                activation=activation,
+                backward=CRITIC_BACKWARDS[critic_backward],
+            )
             critic_opt_state = self.critic_optimizer().init(_trainable(critic))
         return AgentState(
             actor=actor,
@@ -380,21 +408,40 @@ class AbstractAgent(eqx.Module):
 
 class AbstractActorCritic(AbstractAgent):
     """An agent with a Q-ensemble (ER-DP-QE, Diffusion-QL). Besides [`AbstractAgent`][]'s
-    methods it says how it builds its critics, what their TD targets are and what their loss is;
-    both optimisers are Adam on the config's `actor_lr` and `critic_lr` after clipping to its
-    `grad_norm`, with its learning-rate decay."""
+    methods it says how large its ensemble is and how it is initialised, how its TD target
+    reads the target ensemble and what its critics' loss is; both optimisers are Adam on the
+    config's `actor_lr` and `critic_lr` after clipping to its `grad_norm`, with its
+    `lr_decay`."""
 
     @abc.abstractmethod
-    def make_critic(
-        self, obs_dim: int, action_dim: int, *, key: PRNGKey, activation: Activation
-    ) -> QEnsemble:
-        """A fresh Q-ensemble for this agent."""
+    def critic_ensemble(self) -> tuple[int, Literal["edac", "default"]]:
+        """The number of critics and their initialisation (`QEnsemble`'s `init`)."""
 
     @abc.abstractmethod
+    def bootstrap(
+        self, next_values: Float[Array, "members batch"]
+    ) -> Float[Array, "*members batch"]:
+        r"""The values the TD targets bootstrap from, given the target members'
+        $\bar Q_m(s', a')$ ([`next_state_values`][]): per member `(members, batch)` or one
+        shared `(batch,)`."""
+
     def critic_targets(
         self, state: AgentState, batch: Transitions, key: PRNGKey
     ) -> Float[Array, "*members batch"]:
-        """The TD targets, per member `(members, batch)` or shared `(batch,)`."""
+        r"""The TD targets $r + \gamma(1 - \text{terminal})\,v$ with $v$ the agent's
+        [`bootstrap`][AbstractActorCritic.bootstrap] of the target members' values at
+        $a' \sim \pi_\text{EMA}(\cdot \mid s')$ (max-Q backup: the max over
+        `max_q_samples` actions, per member)."""
+        config = self.config
+        next_q = next_state_values(
+            state.ema_actor,
+            state.target_critic,
+            batch.next_observations,
+            key,
+            config.max_q_backup,
+            config.max_q_samples,
+        )
+        return td_targets(batch.rewards, batch.terminals, self.bootstrap(next_q), config.gamma)
 
     @abc.abstractmethod
     def critic_loss(self, squared_errors: Float[Array, "members batch"]) -> Float[Array, ""]:
@@ -441,9 +488,36 @@ class AbstractActorCritic(AbstractAgent):
 
     def actor_optimizer(self) -> optax.GradientTransformation:
         config = self.config
-        return make_optimizer(config.actor_lr, config.grad_norm, lr_decay_of(config))
+        return make_optimizer(config.actor_lr, config.grad_norm, config.lr_decay)
 
     def critic_optimizer(self) -> optax.GradientTransformation:
         """The critics' optimiser."""
         config = self.config
-        return make_optimizer(config.critic_lr, config.grad_norm, lr_decay_of(config))
+        return make_optimizer(config.critic_lr, config.grad_norm, config.lr_decay)
+
+
+def agent_class_for(config_class: type) -> type[AbstractAgent]:
+    """The agent that reads a config class: the agent whose `config_class` is the nearest
+    class of `config_class`'s MRO (an agent declares the config it reads; a subclass of a config
+    that adds no options keeps its base's agent).
+
+    **Raises:** `TypeError` for a class no agent reads.
+    """
+    claims: dict[type, type[AbstractAgent]] = {}
+    todo = [AbstractAgent]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if "config_class" in vars(cls):
+            claims.setdefault(cls.config_class, cls)
+    for cls in config_class.__mro__:
+        if cls in claims:
+            return claims[cls]
+    raise TypeError(f"No agent reads a {config_class.__name__}.")
+
+
+def make_agent(config: Any) -> AbstractAgent:
+    """The agent of a config: `ERDPQE(config)` for an `ERDPQEConfig`, and so on
+    ([`agent_class_for`][]); an experimental config (`sdepolicy.rl.experimental`) gets its
+    experimental agent."""
+    return agent_class_for(type(config))(config)
