@@ -170,8 +170,33 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 #   (50000 and 2000, their old defaults, when it is off);
 # - `critic_backward` (now an argument of `init`) as "fused", what every run has used;
 # - an experimental extension's options at their defaults when the config has none of them;
-# - a renamed value in its old spelling (`q_scale` "abs").
+# - a renamed value in its old spelling (`q_scale` "abs");
+# - an option added since (not in `_STORED`) only where it differs from its default, so that a
+#   checkpoint written before the option existed still resumes. (Its default is what the code
+#   did before it; a config's defaults are the papers' and stay: a new project default goes to
+#   `PROJECT_DEFAULTS`, which reaches the record as a value.)
 _DECAY_OFF = (50_000, 2000)
+#: The options in every record, per algorithm: the layout of the checkpoints written so far.
+#: Frozen (what old checkpoints hold), not a list of today's options.
+_STORED = {
+    "erdpqe": frozenset(
+        "actor_lr alpha batch_size critic_backward critic_conservatism critic_diversity "
+        "critic_hidden critic_lr diffusion_steps ema_decay ema_every ema_start entropy eta "
+        "eval_actor eval_candidates eval_temperature eval_temperature_scale gamma grad_norm "
+        "hidden lcb_beta loss lr_decay lr_decay_every lr_decay_t_max max_q_backup max_q_samples "
+        "num_critics q_aggregate q_scale q_weighting schedule target_aggregate tau x0_clip".split()
+    ),
+    "diffusion-ql": frozenset(
+        "actor_lr batch_size beta_max beta_min critic_backward critic_hidden critic_lr "
+        "diffusion_steps ema_decay ema_every ema_start eta eval_actor eval_candidates "
+        "eval_temperature eval_temperature_scale gamma grad_norm hidden lr_decay lr_decay_every "
+        "lr_decay_t_max max_q_backup max_q_samples tau".split()
+    ),
+    "bc": frozenset(
+        "batch_size diffusion_steps ema_decay ema_every ema_start grad_norm hidden loss lr "
+        "schedule x0_clip".split()
+    ),
+}
 
 
 def _old_spelling(cls: type) -> dict[str, dict[Any, Any]]:
@@ -186,15 +211,25 @@ def _old_spelling(cls: type) -> dict[str, dict[Any, Any]]:
 def config_record(config: Any) -> dict[str, Any]:
     """The JSON-able record of an agent config that a run's checkpoint stores and hashes
     (layout: the comment above); [`config_from_record`][] reads it back."""
-    cls = type(config)
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    if cls in EXTENSIONS:  # the extension's options at their defaults
-        extension = EXTENSIONS[cls]
-        defaults = {f.name: f.default for f in dataclasses.fields(extension)}
-        values = {k: defaults[k] for k in defaults if k not in values} | values
-        cls = extension
-    for name, old in _old_spelling(cls).items():
-        values[name] = old.get(values[name], values[name])
+    algo = next(a for a, c in CONFIGS.items() if isinstance(config, c))
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    values = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name in _STORED[algo] or getattr(config, f.name) != defaults[f.name]
+    }
+    extension = next(
+        (e for b, e in EXTENSIONS.items() if isinstance(config, b) and not isinstance(config, e)),
+        None,
+    )
+    if extension is not None:  # the extension's stored options, at their defaults
+        own = dataclasses.fields(extension)
+        own = {f.name: f.default for f in own if f.name not in defaults and f.name in _STORED[algo]}
+        values = own | values
+    spellings = _old_spelling(type(config)) | (_old_spelling(extension) if extension else {})
+    for name, old in spellings.items():
+        if name in values:
+            values[name] = old.get(values[name], values[name])
     if isinstance(config, ActorCriticConfig):
         decay = values.pop("lr_decay")
         every, t_max = decay or _DECAY_OFF

@@ -335,6 +335,23 @@ def test_config_records_keep_old_checkpoints_resumable():
     assert (old["q_scale"], old["lr_decay"], old["critic_backward"]) == ("abs", False, "fused")
 
 
+def test_an_option_added_later_leaves_old_records_alone():
+    """An option that did not exist when a checkpoint was written is recorded only where it
+    differs from its default (the behaviour before it), so adding one keeps old checkpoints
+    resumable; set away from its default, it is recorded and read back."""
+    from sdepolicy.app import config_record
+    from sdepolicy.rl._options import Reals, option
+
+    base = CONFIGS["erdpqe"]
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(base):
+        later: float = option(1.0, Reals(0.0))
+
+    assert config_record(Later(eta=0.1)) == config_record(base(eta=0.1))
+    assert config_record(Later(later=2.0))["later"] == 2.0
+
+
 def test_reference_lr_decay_is_on_in_the_d4rl_presets_only():
     """Both official codes run with --lr_decay: CosineAnnealingLR(T_max = the task's epochs),
     stepped once per 50-epoch evaluation period (docs/method.md §6.7). BC has none."""
