@@ -2,9 +2,10 @@
 
 Provenance of the numbers (comments mark each group):
 
-- `"erdpqe"` and `"bc"`: docs/method.md §8, which is the `hyperparameters` table of the ER-DP-QE reference
-  code (`ruoqizzz/entropy-offlineRL`, `main.py`; re-read there and identical). Everything not
-  listed (T = 5, M = 64, β = 4, α = 0.01, batch 256, critic lr 3e-4, ...) is the config's default.
+- `"erdpqe"` and `"bc"`: docs/method.md §8, which is the `hyperparameters` table of the ER-DP-QE
+  reference code (`ruoqizzz/entropy-offlineRL`, `main.py`; re-read there and identical).
+  Everything not listed (T = 5, M = 64, β = 4, α = 0.01, batch 256, critic lr 3e-4, ...) is the
+  config's default (the paper's).
   The paper says T = 10 for Kitchen and Pen; the code, and these presets, keep T = 5.
 - `"diffusion-ql"`: the `hyperparameters` table of Diffusion-QL's official code
   (`Zhendong-Wang/Diffusion-Policies-for-Offline-RL`, `main.py`), re-read from its source, not
@@ -180,120 +181,108 @@ def _locomotion() -> list[TaskPreset]:
     return presets
 
 
-# AntMaze. ER-DP-QE: docs/method.md §8 rows 2-3 (umaze without max-Q backup). Diffusion-QL: its table.
-_DQL_ANTMAZE = {
-    "umaze": _dql(3e-4, 0.5, False, 2.0),
-    "umaze-diverse": _dql(3e-4, 2.0, True, 3.0),
-    "medium-play": _dql(1e-3, 2.0, True, 2.0),
-    "medium-diverse": _dql(3e-4, 3.0, True, 1.0),
-    "large-play": _dql(3e-4, 4.5, True, 10.0),
-    "large-diverse": _dql(3e-4, 3.5, True, 7.0),
+# AntMaze, Adroit pen and Kitchen on Minari's ports of the D4RL data: one family a row, with
+# what its tasks share and, per dataset, (ER-DP-QE's row, Diffusion-QL's row, Diffusion-QL's
+# top_k, Diffusion-QL's epochs where they differ). ER-DP-QE: docs/method.md §8.1 rows 2-5 (AntMaze
+# umaze without max-Q backup); Diffusion-QL: its table, §8.2 (pen-human η 0.15 and gn 7,
+# kitchen-complete gn 9 and 250 epochs).
+#
+# AntMaze is made D4RL's task (docs/method.md §12.3): D4RL's 29-d observation (torso x, y then
+# the rest of qpos/qvel; no goal), goal steps relabelled as terminals (Minari's data never
+# terminate), evaluation that ends at the goal, scored as a success rate against D4RL's 0/1
+# references (Minari's metadata hold the waypoint controller's returns).
+_ANTMAZE_ERDPQE = lambda max_q: _erdpqe(3e-4, 2.0, max_q, 4.0, "nml", True)  # noqa: E731
+_PEN_ERDPQE = _erdpqe(3e-5, 0.1, False, 8.0, "nml", True)
+_KITCHEN_ERDPQE = _erdpqe(3e-4, 0.005, False, 10.0, "mll", False)
+_D4RL_FAMILIES: dict[str, dict[str, Any]] = {
+    "antmaze": dict(
+        name="antmaze-{}-v0",
+        minari_id="D4RL/antmaze/{}-v1",
+        rows={
+            "umaze": (_ANTMAZE_ERDPQE(False), _dql(3e-4, 0.5, False, 2.0), 2, None),
+            "umaze-diverse": (_ANTMAZE_ERDPQE(True), _dql(3e-4, 2.0, True, 3.0), 2, None),
+            "medium-play": (_ANTMAZE_ERDPQE(True), _dql(1e-3, 2.0, True, 2.0), 1, None),
+            "medium-diverse": (_ANTMAZE_ERDPQE(True), _dql(3e-4, 3.0, True, 1.0), 1, None),
+            "large-play": (_ANTMAZE_ERDPQE(True), _dql(3e-4, 4.5, True, 10.0), 2, None),
+            "large-diverse": (_ANTMAZE_ERDPQE(True), _dql(3e-4, 3.5, True, 7.0), 1, None),
+        },
+        shared=dict(
+            reward_transform="antmaze",
+            note=(
+                "Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra. Made "
+                "D4RL's task: 29-d observation without the goal, terminals where reward = 1, "
+                "episodes end at the goal, score = success rate (docs/method.md §12.3)."
+            ),
+            observation_keys=("achieved_goal", "observation"),
+            terminal_rule="reward",
+            eval_env_kwargs={"continuing_task": False},
+            score="success",
+        ),
+    ),
+    "pen": dict(
+        name="pen-{}-v1",
+        minari_id="D4RL/pen/{}-v2",
+        rows={
+            "human": (_PEN_ERDPQE, _dql(3e-5, 0.15, False, 7.0), 2, None),
+            "cloned": (_PEN_ERDPQE, _dql(3e-5, 0.1, False, 8.0), 2, None),
+        },
+        shared=dict(
+            reward_transform="normalize",
+            note=(
+                "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on "
+                "D4RL's 100-step episodes (Minari's data and environment have 200; "
+                "docs/method.md §12.5)."
+            ),
+            eval_env_kwargs={"max_episode_steps": 100},
+        ),
+    ),
+    "kitchen": dict(
+        name="kitchen-{}-v0",
+        minari_id="D4RL/kitchen/{}-v2",
+        rows={
+            "complete": (_KITCHEN_ERDPQE, _dql(3e-4, 0.005, False, 9.0), 2, 250),
+            "partial": (_KITCHEN_ERDPQE, _dql(3e-4, 0.005, False, 10.0), 2, None),
+            "mixed": (_KITCHEN_ERDPQE, _dql(3e-4, 0.005, False, 10.0), 0, None),
+        },
+        shared=dict(
+            reward_transform="none",
+            note=(
+                "Minari's port of D4RL Kitchen; needs the `robotics` extra, and "
+                "FrankaKitchen-v1 needs mujoco 3.3 (docs/method.md §11). Dict observations are "
+                "flattened with sorted keys. Evaluated as D4RL's task (each task rewarded once, "
+                "the episode ends when all four are done, 280 steps); the training data keep "
+                "Minari's per-step task counts and have no terminals (docs/method.md §12.4)."
+            ),
+            eval_env_kwargs={
+                "remove_task_when_completed": True,
+                "terminate_on_tasks_completed": True,
+                "max_episode_steps": 280,
+            },
+        ),
+    ),
 }
-_DQL_ANTMAZE_TOP_K = {"umaze": 2, "umaze-diverse": 2, "medium-play": 1, "medium-diverse": 1,
-                      "large-play": 2, "large-diverse": 1}  # fmt: skip
 
 
-# D4RL's AntMaze task on Minari's data (docs/method.md §12.3): D4RL's 29-d observation (torso
-# x, y then the rest of qpos/qvel; no goal), goal steps relabelled as terminals (Minari's data
-# never terminate), evaluation that ends at the goal, scored as a success rate against D4RL's
-# 0/1 references (Minari's metadata hold the waypoint controller's returns).
-def _antmaze() -> list[TaskPreset]:
-    """The six AntMaze tasks, made D4RL's on Minari's ports."""
+def _d4rl_families() -> list[TaskPreset]:
+    """The AntMaze, pen and Kitchen tasks (`_D4RL_FAMILIES`): 1000 epochs, 100 evaluation
+    episodes, D4RL's reference scores."""
     presets = []
-    for maze, dql_row in _DQL_ANTMAZE.items():
-        presets.append(
-            TaskPreset(
-                name=f"antmaze-{maze}-v0",
-                minari_id=f"D4RL/antmaze/{maze}-v1",
-                env_family="antmaze",
-                reward_transform="antmaze",
-                epochs=1000,
-                eval_episodes=100,
-                agent_overrides=_agents(
-                    _erdpqe(3e-4, 2.0, maze != "umaze", 4.0, "nml", True), dql_row, 1000
-                ),
-                note=(
-                    "Minari's port of D4RL AntMaze (v1 data); needs the `robotics` extra. Made "
-                    "D4RL's task: 29-d observation without the goal, terminals where reward = 1, "
-                    "episodes end at the goal, score = success rate (docs/method.md §12.3)."
-                ),
-                top_k=_DQL_ANTMAZE_TOP_K[maze],
-                observation_keys=("achieved_goal", "observation"),
-                terminal_rule="reward",
-                eval_env_kwargs={"continuing_task": False},
-                score="success",
-                ref_scores="d4rl",
+    for family, spec in _D4RL_FAMILIES.items():
+        for data, (erdpqe, dql, top_k, dql_epochs) in spec["rows"].items():
+            presets.append(
+                TaskPreset(
+                    name=spec["name"].format(data),
+                    minari_id=spec["minari_id"].format(data),
+                    env_family=family,
+                    epochs=1000,
+                    eval_episodes=100,
+                    algo_epochs={"diffusion-ql": dql_epochs} if dql_epochs else {},
+                    agent_overrides=_agents(erdpqe, dql, 1000, dql_epochs),
+                    top_k=top_k,
+                    ref_scores="d4rl",
+                    **spec["shared"],
+                )
             )
-        )
-    return presets
-
-
-# Adroit pen. ER-DP-QE: docs/method.md §8 row 4. Diffusion-QL: its table (η 0.15 and gn 7 on human).
-def _pen() -> list[TaskPreset]:
-    """The two Adroit pen tasks."""
-    presets = []
-    for data, dql_row in {
-        "human": _dql(3e-5, 0.15, False, 7.0),
-        "cloned": _dql(3e-5, 0.1, False, 8.0),
-    }.items():
-        presets.append(
-            TaskPreset(
-                name=f"pen-{data}-v1",
-                minari_id=f"D4RL/pen/{data}-v2",
-                env_family="pen",
-                reward_transform="normalize",
-                epochs=1000,
-                eval_episodes=100,
-                agent_overrides=_agents(_erdpqe(3e-5, 0.1, False, 8.0, "nml", True), dql_row, 1000),
-                note=(
-                    "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on "
-                    "D4RL's 100-step episodes (Minari's data and environment have 200; "
-                    "docs/method.md §12.5)."
-                ),
-                top_k=2,
-                eval_env_kwargs={"max_episode_steps": 100},
-                ref_scores="d4rl",
-            )
-        )
-    return presets
-
-
-# Kitchen. ER-DP-QE: docs/method.md §8 row 5. Diffusion-QL: its table (gn 9 and 250 epochs on complete).
-def _kitchen() -> list[TaskPreset]:
-    """The three Kitchen tasks, evaluated as D4RL's."""
-    presets = []
-    for data, gn in {"complete": 9.0, "partial": 10.0, "mixed": 10.0}.items():
-        presets.append(
-            TaskPreset(
-                name=f"kitchen-{data}-v0",
-                minari_id=f"D4RL/kitchen/{data}-v2",
-                env_family="kitchen",
-                reward_transform="none",
-                epochs=1000,
-                eval_episodes=100,
-                algo_epochs={"diffusion-ql": 250} if data == "complete" else {},
-                agent_overrides=_agents(
-                    _erdpqe(3e-4, 0.005, False, 10.0, "mll", False),
-                    _dql(3e-4, 0.005, False, gn),
-                    1000,
-                    250 if data == "complete" else None,
-                ),
-                note=(
-                    "Minari's port of D4RL Kitchen; needs the `robotics` extra, and "
-                    "FrankaKitchen-v1 needs mujoco 3.3 (docs/method.md §11). Dict observations are "
-                    "flattened with sorted keys. Evaluated as D4RL's task (each task rewarded once, "
-                    "the episode ends when all four are done, 280 steps); the training data keep "
-                    "Minari's per-step task counts and have no terminals (docs/method.md §12.4)."
-                ),
-                top_k={"complete": 2, "partial": 2, "mixed": 0}[data],
-                eval_env_kwargs={
-                    "remove_task_when_completed": True,
-                    "terminate_on_tasks_completed": True,
-                    "max_episode_steps": 280,
-                },
-                ref_scores="d4rl",
-            )
-        )
     return presets
 
 
@@ -340,7 +329,7 @@ def _pendulum() -> TaskPreset:
 
 
 _PRESETS: dict[str, TaskPreset] = {
-    p.name: p for p in (*_locomotion(), *_antmaze(), *_pen(), *_kitchen(), _pendulum())
+    p.name: p for p in (*_locomotion(), *_d4rl_families(), _pendulum())
 }
 
 
