@@ -36,6 +36,9 @@ from .schedules import AbstractSchedule, check_schedule_contract
 #: A state at a public edge: a jax or numpy array, a Python number, or a (nested) list; it is
 #: converted with `jnp.asarray` (integers to the default float).
 StateLike = Float[ArrayLike, "*shape"] | Sequence[Any]
+#: The second state of a closed form: its shape is checked against the first by the floor itself
+#: (an `SDEInputError` that says what to do), not left to the annotation.
+OtherStateLike = Float[ArrayLike, "..."] | Sequence[Any]
 
 #: A score (or any vector field a solver or sampler calls) in diffrax's calling convention:
 #: ``f(t, x, args) -> array like x``, with `args` whatever the sampler was given (default
@@ -147,9 +150,7 @@ class MeanRevertingSDE(eqx.Module):
                     "PiecewiseConstantSchedule): take t where Theta_t > 0",
                 ),
             ]
-            th_s, th_t, th_st = require(
-                name, (th_s, th_t, th_st), conditions, _times_details(s, t)
-            )
+            th_s, th_t, th_st = require(name, (th_s, th_t, th_st), conditions, _times_details(s, t))
         th_st = jnp.maximum(th_st, 0)
         one_s = -jnp.expm1(-2 * th_s)
         one_st = -jnp.expm1(-2 * th_st)
@@ -231,7 +232,7 @@ class MeanRevertingSDE(eqx.Module):
         var = self.stationary_std**2 * -jnp.expm1(-2 * integral)
         return DiagonalGaussian(mean, var.astype(dt))
 
-    def marginal(self, x_0: StateLike, *, t: RealScalarLike) -> DiagonalGaussian:
+    def marginal(self, x_0: OtherStateLike, *, t: RealScalarLike) -> DiagonalGaussian:
         r"""$p(x_t \mid x_0)$: the transition from time 0."""
         return self._transition(x_0, 0.0, t, "marginal")
 
@@ -253,7 +254,7 @@ class MeanRevertingSDE(eqx.Module):
     def posterior(
         self,
         x_t: StateLike,
-        x_0: StateLike,
+        x_0: OtherStateLike,
         *,
         s: RealScalarLike,
         t: RealScalarLike,
@@ -313,7 +314,7 @@ class MeanRevertingSDE(eqx.Module):
     def ddim(
         self,
         x_t: StateLike,
-        x_0: StateLike,
+        x_0: OtherStateLike,
         *,
         s: RealScalarLike,
         t: RealScalarLike,
@@ -347,7 +348,9 @@ class MeanRevertingSDE(eqx.Module):
         ]
         return require(name, x, conditions, _times_details(None, t))
 
-    def score(self, x_t: StateLike, x_0: StateLike, *, t: RealScalarLike) -> Float[Array, "*shape"]:
+    def score(
+        self, x_t: StateLike, x_0: OtherStateLike, *, t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
         r"""$\nabla_{x_t} \log p(x_t \mid x_0) = -(x_t - m_t)/v_t$ for $t > 0$."""
         x_t, x_0 = self._states("score", x_t, x_0, ("x_t", "x_0"), t)
         x_t = self._check_positive_variance("score", x_t, t)
@@ -355,7 +358,7 @@ class MeanRevertingSDE(eqx.Module):
         return -(x_t - law.mean) / law.variance
 
     def noise_from_x0(
-        self, x_t: StateLike, x_0: StateLike, *, t: RealScalarLike
+        self, x_t: StateLike, x_0: OtherStateLike, *, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\varepsilon = (x_t - m_t)/\sqrt{v_t}$, the noise that carries $x_0$ to $x_t$
         ($t > 0$)."""
@@ -372,7 +375,7 @@ class MeanRevertingSDE(eqx.Module):
         return mu + (x_t - mu - std * noise.astype(dt)) * jnp.exp(th).astype(dt)
 
     def x0_from_noise(
-        self, x_t: StateLike, noise: StateLike, *, t: RealScalarLike
+        self, x_t: StateLike, noise: OtherStateLike, *, t: RealScalarLike
     ) -> Float[Array, "*shape"]:
         r"""$\hat x_0 = \mu + (x_t - \mu - \sqrt{v_t}\,\hat\varepsilon)\,e^{\Theta_t}$ for
         finite $t \ge 0$."""

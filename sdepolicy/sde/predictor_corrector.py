@@ -9,7 +9,6 @@ same `f(t, x, args)` serves both halves. Derivations: `proofs/predictor_correcto
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -19,7 +18,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 from .._typing import PRNGKey, RealScalarLike
 from .errors import SDEInputError, as_state
 from .mean_reverting import MeanRevertingSDE
-from .samplers import PosteriorSampler, X0Predictor, _grid_checked, prepare_call
+from .samplers import PosteriorSampler, StartLike, X0Predictor, _grid_checked, prepare_call
 
 
 class PredictorCorrectorSampler(eqx.Module):
@@ -63,7 +62,7 @@ class PredictorCorrectorSampler(eqx.Module):
         sde: MeanRevertingSDE,
         times: Float[ArrayLike, " n"] | Int[ArrayLike, " n"] | Sequence[float | int] | None = None,
         *,
-        corrector_steps: int = 1,
+        corrector_steps: int | float = 1,  # an integer; 1.5 is refused, not truncated
         snr: float = 0.1,
         eta: float = 1.0,
         x0_bounds: tuple[float, float] | None = None,
@@ -130,7 +129,7 @@ class PredictorCorrectorSampler(eqx.Module):
     def __call__(
         self,
         predict_x0: X0Predictor,
-        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
+        x_T: StartLike,
         key: PRNGKey,
         args: PyTree = None,
     ) -> Float[Array, "*shape"]:

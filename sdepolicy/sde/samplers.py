@@ -43,6 +43,10 @@ from .schedules import PiecewiseConstantSchedule
 #: Predicts $\hat x_0$ from diffusion time and state, diffrax's way: ``f(t, x_t, args) -> x0_hat``.
 X0Predictor = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]
 
+#: A sampler's start: any array-like (numbers, nested lists, numpy or jax arrays); integers and
+#: booleans become the default float, half precision is refused (docs/sde.md).
+StartLike = Float[ArrayLike, "*shape"] | Int[ArrayLike, "*shape"] | Sequence[Any]
+
 
 class NoiseToX0(eqx.Module):
     r"""An $\hat x_0$ predictor made from a noise predictor:
@@ -124,8 +128,10 @@ def _as_arg_leaf(leaf):
     # Floats and numpy arrays become jax arrays, traced by the samplers' `filter_jit`: one
     # compilation for every value. Python ints, bools, strings and other objects stay static
     # (they may drive Python control flow): a new value compiles again.
+    # Via numpy, so a Python float, a numpy scalar and a 0-d array give one (strong) dtype and
+    # one compilation.
     if isinstance(leaf, float | complex | np.ndarray | np.floating | np.complexfloating):
-        return jnp.asarray(leaf)
+        return jnp.asarray(np.asarray(leaf))
     return leaf
 
 
@@ -228,11 +234,15 @@ def _grid_checked(name: str, sde: MeanRevertingSDE, times, horizon: float, x):
         return x
     th = sde.schedule.cumulative(times[1])
     conditions = [
-        (jnp.all(jnp.isfinite(times)) & jnp.all(jnp.diff(times) > 0), "`times` must be finite "
-         "and strictly increasing"),
+        (
+            jnp.all(jnp.isfinite(times)) & jnp.all(jnp.diff(times) > 0),
+            "`times` must be finite and strictly increasing",
+        ),
         (times[0] == 0, "`times` must start at 0"),
-        (jnp.abs(times[-1] - horizon) <= 1e-6 * max(1.0, horizon), "`times` must end at the "
-         "horizon"),
+        (
+            jnp.abs(times[-1] - horizon) <= 1e-6 * max(1.0, horizon),
+            "`times` must end at the horizon",
+        ),
         (th > 0, _STARTED),
     ]
     return require(name, x, conditions)
@@ -356,7 +366,7 @@ class PosteriorSampler(eqx.Module):
     def __call__(
         self,
         predict_x0: X0Predictor,
-        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
+        x_T: StartLike,
         key: PRNGKey,
         args: PyTree = None,
         *,
@@ -669,7 +679,7 @@ class ReverseSDESampler(eqx.Module):
     def __call__(
         self,
         score_fn: ScoreFn,
-        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
+        x_T: StartLike,
         key: PRNGKey,
         args: PyTree = None,
         *,
@@ -785,7 +795,7 @@ class ProbabilityFlowSampler(eqx.Module):
     def __call__(
         self,
         score_fn: ScoreFn,
-        x_T: Float[ArrayLike, "*shape"] | Sequence[Any],
+        x_T: StartLike,
         key: PRNGKey | None = None,
         args: PyTree = None,
         *,

@@ -2,10 +2,12 @@ r"""A property-testing kit for mean-reverting SDEs: ready checks of the closed f
 computations they do not share, for the package's schedules or your own.
 
 ```python
-from hypothesis import given
+import hypothesis.strategies as st
+from hypothesis import given, settings
 from sdepolicy.testing import check_all, strategies
 
-@given(strategies.cases(MySchedule(...)))      # or an SDE, or a strategy of schedules
+@settings(strategies.SETTINGS, max_examples=10)  # no deadline: the first example compiles
+@given(strategies.cases(st.builds(MySchedule, ...)))  # or an SDE, or a strategy of schedules
 def test_my_schedule(case):
     check_all(case)
 ```
@@ -20,19 +22,29 @@ Each check takes a [`Case`][] (an SDE, two states, times $0 \le s < u < t \le T$
 - [`check_chapman_kolmogorov`][]: $s \to u \to t$ composed equals $s \to t$;
 - [`check_cumulative`][]: `cumulative` against Gauss–Legendre quadrature of `rate` (split at
   the jumps) and `jax.grad(cumulative)` against `rate` away from jumps;
-- [`check_score`][]: `sde.score` equals `jax.grad` of the marginal log density.
+- [`check_score`][]: `sde.score` equals `jax.grad` of the marginal log density;
+- [`check_schedule`][]: the contract of every schedule, $\theta \ge 0$, $\Theta_0 = 0$,
+  $\Theta$ non-decreasing, on a dense grid (it also takes a schedule alone).
+
+Hypothesis' default `deadline` (200 ms) fails the first example, which compiles, and then
+reports the test as flaky: decorate with `@settings(strategies.SETTINGS, max_examples=...)`,
+the settings the kit is meant to run under (no deadline, derandomised, no too-slow health
+check), or set `deadline=None` yourself.
 
 The checks need only JAX, numpy and diffrax; [`strategies`][] needs `hypothesis` (a dev
 dependency of this package: `pip install hypothesis`), imported when that module is.
-Run them in float64 (`jax.config.update("jax_enable_x64", True)`); the default tolerances
-assume it.
+Run them in float64 (`jax.config.update("jax_enable_x64", True)`, or the whole test inside
+`with jax.enable_x64(True):`): the default tolerances assume it, and a check run without it
+raises [`KitPrecisionError`][] saying so.
 """
 
 from ._checks import Case as Case
+from ._checks import KitPrecisionError as KitPrecisionError
 from ._checks import check_all as check_all
 from ._checks import check_chapman_kolmogorov as check_chapman_kolmogorov
 from ._checks import check_cumulative as check_cumulative
 from ._checks import check_posterior as check_posterior
+from ._checks import check_schedule as check_schedule
 from ._checks import check_score as check_score
 from ._checks import check_transition as check_transition
 

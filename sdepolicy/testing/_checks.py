@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
-from ..sde import MeanRevertingSDE
+from ..sde import AbstractSchedule, MeanRevertingSDE
+from ..sde.schedules import contract_probe_times, contract_violation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,26 @@ class Case:
     t: float
 
 
+class KitPrecisionError(RuntimeError):
+    """The kit was run without float64: its tolerances (1e-9 and below) assume it."""
+
+
+def _need_float64(case_or_schedule) -> None:
+    sde = case_or_schedule.sde if isinstance(case_or_schedule, Case) else case_or_schedule
+    dtypes = {
+        np.dtype(leaf.dtype)
+        for leaf in jax.tree_util.tree_leaves(sde)
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
+    if not jax.config.jax_enable_x64 or any(d != np.float64 for d in dtypes):
+        raise KitPrecisionError(
+            "sdepolicy.testing: the checks compare to rtol 1e-9 and need float64, but "
+            + ("x64 is off" if not jax.config.jax_enable_x64 else f"the SDE holds {dtypes}")
+            + ": run with jax.config.update('jax_enable_x64', True) (or inside "
+            "`with jax.enable_x64(True):`) and build the schedule and the cases after it."
+        )
+
+
 def _theta(schedule, t) -> float:
     return float(schedule.cumulative(t))
 
@@ -42,6 +63,7 @@ def _theta(schedule, t) -> float:
 def check_posterior(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> None:
     r"""`sde.posterior(y, x, s=s, t=t)` against conditioning the joint Gaussian of $(x_s, x_t)$
     given $x_0 = x$ on $x_t = y$ with numpy (per element: the noise is isotropic)."""
+    _need_float64(case)
     sde, x0, xt = case.sde, np.asarray(case.x), np.asarray(case.y)
     if case.s == case.t:
         return
@@ -70,6 +92,7 @@ def check_transition(case: Case, rtol: float = 1e-7, atol: float = 1e-9) -> None
     r"""`sde.transition(x, s=s, t=t)` against a diffrax solve of the moment ODEs, which reads only
     `schedule.rate` (Tsit5, tolerances $10^{-10}$, the schedule's jumps given to the
     controller)."""
+    _need_float64(case)
     sde, xs = case.sde, jnp.asarray(case.x)
     if case.t > case.s:
         m_ode, v_ode = _moment_solve(sde, xs, jnp.asarray(case.s), jnp.asarray(case.t))
@@ -112,6 +135,7 @@ def _moment_solve(sde, xs, s, t):
 def check_chapman_kolmogorov(case: Case, rtol: float = 1e-10, atol: float = 1e-12) -> None:
     r"""$p(x_t \mid x_s) = \int p(x_t \mid x_u)\,p(x_u \mid x_s)\,dx_u$: the second transition
     read as an affine map at two points, composed with the first."""
+    _need_float64(case)
     sde, xs = case.sde, jnp.asarray(case.x)
     mu = jnp.broadcast_to(sde.mean, xs.shape).astype(xs.dtype)
     first = sde.transition(xs, s=case.s, t=case.u)
@@ -133,6 +157,7 @@ def check_chapman_kolmogorov(case: Case, rtol: float = 1e-10, atol: float = 1e-1
 def check_cumulative(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> None:
     r"""$\Theta_t = \int_0^t \theta$ by 20-point Gauss–Legendre quadrature on each piece between
     jumps, and $d\Theta/dt = \theta$ by `jax.grad` at $u$ (unless $u$ is a jump)."""
+    _need_float64(case)
     schedule = case.sde.schedule
     jumps = [float(j) for j in np.asarray(schedule.jump_times) if 0 < j < case.t]
     nodes, weights = np.polynomial.legendre.leggauss(20)
@@ -155,6 +180,7 @@ def check_cumulative(case: Case, rtol: float = 1e-9, atol: float = 1e-12) -> Non
 def check_score(case: Case, rtol: float = 1e-9, atol: float = 1e-9) -> None:
     r"""`sde.score(y, x, t=t)` equals $\nabla_y$ of $\log\mathcal N(y; m_t, v_t)$ written from
     $\Theta_t$ alone."""
+    _need_float64(case)
     sde = case.sde
     x0, xt = jnp.asarray(case.x), jnp.asarray(case.y)
     big = _theta(sde.schedule, case.t)
@@ -170,8 +196,25 @@ def check_score(case: Case, rtol: float = 1e-9, atol: float = 1e-9) -> None:
     )
 
 
+def check_schedule(case: Case | AbstractSchedule, num: int = 1025) -> None:
+    r"""The contract every schedule must keep: $	heta(t) \ge 0$ and finite, $\Theta_0 = 0$,
+    $\Theta$ non-decreasing, on `num` points of $[0, T]$, the rate's jumps and their
+    one-sided neighbours, and (for a case) its times $s, u, t$. Takes a [`Case`][] or a
+    schedule alone (a schedule that breaks the contract cannot build an SDE: the SDE probes
+    the same contract on a coarser grid and refuses it)."""
+    schedule = case.sde.schedule if isinstance(case, Case) else case
+    times = contract_probe_times(schedule, num)
+    if isinstance(case, Case):
+        times = np.concatenate([times, [case.s, case.u, case.t]])
+    problem = contract_violation(schedule, times)
+    if problem is not None:
+        raise AssertionError(f"schedule contract: {type(schedule).__name__}: {problem}")
+
+
 def check_all(case: Case) -> None:
     """Every check of the kit on one case."""
+    _need_float64(case)
+    check_schedule(case)
     check_posterior(case)
     check_transition(case)
     check_chapman_kolmogorov(case)

@@ -8,6 +8,7 @@ Build everything inside the test (where float64 is on), never at import time.
 from __future__ import annotations
 
 try:
+    import hypothesis
     import hypothesis.strategies as st
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -20,7 +21,17 @@ import numpy as np
 from .. import sde as _sde
 from ._checks import Case
 
-__all__ = ["schedules", "times", "states", "sdes", "cases"]
+__all__ = ["SETTINGS", "schedules", "times", "states", "sdes", "cases"]
+
+#: The settings the kit runs under, for a project without this package's conftest:
+#: `@settings(strategies.SETTINGS, max_examples=3)`. No deadline (the first example compiles a
+#: diffrax solve: hypothesis' default 200 ms deadline fails it, then reports the test as
+#: flaky), derandomised (the same examples on every run), and no too-slow health check.
+SETTINGS = hypothesis.settings(
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 
 SHAPES = ((), (3,), (2, 3))
 
