@@ -170,7 +170,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 #   (50000 and 2000, their old defaults, when it is off);
 # - `critic_backward` (now an argument of `init`) as "fused", what every run has used;
 # - an experimental extension's options at their defaults when the config has none of them;
-# - a renamed value in its old spelling (`q_scale` "abs");
+# - a renamed value in its old spelling (`q_scale` "abs", `q_weighting` "jacobian");
 # - an option added since (not in `_STORED`) only where it differs from its default, so that a
 #   checkpoint written before the option existed still resumes. (Its default is what the code
 #   did before it; a config's defaults are the papers' and stay: a new project default goes to
@@ -253,12 +253,13 @@ def config_from_record(algo: str, record: dict[str, Any]) -> Any:
         values["lr_decay"] = tuple(values["lr_decay"])
     values.pop("critic_backward", None)
     extension = EXTENSIONS.get(cls)
+    for klass in (cls, extension) if extension else (cls,):
+        for field in dataclasses.fields(klass):
+            renamed = field.metadata.get("renamed", {})
+            if field.name in values:
+                values[field.name] = renamed.get(values[field.name], values[field.name])
     if extension is not None:
         new = {f.name: f for f in dataclasses.fields(extension) if f.name not in _names(cls)}
-        for name, field in new.items():
-            renamed = field.metadata.get("renamed", {})
-            if name in values:
-                values[name] = renamed.get(values[name], values[name])
         if all(values.get(name, f.default) == f.default for name, f in new.items()):
             values = {k: v for k, v in values.items() if k not in new}
         else:

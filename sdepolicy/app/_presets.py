@@ -305,7 +305,7 @@ _PROJECT_EVALUATION = {
 PROJECT_DEFAULTS: dict[str, dict[str, Any]] = {
     "erdpqe": {"loss": "nml", "x0_clip": True, "hidden": 256, "critic_hidden": 64}
     | _PROJECT_EVALUATION
-    | {"num_critics": 10, "q_weighting": "jacobian", "eta": 0.1},
+    | {"num_critics": 10, "q_weighting": "x0_gain_inverse", "eta": 0.1},
     "diffusion-ql": {"hidden": 256, "critic_hidden": 64, "grad_norm": 4.0} | _PROJECT_EVALUATION,
     "bc": {"loss": "nml", "x0_clip": True, "hidden": 256},
 }

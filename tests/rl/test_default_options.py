@@ -34,10 +34,10 @@ TABLE_CUM = np.array([0.19749, 0.90145, 2.28727, 4.35043, 6.90776])
 TABLE_VAR = np.array([0.32630, 0.83518, 0.98969, 0.99983, 0.999999])
 
 
-def test_jacobian_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
+def test_x0_gain_inverse_weights_are_the_inverse_of_dx0_deps_on_the_cosine_grid():
     policy = DiffusionPolicy.create(OBS, ACT, LOW, HIGH, key=jax.random.key(0), hidden=8)
     steps = jnp.arange(5)
-    weights = np.asarray(q_step_weights(policy, steps, "jacobian"))
+    weights = np.asarray(q_step_weights(policy, steps, "x0_gain_inverse"))
     np.testing.assert_allclose(weights, np.exp(-TABLE_CUM) / np.sqrt(TABLE_VAR), rtol=2e-4)
     # |d x0_hat / d eps_hat| read off the policy's own x0 map by autodiff, at every step.
     x_t = jnp.array([0.3, -0.2])
@@ -63,7 +63,7 @@ def test_shared_pessimistic_target_and_critic_width(target, make_transitions):
         x0_clip=True,
         loss="nml",
         target_aggregate=target,
-        q_weighting="jacobian",
+        q_weighting="x0_gain_inverse",
         lcb_beta=2.0,
     )
     agent = ERDPQEExperimental(config)

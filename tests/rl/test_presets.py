@@ -292,7 +292,7 @@ def test_project_defaults_are_named_and_unchanged():
     assert pendulum.agent_overrides == app.PROJECT_DEFAULTS
     expected = {
         "erdpqe": dict(loss="nml", x0_clip=True, hidden=256, critic_hidden=64, num_critics=10,
-                       q_weighting="jacobian", eta=0.1, eval_temperature=1.0,
+                       q_weighting="x0_gain_inverse", eta=0.1, eval_temperature=1.0,
                        eval_temperature_scale="disagreement", eval_actor="ema", actor_lr=3e-4,
                        max_q_backup=False, grad_norm=4.0, ema_start=1000, lr_decay=None),
         "diffusion-ql": dict(hidden=256, critic_hidden=64, grad_norm=4.0, eta=1.0,

@@ -57,7 +57,8 @@ class ERDPQEConfig(ActorCriticConfig):
         `"likelihood"` (the policy's own entropy, `sdepolicy.policy.policy_entropy`).
     - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\hat x_0$ in the sampler.
     - `q_weighting`: per-sample weights of the actor's Q term by diffusion step,
-        `"uniform"` (the reference) or `"jacobian"` ([`q_step_weights`][]).
+        `"uniform"` (the reference) or `"x0_gain_inverse"` ([`q_step_weights`][]; its old
+        spelling `"jacobian"` is refused with a message naming the new one).
     - `grad_norm`: 4, the reference's.
     """
 
@@ -69,7 +70,9 @@ class ERDPQEConfig(ActorCriticConfig):
     entropy: EntropyName = "reference"
     loss: LossKind = "mll"
     x0_clip: bool = False
-    q_weighting: Literal["uniform", "jacobian"] = "uniform"
+    q_weighting: Literal["uniform", "x0_gain_inverse"] = option(
+        "uniform", renamed={"jacobian": "x0_gain_inverse"}
+    )
     grad_norm: float = option(4.0, GRAD_NORM)
 
     def needs_two_critics(self) -> dict[str, tuple[bool, str]]:
@@ -165,7 +168,8 @@ def q_step_weights(
     r"""Per-sample weights of the actor's Q term, by the sample's diffusion step $t = k + 1$.
 
     - `"uniform"`: 1 (the reference code).
-    - `"jacobian"`: $w_t = e^{-\Theta_t} / \sqrt{v_t}$, the inverse of
+    - `"x0_gain_inverse"`: $w_t = e^{-\Theta_t} / \sqrt{v_t}$
+      (`DiffusionPolicy.x0_gain_inverse`), the inverse of
       $|\partial \hat x_0 / \partial \hat\varepsilon| = \sqrt{v_t}\,e^{\Theta_t}$, so that the
       Q term pushes the network's output by $\partial Q / \partial a$ at every step (as if it
       predicted the action), instead of up to $e^{\Theta_T} = 10^3$ times harder at the noisiest
