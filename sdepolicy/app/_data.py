@@ -107,7 +107,7 @@ def _field(episode: Any, name: str) -> Any:
 
 
 #: The terminal rules by name ([`relabel_terminals`][]).
-TerminalRule = Literal["dataset", "reward"]
+TerminalRule = Literal["dataset", "episode_end", "reward"]
 TERMINAL_RULES = get_args(TerminalRule)
 
 
@@ -117,6 +117,9 @@ def relabel_terminals(
     r"""The terminal flags of an episode's transitions under a rule.
 
     - `"dataset"`: the stored terminations.
+    - `"episode_end"`: the stored terminations, and the episode's last step terminal: D4RL's
+      Kitchen data mark each demonstration's last step terminal (its generation script,
+      `generate_kitchen_datasets.py`), Minari's do not (`docs/method.md §12.4`).
     - `"reward"`: terminal wherever the raw reward is $\ge 1$ (or the data terminated): D4RL's
       AntMaze data mark every goal step (reward 1) as terminal, while Minari's AntMaze data
       were collected as a continuing task and never terminate (`docs/method.md §12.3`).
@@ -131,6 +134,11 @@ def relabel_terminals(
     """
     term = np.asarray(terminations).astype(np.float32)
     if rule == "dataset":
+        return term
+    if rule == "episode_end":
+        term = term.copy()
+        if term.size:
+            term[-1] = 1.0
         return term
     if rule == "reward":
         return np.maximum(term, (np.asarray(rewards) >= 1.0).astype(np.float32))

@@ -53,7 +53,8 @@ class TaskPreset:
       (`sdepolicy.app.offline_selection_summary`), None where it has none.
     - `observation_keys`: for dictionary observations, the keys kept, in this order (None: all,
       sorted); AntMaze keeps D4RL's 29-d `("achieved_goal", "observation")`.
-    - `terminal_rule`: `"dataset"` (Minari's terminations) or `"reward"` (terminal where the raw
+    - `terminal_rule`: `"dataset"` (Minari's terminations), `"episode_end"` (also terminal at
+      each episode's last step, as D4RL's Kitchen data) or `"reward"` (terminal where the raw
       reward is >= 1, as D4RL's AntMaze data); see `relabel_terminals` in `sdepolicy/app/_data.py`.
     - `eval_env_kwargs`: passed to the evaluation environment's `gym.make` (D4RL's episodic
       AntMaze and Kitchen, pen's 100-step episodes).
@@ -81,6 +82,7 @@ class TaskPreset:
     observation_keys: tuple[str, ...] | None = None
     terminal_rule: TerminalRule = "dataset"
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_wrappers: tuple[str, ...] = ()
     score: Literal["return", "success"] = "return"
     ref_scores: Literal["dataset", "d4rl"] = "dataset"
 
@@ -230,10 +232,11 @@ _D4RL_FAMILIES: dict[str, dict[str, Any]] = {
             reward_transform="normalize",
             note=(
                 "Minari's port of D4RL Adroit pen; needs the `robotics` extra. Evaluated on "
-                "D4RL's 100-step episodes (Minari's data and environment have 200; "
-                "docs/method.md §12.5)."
+                "D4RL's 100-step episodes that end when the pen drops (Minari's data and "
+                "environment have 200 steps and never end early; docs/method.md §12.5)."
             ),
             eval_env_kwargs={"max_episode_steps": 100},
+            eval_wrappers=("pen_drop",),
         ),
     ),
     "kitchen": dict(
@@ -251,8 +254,10 @@ _D4RL_FAMILIES: dict[str, dict[str, Any]] = {
                 "FrankaKitchen-v1 needs mujoco 3.3 (docs/method.md §11). Dict observations are "
                 "flattened with sorted keys. Evaluated as D4RL's task (each task rewarded once, "
                 "the episode ends when all four are done, 280 steps); the training data keep "
-                "Minari's per-step task counts and have no terminals (docs/method.md §12.4)."
+                "Minari's per-step task counts, and each demonstration's last step is terminal "
+                "as in D4RL's kitchen data (docs/method.md §12.4)."
             ),
+            terminal_rule="episode_end",
             eval_env_kwargs={
                 "remove_task_when_completed": True,
                 "terminate_on_tasks_completed": True,

@@ -67,6 +67,7 @@ from ._run_outputs import (
     warn,
 )
 from ._scores import normalized_score, reference_scores, success_rate
+from ._wrappers import wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,7 +349,10 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
     reward_transform = spec.reward_transform or preset.reward_transform
     transitions = data_lib.transform_rewards(transitions, reward_transform)
     # The preset's evaluation settings (D4RL's episodic AntMaze/Kitchen, pen's 100 steps).
-    make_env = functools.partial(data_lib.recover_env, dataset, spec.env, **preset.eval_env_kwargs)
+    make_env = wrapped(
+        functools.partial(data_lib.recover_env, dataset, spec.env, **preset.eval_env_kwargs),
+        preset.eval_wrappers,
+    )
     env = make_env()
     try:
         data_lib.check_spaces(transitions, env, observation_keys=preset.observation_keys)

@@ -40,3 +40,19 @@ def test_wrapped_refuses_unknown_names_and_other_environments():
         wrapped(lambda: None, ["nope"])
     with pytest.raises(TypeError, match="AdroitHandPen"):
         wrapped(lambda: gym.make("Pendulum-v1"), ["pen_drop"])()
+
+
+def test_kitchen_data_end_each_demonstration_with_a_terminal_as_d4rl():
+    from sdepolicy.app import get_preset
+    from sdepolicy.app._data import relabel_terminals
+
+    rewards = np.array([0.0, 1.0, 2.0, 2.0])
+    stored = np.zeros(4)
+    np.testing.assert_array_equal(relabel_terminals(rewards, stored, "episode_end"), [0, 0, 0, 1])
+    np.testing.assert_array_equal(relabel_terminals(rewards, stored, "dataset"), [0, 0, 0, 0])
+    assert relabel_terminals(rewards[:0], stored[:0], "episode_end").shape == (0,)
+    for name in ("kitchen-complete-v0", "kitchen-partial-v0", "kitchen-mixed-v0"):
+        assert get_preset(name).terminal_rule == "episode_end"
+    for name in ("pen-human-v1", "pen-cloned-v1"):
+        assert get_preset(name).eval_wrappers == ("pen_drop",)
+    assert get_preset("hopper-medium-v2").eval_wrappers == ()

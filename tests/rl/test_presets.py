@@ -425,7 +425,7 @@ def test_named_choices_are_declared_once():
     assert (
         REWARD_TRANSFORMS == get_args(RewardTransform) == ("none", "antmaze", "normalize", "scale")
     )
-    assert TERMINAL_RULES == ("dataset", "reward")
+    assert TERMINAL_RULES == ("dataset", "episode_end", "reward")
 
 
 @dataclasses.dataclass(frozen=True)
