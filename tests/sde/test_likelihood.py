@@ -197,3 +197,31 @@ def test_default_prior_another_solver_and_validation():
     noise_score = sp.noise_to_score(sde, lambda t, x, args: jnp.tanh(x))
     with pytest.raises(SDEInputError, match="t0 > 0"):
         sp.LogLikelihood(sde)(noise_score, jnp.zeros(2))
+
+
+def test_log_density_error_in_3d_is_what_the_docstring_states():
+    r"""Issue 30: the docstring promised an error "of the order of the tolerance"; measured with
+    the exact score and exact $p_T$ of 3-d Gaussian data it is 15-55 times `rtol = atol` (e.g.
+    2.4e-5 at 1e-6). Pinned: above the tolerance, below the 60x the docstring advises."""
+    mu, lam = 0.5, 1.5
+    sde = sp.MeanRevertingSDE(sp.cosine_schedule(5), mu, lam)
+    rng = np.random.default_rng(0)
+    m0, s0 = jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.uniform(0.2, 1.0, 3))
+
+    def log_p(t, x, p):
+        big = sde.schedule.cumulative(t)
+        a = jnp.exp(-big)
+        m, v = mu + (p[0] - mu) * a, a**2 * p[1] ** 2 + lam**2 * -jnp.expm1(-2 * big)
+        return jnp.sum(-0.5 * (x - m) ** 2 / v - 0.5 * jnp.log(2 * np.pi * v))
+
+    def score(t, x, p):
+        return jax.grad(log_p, argnums=1)(t, x, p)
+
+    points = jnp.asarray(np.asarray(m0) + np.asarray(s0) * 1.5 * rng.normal(size=(8, 3)))
+    tol = 1e-6
+    ll = sp.LogLikelihood(sde, rtol=tol, atol=tol, divergence="exact")
+    got = jax.vmap(
+        lambda x: ll(score, x, (m0, s0), terminal_log_density=lambda y, p: log_p(5.0, y, p))
+    )(points)
+    err = float(jnp.max(jnp.abs(got - jax.vmap(lambda x: log_p(0.0, x, (m0, s0)))(points))))
+    assert tol < err < 60 * tol, err
