@@ -8,7 +8,8 @@ returning a wrong number; every case here returned one before (issue 11).
 - the probability-flow sampler with a noise-predictor score and t_end = 0 (all NaN before);
 - a user schedule whose `horizon` is not a static field (a ConcretizationTypeError deep inside
   a sampler under `jax.jit` before);
-- and the same calls on good input still work under `jit` with traced times (no check there).
+- and the same calls on good input still work under `jit` with traced times (bad traced input
+  is refused at run time since issue 30: `test_edges.py`).
 """
 
 import equinox as eqx
@@ -69,7 +70,7 @@ def test_closed_forms_keep_working_on_their_domain_and_under_jit():
     np.testing.assert_allclose(sde.transition(x, s=2.0, t=2.0).variance, 0.0, atol=1e-15)
     assert float(sde.posterior(x, x, s=0.0, t=1.0).variance) == 0.0
     np.testing.assert_allclose(sde.x0_from_noise(x, x, t=0.0), x)
-    # Traced times are not checked (no runtime branch on the hot path) and give numbers.
+    # Good traced times give the eager numbers (bad ones stop at run time: test_edges.py).
     var = jax.jit(lambda s, t: sde.posterior(x, x, s=s, t=t).variance)(1.0, 2.0)
     np.testing.assert_allclose(var, sde.posterior(x, x, s=1.0, t=2.0).variance, rtol=1e-14)
     assert issubclass(SDEInputError, ValueError)
