@@ -72,11 +72,28 @@ def _report(s: dict) -> None:
         f"{g(last['return']['std'])}   (normalised {g(last['normalized']['mean'])} ± "
         f"{g(last['normalized']['std'])})"
     )
+    quarter = s.get("last_quarter")
+    if quarter:
+        steps = f"steps {quarter['from_step']}+, {len(quarter['steps'])} evals"
+        print(
+            f"  last quarter     ({steps}) {f(quarter['return']['mean'])} ± "
+            f"{g(quarter['return']['std'])}   (normalised {g(quarter['normalized']['mean'])} ± "
+            f"{g(quarter['normalized']['std'])}; per seed the mean over those evaluations)"
+        )
     print(
         f"  best evaluation  (per seed)  {f(best['return']['mean'])} ± "
         f"{g(best['return']['std'])}   (normalised {g(best['normalized']['mean'])} ± "
         f"{g(best['normalized']['std'])})"
     )
+    timing = s.get("timing")
+    if timing:
+        share = timing["eval_share"]
+        print(
+            f"  time: training {timing['train_s']:.0f} s, evaluation {timing['eval_s']:.0f} s "
+            f"({'n/a' if share is None else f'{100 * share:.0f} %'} of the two; "
+            f"{timing['eval_episodes']} episodes, the last evaluation "
+            f"{last.get('episodes', '?')} per seed)"
+        )
     if s.get("offline_selection"):
         off = s["offline_selection"]
         print(

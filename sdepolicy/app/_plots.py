@@ -50,3 +50,43 @@ def plot_learning_curve(path: pathlib.Path, history: list[dict], summary: dict[s
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_performance_profiles(
+    path: pathlib.Path,
+    panels: dict[str, dict[str, Any]],
+    *,
+    title: str | None = None,
+    xlabel: str = "normalised score τ",
+) -> None:
+    """Performance profiles (Agarwal et al. 2021, `docs/protocol.md`): per panel, for each
+    agent the fraction of runs scoring above τ against τ, with its bootstrap band shaded.
+    `panels` maps a panel's title to `{agent: Profile}` (`sdepolicy.app.performance_profile`);
+    one panel per entry, side by side, sharing the y axis. Written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0), dpi=120, sharey=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    agents = sorted({a for profiles in panels.values() for a in profiles})
+    for ax, (name, profiles) in zip(axes[0], panels.items(), strict=False):
+        for agent, prof in profiles.items():
+            color = colors[agents.index(agent) % len(colors)]
+            ax.plot(prof.thresholds, prof.fraction, color=color, lw=2, label=agent)
+            ax.fill_between(prof.thresholds, prof.low, prof.high, color=color, alpha=0.2, lw=0)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0][0].set_ylabel("fraction of runs with score > τ")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

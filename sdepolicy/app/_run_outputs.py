@@ -149,6 +149,7 @@ def summarise(
             "normalized": float(normalized_score(data_returns.mean(), ref_min, ref_max)),
         },
         "last_evaluation": None,
+        "last_quarter": None,
         "best_evaluation": None,
         "critic_divergence": {
             "rule": f"|mean Q| or the critics' RMS TD error above {CRITIC_DIVERGENCE_MARGIN:g} x "
@@ -163,9 +164,11 @@ def summarise(
         normalized = np.array([h["normalized"] for h in history])
         summary["last_evaluation"] = {
             "step": history[-1]["step"],
+            "episodes": history[-1].get("episodes", settings["eval_episodes"]),
             "return": mean_std(returns[-1]),
             "normalized": mean_std(normalized[-1]),
         }
+        summary["last_quarter"] = last_quarter(history, steps)
         summary["best_evaluation"] = {
             "note": "per seed the max over evaluations, then mean ± std over seeds "
             "(optimistic: the reference code's online model selection)",
@@ -173,6 +176,27 @@ def summarise(
             "normalized": mean_std(normalized.max(axis=0)),
         }
     return summary
+
+
+#: The last quarter of training: evaluations at step >= LAST_QUARTER x steps.
+LAST_QUARTER = 0.75
+
+
+def last_quarter(history, steps) -> dict[str, Any] | None:
+    """Per seed the mean over the evaluations of the last quarter of training (step >= 3/4 of
+    the steps), then mean ± std over seeds: robust to one lucky or unlucky last evaluation
+    (docs/protocol.md). None when no evaluation lies there (a run stopped early)."""
+    start = LAST_QUARTER * steps
+    evals = [h for h in history if h["step"] >= start]
+    if not evals:
+        return None
+    return {
+        "from_step": math.ceil(start),
+        "steps": [h["step"] for h in evals],
+        "return": mean_std(np.mean([h["returns"] for h in evals], axis=0)),
+        "normalized": mean_std(np.mean([h["normalized"] for h in evals], axis=0)),
+        "per_seed_normalized": np.mean([h["normalized"] for h in evals], axis=0).tolist(),
+    }
 
 
 def postfix(metrics, record) -> dict[str, str]:

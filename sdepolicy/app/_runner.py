@@ -86,6 +86,8 @@ class RunSpec:
     - `steps`: gradient steps (default: the preset's epochs).
     - `eval_every`: steps between evaluations (default: the preset's).
     - `eval_episodes`: episodes per evaluation and seed (default: the preset's).
+    - `final_eval_episodes`: episodes per seed of the final evaluation, at the last step
+        (default: 20, or `eval_episodes` where that is more; docs/protocol.md).
     - `steps_per_call`: updates fused in one compiled call (`lax.scan`; default 250).
     - `checkpoint_every`: steps between checkpoints (default: `eval_every`).
     - `out`: the output folder (default `runs/<task>-<algo>`).
@@ -103,8 +105,9 @@ class RunSpec:
     - `offline_selection`: also report Diffusion-QL's offline model selection (top-k by BC
         loss with early stopping, docs/method.md §7.2) beside the last and best evaluations.
 
-    On `--resume`, `steps`, `eval_every`, `eval_episodes`, `checkpoint_every` and
-    `steps_per_call` left as `None` take the checkpointed run's values; given ones must match.
+    On `--resume`, `steps`, `eval_every`, `eval_episodes`, `final_eval_episodes`,
+    `checkpoint_every` and `steps_per_call` left as `None` take the checkpointed run's values;
+    given ones must match.
     """
 
     task: str = "pendulum-mixed"
@@ -114,6 +117,7 @@ class RunSpec:
     steps: int | None = None
     eval_every: int | None = None
     eval_episodes: int | None = None
+    final_eval_episodes: int | None = None
     steps_per_call: int | None = None
     checkpoint_every: int | None = None
     out: str | None = None
@@ -131,11 +135,13 @@ class RunSpec:
 
 
 DEFAULT_STEPS_PER_CALL = 250
+DEFAULT_FINAL_EVAL_EPISODES = 20
 _SEED_LIMIT = 2**32
 _FLAGS = {
     "steps": "--steps",
     "eval_every": "--eval-every",
     "eval_episodes": "--eval-episodes",
+    "final_eval_episodes": "--final-eval-episodes",
     "checkpoint_every": "--checkpoint-every",
     "steps_per_call": "--steps-per-call",
 }
@@ -197,6 +203,9 @@ def _run_settings(spec: RunSpec, preset, stored: dict | None, out: pathlib.Path 
         "steps": steps,
         "eval_every": eval_every,
         "eval_episodes": given["eval_episodes"] or preset.eval_episodes,
+        # The last evaluation is the one a run is judged on: at least 20 episodes per seed.
+        "final_eval_episodes": given["final_eval_episodes"]
+        or max(DEFAULT_FINAL_EVAL_EPISODES, given["eval_episodes"] or preset.eval_episodes),
         "checkpoint_every": given["checkpoint_every"] or eval_every,
         "steps_per_call": given["steps_per_call"] or DEFAULT_STEPS_PER_CALL,
     }
@@ -305,6 +314,10 @@ class _Job:
     history: list[dict[str, Any]]
     elapsed: float
     diverged_at: dict[str, int]
+    # Seconds spent in evaluations (their compilation included), and the step from which they
+    # were timed (a checkpoint of an older version has no evaluation time: its step).
+    eval_elapsed: float = 0.0
+    eval_timed_from: int = 0
 
 
 @dataclasses.dataclass
@@ -387,6 +400,7 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
     fingerprint = config_fingerprint(description)
     description = json.loads(json.dumps(description, default=str))
     step, history, elapsed, diverged_at = 0, [], 0.0, {}
+    eval_elapsed, eval_timed_from = 0.0, 0
     if spec.resume:
         states, header = load_checkpoint(
             ckpt_path, states, fingerprint=fingerprint, description=description
@@ -395,6 +409,8 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
         history = header["extra"]["history"]
         elapsed = header["extra"]["elapsed"]
         diverged_at = header["extra"].get("critic_divergence", {})
+        eval_elapsed = header["extra"].get("eval_elapsed")
+        eval_timed_from = step if eval_elapsed is None else 0
     return _Job(
         spec=spec,
         preset=preset,
@@ -415,17 +431,19 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
         history=history,
         elapsed=elapsed,
         diverged_at=diverged_at,
+        eval_elapsed=eval_elapsed or 0.0,
+        eval_timed_from=eval_timed_from,
     )
 
 
-def _evaluator(job: _Job) -> Callable[[Any, int], dict[str, Any]]:
-    """`(states, step) -> record`: every seed's episodes stepped together, their mean return
-    per seed and its D4RL-normalised score (AntMaze: the success rate)."""
-    spec, preset, episodes = job.spec, job.preset, job.settings["eval_episodes"]
+def _evaluator(job: _Job) -> Callable[[Any, int, int], dict[str, Any]]:
+    """`(states, step, episodes) -> record`: every seed's episodes stepped together, their
+    mean return per seed and its D4RL-normalised score (AntMaze: the success rate)."""
+    spec, preset = job.spec, job.preset
     act_all, num_seeds = _act_fn(job.agent), len(spec.seeds)
     ref_min, ref_max, _ = job.refs
 
-    def evaluate(states, at_step):
+    def evaluate(states, at_step, episodes):
         def act(obs_flat, key):
             obs = jnp.asarray(obs_flat).reshape(num_seeds, episodes, -1)
             keys = jax.random.split(key, num_seeds)
@@ -444,6 +462,7 @@ def _evaluator(job: _Job) -> Callable[[Any, int], dict[str, Any]]:
             "step": at_step,
             "returns": per_seed.tolist(),
             "normalized": np.atleast_1d(normalized).tolist(),
+            "episodes": episodes,
         }
 
     return evaluate
@@ -511,7 +530,12 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
             job.step = step = step + chunk
             record = None
             if step % eval_every == 0 or step == steps:
-                record = evaluate(job.states, step)
+                # The last evaluation, the one the run is judged on, has more episodes.
+                final = step == steps
+                episodes = settings["final_eval_episodes" if final else "eval_episodes"]
+                t_eval = time.perf_counter()
+                record = evaluate(job.states, step, episodes)
+                job.eval_elapsed += time.perf_counter() - t_eval
                 job.history.append(record)
             with writing(metrics_path, out):
                 append_csv(metrics_path, step, spec.seeds, means, record, over)
@@ -523,6 +547,7 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
                     "elapsed": job.elapsed,
                     "run": settings,
                     "critic_divergence": job.diverged_at,
+                    "eval_elapsed": job.eval_elapsed,
                 }
                 with writing(ckpt_path, out):
                     save_checkpoint(
@@ -548,6 +573,7 @@ def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> 
     steps, history = job.settings["steps"], job.history
     summary = summarise(spec, job.agent.config, steps, history, job.data_returns, job.refs, **info)
     summary["status"] = status
+    summary["timing"] = _timing(job)
     summary.update(extra)
     if status == "completed" and spec.offline_selection:
         summary["offline_selection"] = offline_selection_summary(
@@ -556,6 +582,26 @@ def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> 
     return finish(
         job.out, summary, history, job.diverged_at, job.elapsed, trained.rate, len(spec.seeds)
     )
+
+
+def _timing(job: _Job) -> dict[str, Any]:
+    """Training and evaluation seconds of the run (all its processes; compilation included)
+    and the evaluations' share of their sum."""
+    train, evals = job.elapsed, job.eval_elapsed
+    timing = {
+        "train_s": train,
+        "eval_s": evals,
+        "eval_share": evals / (train + evals) if train + evals > 0 else None,
+        "eval_episodes": sum(
+            len(h["returns"]) * h.get("episodes", job.settings["eval_episodes"])
+            for h in job.history
+        ),
+    }
+    if job.eval_timed_from:
+        timing["note"] = (
+            f"evaluations before step {job.eval_timed_from} (an older checkpoint) were not timed"
+        )
+    return timing
 
 
 @functools.cache

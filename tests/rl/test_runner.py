@@ -67,6 +67,7 @@ def _spec(out, **kw):
         steps=100,
         eval_every=50,
         eval_episodes=2,
+        final_eval_episodes=2,  # the protocol's 20 costs a compilation more (tests/app/)
         steps_per_call=50,
         out=str(out),
         overrides=SMALL,
