@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 
@@ -27,7 +29,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt_once(signum, frame):
+    """The first Ctrl-C stops the run; later ones are ignored, so the clean-up and the exit
+    (JAX's own clean-up at exit) are not cut short with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
         args = parse_args(argv)
         from sdepolicy.app import SdepolicyError, get_preset, list_presets, run, run_spec_from_args
@@ -41,13 +52,27 @@ def main(argv=None) -> int:
             return 0
         summary = run(run_spec_from_args(args))
     except SdepolicyError as e:
-        # 2: a bad input or setting; 3: training diverged; 130: interrupted (Ctrl-C).
+        # 2: a bad input or setting; 3: training diverged; 130: interrupted (Ctrl-C); 143:
+        # terminated (SIGTERM).
+        if e.exit_code in (130, 143):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # before the run started (argument checks)
         print("error: interrupted before the run started; nothing was written.", file=sys.stderr)
         return 130
-    _report(summary)
+    try:
+        _report(summary)
+        sys.stdout.flush()
+    except OSError as e:  # standard output on a full disk, or closed: the run itself is done
+        # Point stdout at /dev/null so that the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(
+            f"error: could not print the report to standard output ({e.strerror or e}); the run "
+            f"completed and its results are in {summary['out']}/summary.json.",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -112,4 +137,11 @@ def _report(s: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code in (130, 143):
+        # Interrupted: the run has cleaned up and released its folder. JAX's clean-up at exit
+        # can crash (a segmentation fault) after an interrupt mid-computation, so skip it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -8,6 +8,7 @@ at evaluation, so that the policy sees the same layout in both.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -229,17 +230,55 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def check_dataset_id(dataset_id: Any) -> tuple[str | None, str, int]:
+    """`(namespace, name, version)` of a Minari dataset id `(namespace/)name-vN`; the version is
+    required and no component may leave the datasets root (`..`, an absolute path).
+
+    **Raises:**
+
+    [`ConfigError`][] naming the id and the form it must have.
+    """
+    from minari.dataset.minari_dataset import DATASET_ID_RE
+
+    match = DATASET_ID_RE.fullmatch(dataset_id) if isinstance(dataset_id, str) else None
+    if match is None or match.group("version") is None:
+        raise ConfigError(
+            f"Malformed dataset id {dataset_id!r}: use (namespace/)name-vN with letters, digits, "
+            "'-' and '_', e.g. 'imported/pendulum-random-v0'."
+        )
+    namespace, name, version = match.group("namespace", "dataset", "version")
+    return namespace or None, name, int(version)
+
+
+def _check_reference_scores(dataset_id: str, metadata: Mapping) -> None:
+    """Reference scores stored in a dataset must be finite numbers, both or neither."""
+    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    if lo is None and hi is None:
+        return
+    try:
+        ok = math.isfinite(float(lo)) and math.isfinite(float(hi)) and float(lo) != float(hi)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataValidationError(
+            f"Minari dataset '{dataset_id}' has unusable reference scores (ref_min_score {lo!r}, "
+            f"ref_max_score {hi!r}): they must be two different finite numbers. Import it again "
+            "with finite --ref-min and --ref-max (or without them)."
+        )
+
+
 def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
     """Opens a Minari dataset, offline first; see [`load_transitions`][]."""
     import minari
 
+    check_dataset_id(dataset_id)
     root = datasets_root()
     how = (
         f'Get it with `pip install "minari[hf]"` then `minari download {dataset_id}` '
         f"(needs the network), or copy the dataset folder to {os.path.join(root, dataset_id)}."
     )
     try:
-        return minari.load_dataset(dataset_id)
+        dataset = _open(dataset_id, root)
     except FileNotFoundError:
         if not download:
             source = (
@@ -251,16 +290,42 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
                 f"Minari dataset '{dataset_id}' is not on this machine (looked in {root}, "
                 f"{source}). {how}"
             ) from None
-    except ValueError as e:
-        raise DataValidationError(f"Minari dataset '{dataset_id}': {_first_line(e)}") from e
+    else:
+        _check_reference_scores(dataset_id, dataset.storage.metadata)
+        return dataset
     try:
         minari.download_dataset(dataset_id)
-        return minari.load_dataset(dataset_id)
+        dataset = _open(dataset_id, root)
     except Exception as e:  # no `minari[hf]`, no network, no such remote dataset: all one story
         raise DatasetNotFoundError(
             f"Minari dataset '{dataset_id}' is not in {root} and downloading it failed "
             f"({type(e).__name__}: {_first_line(e)}). {how}"
         ) from e
+    _check_reference_scores(dataset_id, dataset.storage.metadata)
+    return dataset
+
+
+def _open(dataset_id: str, root: str) -> Any:
+    """`minari.load_dataset`, with a damaged folder (metadata that is not a Minari dataset's, a
+    truncated file) as one [`DataValidationError`][]; a missing one stays `FileNotFoundError`."""
+    import minari
+
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        if os.path.isdir(os.path.join(root, dataset_id, "data")):
+            raise DataValidationError(
+                f"Minari dataset '{dataset_id}' in {root} is incomplete (a file of its data "
+                "folder is missing): delete that dataset's folder and import or download it again."
+            ) from None
+        raise
+    except (ValueError, KeyError, AssertionError, TypeError, AttributeError, OSError) as e:
+        # Minari asserts on the metadata's keys ({} gives an AssertionError); json, h5py and the
+        # gymnasium spec parser raise the others on a damaged file.
+        raise DataValidationError(
+            f"Minari dataset '{dataset_id}' in {root} is damaged or truncated ({type(e).__name__}"
+            f": {_first_line(e)}): delete that dataset's folder and import or download it again."
+        ) from None
 
 
 def load_transitions(

@@ -2,30 +2,42 @@
 
 [`import_dataset`][] reads a file with [`read_episodes`][], validates everything (lengths,
 finite values, dimensions and the action box of the environment, optionally a replay check),
-and only then writes the dataset: into a hidden folder inside the datasets root, renamed into
-place at the end, so a failure leaves nothing behind and an overwritten dataset is replaced in
-one step. The environment does not have to be installable: its spec and spaces come from
+and only then writes the dataset: into a hidden folder inside the datasets root (named after the
+importing process), renamed into place at the end under an exclusive lock of the root, so a
+failure leaves nothing behind, an overwritten dataset is replaced in one step, and of two imports
+to one new id without `overwrite` exactly one succeeds. What a killed import left (its hidden
+folder) is removed by the next import into the same root. The environment does not have to be installable: its spec and spaces come from
 Gymnasium when it is, else from a small table (`AdroitHandDoor-v1` without gymnasium-robotics).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import math
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from typing import Any
 
 import numpy as np
 
-from .._data import datasets_root, episodes_to_transitions, space_dim
+from .._checkpoint import umask
+from .._data import check_dataset_id, datasets_root, episodes_to_transitions, space_dim
 from .._errors import (
     ConfigError,
     DatasetExistsError,
     DataValidationError,
     EnvMismatchError,
     MissingExtraError,
+    OutputWriteError,
     SdepolicyError,
     SpaceMismatchError,
 )
@@ -183,6 +195,14 @@ def _env_spec_and_spaces(env_id: str) -> tuple[Any, Any, Any]:
 
 def _check_spaces(episodes, obs_space, act_space, env_id: str, name: str, clip: bool) -> int:
     """Checks dimensions and the action box; clips instead when `clip`. Returns #clipped."""
+    import gymnasium as gym
+
+    if not isinstance(act_space, gym.spaces.Box):
+        raise SpaceMismatchError(
+            f"Environment '{env_id}' has a {type(act_space).__name__} action space; sdepolicy's "
+            "diffusion policies need continuous (Box) actions. Pass an environment with a "
+            "continuous action space."
+        )
     obs_dim, act_dim = episodes[0]["observations"].shape[1], episodes[0]["actions"].shape[1]
     want = (space_dim(obs_space), space_dim(act_space))
     if (obs_dim, act_dim) != want:
@@ -214,16 +234,13 @@ def _check_spaces(episodes, obs_space, act_space, env_id: str, name: str, clip: 
     return clipped
 
 
-def _validate_id(dataset_id: str) -> None:
-    from minari.dataset.minari_dataset import parse_dataset_id
-
+def _check_number(value: Any, what: str) -> None:
     try:
-        parse_dataset_id(dataset_id)
-    except ValueError:
-        raise ConfigError(
-            f"Malformed dataset id '{dataset_id}': use (namespace/)name-vN, e.g. "
-            f"'imported/pendulum-random-v0'."
-        ) from None
+        ok = math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{what} must be a finite number, got {value!r}.")
 
 
 def import_dataset(
@@ -271,10 +288,29 @@ def import_dataset(
     [`SpaceMismatchError`][] (dimensions differ from the environment's), [`EnvMismatchError`][]
     (the replay check failed). Nothing is written when any is raised.
     """
-    _validate_id(dataset_id)
+    check_dataset_id(dataset_id)
+    if isinstance(check_replay_steps, bool) or not isinstance(check_replay_steps, int | np.integer):
+        raise ConfigError(
+            f"check_replay_steps (--check-replay) must be an integer, got {check_replay_steps!r}."
+        )
+    if check_replay_steps < 0:
+        raise ConfigError(
+            f"check_replay_steps (--check-replay) must be 0 (no check) or a positive number of "
+            f"transitions, got {check_replay_steps}."
+        )
+    for value, what in (
+        (ref_min_score, "ref_min_score (--ref-min)"),
+        (ref_max_score, "ref_max_score (--ref-max)"),
+    ):
+        if value is not None:
+            _check_number(value, what)
     root = datasets_root()
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ConfigError(
+            f"The Minari datasets folder {root} (MINARI_DATASETS_PATH) is a file, not a folder."
+        )
     final = os.path.join(root, dataset_id)
-    if os.path.exists(final) and not overwrite:
+    if os.path.lexists(final) and not overwrite:
         raise DatasetExistsError(
             f"Dataset '{dataset_id}' already exists in {root}; pick another id or overwrite it "
             f"(overwrite=True, --overwrite)."
@@ -347,52 +383,209 @@ def import_dataset(
         metadata["ref_max_score"] = float(ref_max_score)
     if replay is not None:
         metadata["replay_check"] = replay
-    return _write(root, final, dataset_id, episodes, obs_space, act_space, metadata)
+    return _write(root, final, dataset_id, episodes, obs_space, act_space, metadata, overwrite)
 
 
-def _write(root, final, dataset_id, episodes, obs_space, act_space, metadata) -> Any:
-    import minari
+#: Hidden folders of an import in progress (`.import-<pid>-*`) and of a dataset being replaced
+#: (`.replaced-<pid>-*`); Minari's listings skip hidden names.
+_TMP_PREFIX, _OLD_PREFIX = ".import-", ".replaced-"
+#: Hidden folders of versions that did not name the process: stale once untouched this long.
+_UNNAMED_STALE_S = 3600.0
+#: HDF5's cost per episode (groups, attributes, chunk indices), measured at about 15 kB.
+_EPISODE_BYTES = 20_000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _owner(name: str) -> int | None:
+    """The PID in a hidden folder's name, or None (a name of an earlier version)."""
+    for prefix in (_TMP_PREFIX, _OLD_PREFIX):
+        if name.startswith(prefix):
+            head = name[len(prefix) :].split("-", 1)[0]
+            return int(head) if head.isdigit() else None
+    return None
+
+
+def clean_stale(root: str) -> list[str]:
+    """Remove the hidden folders that imports killed on this machine left in `root` (their
+    process is gone; a folder of an earlier version without a PID once untouched for an hour).
+    A dataset that a killed overwrite had moved aside and not yet replaced is put back. Call
+    with the root's lock held. Returns the names removed or restored."""
+    done = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return done
+    for name in names:
+        if not name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+            continue
+        path = os.path.join(root, name)
+        if os.path.islink(path) or not os.path.isdir(path):
+            continue
+        pid = _owner(name)
+        if pid is not None and _alive(pid):
+            continue
+        if pid is None:
+            try:
+                if time.time() - os.stat(path).st_mtime < _UNNAMED_STALE_S:
+                    continue
+            except OSError:
+                continue
+        if name.startswith(_OLD_PREFIX):
+            try:
+                with open(os.path.join(path, "id")) as f:
+                    dataset_id = f.read().strip()
+                check_dataset_id(dataset_id)
+                final, old = os.path.join(root, dataset_id), os.path.join(path, "dataset")
+                if os.path.isdir(old) and not os.path.lexists(final):
+                    os.rename(old, final)  # the replacement never arrived: the old one is back
+                    done.append(f"{name} (restored {dataset_id})")
+            except (OSError, SdepolicyError):
+                pass
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(name)
+    return done
+
+
+@contextlib.contextmanager
+def _root_lock(root: str):
+    """An exclusive `flock` of the datasets root itself (no lock file is left behind), held
+    only for the short swap into place; a second import waits for it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _estimated_bytes(episodes, obs_space, act_space) -> int:
+    steps = sum(len(ep["rewards"]) for ep in episodes)
+    per_step = (
+        space_dim(obs_space) * np.dtype(obs_space.dtype).itemsize
+        + space_dim(act_space) * np.dtype(act_space.dtype).itemsize
+        + 8  # reward
+        + 2  # termination, truncation
+    )
+    return int(1.1 * (steps + len(episodes)) * per_step) + _EPISODE_BYTES * len(episodes) + 65536
+
+
+def _check_free_space(root: str, need: int, dataset_id: str) -> None:
+    """Refuse before writing when the disk cannot hold the dataset: HDF5 (h5py) does not recover
+    from a full disk (it can end the process with a segmentation fault)."""
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OutputWriteError(
+            f"not enough space to import '{dataset_id}' into {root}: it needs about "
+            f"{need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free. Nothing was written; free some "
+            "space or set MINARI_DATASETS_PATH to another folder."
+        )
+
+
+def _write(root, final, dataset_id, episodes, obs_space, act_space, metadata, overwrite) -> Any:
     from minari import MinariDataset
-    from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.dataset.minari_storage import MinariStorage
     from minari.namespace import create_namespace, list_local_namespaces
 
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".import-", dir=root)  # hidden: Minari lists skip it
+    where = f"into the datasets folder {root} (MINARI_DATASETS_PATH)"
     try:
-        storage = MinariStorage.new(
-            os.path.join(tmp, "data"), observation_space=obs_space, action_space=act_space
-        )
-        metadata["minari_version"] = minari.__version__
-        storage.update_metadata(metadata)
-        storage.update_episodes(
-            EpisodeBuffer(
-                id=i,
-                observations=ep["observations"].astype(obs_space.dtype),
-                actions=ep["actions"].astype(act_space.dtype),
-                rewards=ep["rewards"],
-                terminations=ep["terminations"],
-                truncations=ep["truncations"],
-                infos={},
-            )
-            for i, ep in enumerate(episodes)
-        )
-        namespace = parse_dataset_id(dataset_id)[0]
-        if namespace is not None and namespace not in list_local_namespaces():
-            create_namespace(namespace)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        old = None
-        if os.path.exists(final):  # overwrite: move the old one aside, then swap
-            old = tempfile.mkdtemp(prefix=".replaced-", dir=root)
-            os.rename(final, os.path.join(old, "dataset"))
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        os.makedirs(root, exist_ok=True)
+        with _root_lock(root):
+            clean_stale(root)
+        # hidden (Minari lists skip it) and named after this process, for clean_stale
+        tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=root)
+    except OSError as e:
+        raise OutputWriteError(
+            f"cannot write {where}: {e.strerror or e}. Nothing was written; choose a folder you "
+            "can write (set MINARI_DATASETS_PATH)."
+        ) from None
+    try:
+        _check_free_space(root, _estimated_bytes(episodes, obs_space, act_space), dataset_id)
+        os.chmod(tmp, 0o777 & ~umask())  # a dataset folder as mkdir makes it, not mkdtemp's 0700
+        _write_hdf5(os.path.join(tmp, "data"), episodes, obs_space, act_space, metadata)
+        with _root_lock(root):
+            namespace = parse_dataset_id(dataset_id)[0]
+            if namespace is not None and namespace not in list_local_namespaces():
+                create_namespace(namespace)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            old = None
+            if os.path.lexists(final):
+                if not overwrite:  # another import took the id while this one was writing
+                    raise _taken(dataset_id, root)
+                # overwrite: move the old one aside (with its id, for clean_stale), then swap
+                old = tempfile.mkdtemp(prefix=f"{_OLD_PREFIX}{os.getpid()}-", dir=root)
+                with open(os.path.join(old, "id"), "w") as f:
+                    f.write(dataset_id)
+                os.rename(final, os.path.join(old, "dataset"))
+            try:
+                # A rename onto a folder that is not empty fails: the no-overwrite check is the
+                # rename's own, under the lock.
+                os.rename(tmp, final)
+            except OSError as e:
+                if old is not None:  # put the old dataset back before reporting
+                    os.rename(os.path.join(old, "dataset"), final)
+                    shutil.rmtree(old, ignore_errors=True)
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise _taken(dataset_id, root) from None
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror or str(e) or type(e).__name__
+        raise OutputWriteError(
+            f"could not write dataset '{dataset_id}' {where}: {why}. Nothing was written (the "
+            "partial copy was removed)."
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return MinariDataset(os.path.join(final, "data"))
+
+
+def _write_hdf5(path, episodes, obs_space, act_space, metadata) -> None:
+    """The dataset's files, written by `_write_child.py` in a child process; its failure (an
+    exception, or a crash of h5py on a full disk) is an `OSError` naming the cause."""
+    job = dict(
+        path=path,
+        observation_space=obs_space,
+        action_space=act_space,
+        metadata=metadata,
+        episodes=episodes,
+    )
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_write_child.py")
+    proc = subprocess.run(
+        [sys.executable, child], input=pickle.dumps(job), capture_output=True, check=False
+    )
+    if proc.returncode == 0:
+        return
+    err = proc.stderr.decode(errors="replace")
+    if "errno = 28" in err or "No space left" in err:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if "errno = 122" in err or "Disk quota exceeded" in err:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+    raise OSError(errno.EIO, f"the HDF5 writer failed ({last})")
+
+
+def _taken(dataset_id: str, root: str) -> DatasetExistsError:
+    return DatasetExistsError(
+        f"Dataset '{dataset_id}' already exists in {root} (another import wrote it first); pick "
+        "another id or overwrite it (overwrite=True, --overwrite). This import wrote nothing."
+    )
 
 
 def describe(dataset: Any) -> dict[str, Any]:

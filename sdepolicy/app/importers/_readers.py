@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,7 +47,18 @@ def _rows(arrays: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
     """Per-row arrays as numpy, 2-d for vectors, checked to have one common length."""
     out = {}
     for k, v in arrays.items():
-        a = np.asarray(v)
+        try:
+            a = np.asarray(v)
+        except ValueError:  # lists of rows of different lengths
+            raise DataValidationError(
+                f"{what}: `{k}` is ragged (its rows have different lengths), not an array."
+            ) from None
+        if a.ndim == 0:
+            raise DataValidationError(
+                f"{what}: `{k}` is a single value (a 0-d array), not one row per step."
+            )
+        if a.shape[0] == 0:
+            raise DataValidationError(f"{what}: `{k}` has no rows (no transitions).")
         if a.dtype == bool or k in ("terminals", "timeouts", "episode_terminals", "terminal"):
             a = a.astype(np.float64)
         if not np.issubdtype(a.dtype, np.number):
@@ -121,6 +133,22 @@ def _from_rows(obs, act, rew, term, trunc) -> list[dict[str, np.ndarray]]:
     return episodes
 
 
+def _h5_arrays(f, keys, what: str) -> dict[str, Any]:
+    """The HDF5 datasets `keys` of an open file, refused when one is a group."""
+    import h5py
+
+    out = {}
+    for k in keys:
+        node = f[k]
+        if not isinstance(node, h5py.Dataset):
+            raise DataValidationError(
+                f"{what}: `{k}` is an HDF5 {type(node).__name__.lower()}, not an array "
+                "(a dataset); is this the right format?"
+            )
+        out[k] = node[()]
+    return out
+
+
 def read_d4rl(path: str) -> list[dict[str, np.ndarray]]:
     """D4RL HDF5: `observations`, `actions`, `rewards`, `terminals`, `timeouts` and optionally
     `next_observations`, one row per step."""
@@ -135,7 +163,8 @@ def read_d4rl(path: str) -> list[dict[str, np.ndarray]]:
         keys = ["observations", "actions", "rewards", "terminals", "timeouts"]
         if "next_observations" in f:
             keys.append("next_observations")
-        d = _rows({k: f[k][()] for k in keys}, f"D4RL file {_name(path)}")
+        what = f"D4RL file {_name(path)}"
+        d = _rows(_h5_arrays(f, keys, what), what)
     if "next_observations" in d:
         return _from_transitions(
             d["observations"],
@@ -158,7 +187,8 @@ def read_d3rlpy(path: str) -> list[dict[str, np.ndarray]]:
     keys = ("observations", "actions", "rewards", "terminals", "episode_terminals")
     with h5py.File(path, "r") as f:
         _require(f.keys(), keys, f"d3rlpy file {_name(path)}")
-        d = _rows({k: f[k][()] for k in keys}, f"d3rlpy file {_name(path)}")
+        what = f"d3rlpy file {_name(path)}"
+        d = _rows(_h5_arrays(f, keys, what), what)
     obs, act, rew, term = d["observations"], d["actions"], d["rewards"], d["terminals"]
     ends = d["episode_terminals"] > 0
     n = rew.shape[0]
@@ -324,5 +354,19 @@ def read_episodes(path: str, format: str = "auto") -> list[dict[str, np.ndarray]
         raise ConfigError(f"Unknown format '{format}'; choose auto or one of {', '.join(FORMATS)}.")
     try:
         return [ep for ep in _READERS[fmt](path) if ep["rewards"].shape[0] > 0]
-    except OSError as e:  # h5py on a file that is not HDF5
-        raise DataValidationError(f"{_name(path)} cannot be read as {fmt}: {e}.") from e
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
+        # A file that is not of its format, is truncated (a half download), is empty, or holds
+        # objects where arrays belong: numpy, zipfile and h5py each have their own exception.
+        text = str(e).strip()
+        detail = text.splitlines()[0] if text else type(e).__name__
+        hint = {
+            EOFError: "it is empty",
+            zipfile.BadZipFile: "it is not a complete .npz (zip) file: truncated or not an .npz",
+        }.get(type(e))
+        if hint is None and "pickle" in text.lower() and fmt == "sb_npz":
+            hint = "it holds Python objects, not plain arrays (or is not an .npz at all)"
+        raise DataValidationError(
+            f"{_name(path)} cannot be read as {fmt}: {hint or detail}"
+            + (f" ({type(e).__name__}: {detail})" if hint and len(detail) < 60 else "")
+            + "."
+        ) from None
