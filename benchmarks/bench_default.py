@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _bench_common import (  # noqa: E402
     finish_meta,
     machine_info,

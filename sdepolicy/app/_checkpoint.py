@@ -170,6 +170,21 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
+def _check_integrity(path, header: dict, payload: bytes, digest_ok, altered: str) -> None:
+    """Refuse a payload whose length is not the header's `payload_bytes` (truncated) or whose
+    digest does not match (`digest_ok()`; `altered` says which digest), naming the cause."""
+    size = header.get("payload_bytes")
+    if len(payload) != size:
+        why = f"its arrays hold {len(payload)} bytes where its header says {size} (truncated)"
+    elif not digest_ok():
+        why = altered
+    else:
+        return
+    raise CheckpointMismatchError(
+        f"{path} is corrupt: {why}. Restore it from a copy, or start a new run in another --out."
+    )
+
+
 def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, description: Any = None):
     """Restore a pytree shaped like `like` from `path`; returns `(tree, header)`.
 
@@ -191,21 +206,14 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
         f.readline()
         payload = f.read()
     if header["format_version"] >= 3:
-        size = header.get("payload_bytes")
-        if len(payload) != size:
-            why = f"its arrays hold {len(payload)} bytes where its header says {size} (truncated)"
-        elif header.get("sha256") != _digest(header, payload):
-            why = (
-                "its header or its arrays do not match the SHA-256 it was written with (altered "
-                "on disk)"
-            )
-        else:
-            why = None
-        if why is not None:
-            raise CheckpointMismatchError(
-                f"{path} is corrupt: {why}. Restore it from a copy, or start a new run in "
-                "another --out."
-            )
+        _check_integrity(
+            path,
+            header,
+            payload,
+            lambda: header.get("sha256") == _digest(header, payload),
+            "its header or its arrays do not match the SHA-256 it was written with (altered "
+            "on disk)",
+        )
     if header.get("fingerprint") != fingerprint:
         diffs = []
         if description is not None and header.get("description") is not None:
@@ -224,18 +232,13 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
             f"{path}: the stored arrays do not match this run's model shapes."
         )
     if header["format_version"] == 2:
-        size, digest = header.get("payload_bytes"), header.get("payload_sha256")
-        if len(payload) != size:
-            why = f"its arrays hold {len(payload)} bytes where its header says {size} (truncated)"
-        elif hashlib.sha256(payload).hexdigest() != digest:
-            why = "its arrays do not match the SHA-256 in its header (altered on disk)"
-        else:
-            why = None
-        if why is not None:
-            raise CheckpointMismatchError(
-                f"{path} is corrupt: {why}. Restore it from a copy, or start a new run in "
-                "another --out."
-            )
+        _check_integrity(
+            path,
+            header,
+            payload,
+            lambda: hashlib.sha256(payload).hexdigest() == header.get("payload_sha256"),
+            "its arrays do not match the SHA-256 in its header (altered on disk)",
+        )
     try:
         tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as e:  # a version-1 file (no checksum) that is damaged
