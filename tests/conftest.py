@@ -7,6 +7,7 @@
   rank promotion through the `maths_precision` fixture (see `tests/sde/conftest.py`); RL tests run
   in the default float32 that training uses.
 - Hypothesis: a deterministic profile (derandomised, no deadline) so CI is reproducible.
+- `minari_store`: a private Minari store for a module's tiny datasets.
 """
 
 import jax
@@ -33,3 +34,13 @@ def maths_precision():
         jax.numpy_rank_promotion("raise"),
     ):
         yield
+
+
+@pytest.fixture(scope="module")
+def minari_store(tmp_path_factory):
+    """A fresh, empty Minari store set as `MINARI_DATASETS_PATH` for the module (the previous
+    value is restored after it); a module's dataset fixture builds its datasets in it."""
+    root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        yield root

@@ -4,7 +4,6 @@ evaluation seconds beside training seconds, and `--resume` (bit-identical, and f
 checkpoint of a version that had none of these)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -19,16 +18,9 @@ SMALL = {"hidden": 16, "batch_size": 16, "diffusion_steps": 3}
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+def dataset(minari_store):
     ensure_default_dataset(TINY, num_episodes=4, num_ref_episodes=2)
-    yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    return minari_store
 
 
 def _spec(out, **kw):

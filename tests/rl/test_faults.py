@@ -52,21 +52,15 @@ EPISODES, EPISODE_STEPS = 2, 100
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+def datasets(minari_store):
+    root = minari_store
     _collect(TINY, scale=1.0)
     _collect(WIDE, scale=50.0)
     # The same id and shapes as TINY, in another store, with rewards that overflow the critics.
     os.environ["MINARI_DATASETS_PATH"] = str(root / "huge")
     _collect(TINY, scale=1.0, reward_scale=1e30)
     os.environ["MINARI_DATASETS_PATH"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    return root
 
 
 class _ScaledReward(gym.Wrapper, gym.utils.RecordConstructorArgs):

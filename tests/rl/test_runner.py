@@ -28,17 +28,10 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+def datasets(minari_store):
     ensure_default_dataset(TINY, num_episodes=6, num_ref_episodes=3)
     _nan_dataset()
-    yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    return minari_store
 
 
 class _NaNReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
