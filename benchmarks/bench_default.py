@@ -7,7 +7,9 @@ each is trained exactly as the main job trains it: `make_checked_seeds_train_fn`
 embedded dataset's size (40,000 transitions; speed does not depend on the values). After a first
 call (compilation), calls are timed until `--min-time` seconds: updates per second (wall clock)
 and CPU seconds per update (process CPU time, all threads: the load-robust number), and each
-agent's cost relative to diffusion BC's measured in the same run.
+agent's cost relative to diffusion BC's measured in the same run. Beside them, the matmul FLOPs
+of one update counted on its jaxpr and their ratio to BC's: the cost an agent would have if
+every matmul ran at BC's rate (what "at its FLOP cost" means).
 
 The parts of one ER-DP-QE update at these sizes (`--parts`) are timed the same way, each its own
 jitted function on the same inputs: the EMA actor's chain for the TD target, the target critics,
@@ -28,11 +30,13 @@ import pathlib
 import sys
 import time
 
+import equinox as eqx
 import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _bench_common import (  # noqa: E402
+    count_matmul_flops,
     finish_meta,
     machine_info,
     machine_line,
@@ -81,7 +85,10 @@ def bench_algo(algo: str, data, args) -> dict:
         jax.block_until_ready((holder["s"], metrics, report))
 
     timing = time_calls(call, args.steps_per_call, args.min_time, args.min_calls)
-    return {"algo": algo, "first_call_s": first, **timing.summary("update")}
+    one = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, states)
+    batch = jax.tree.map(lambda x: x[: agent.config.batch_size], data)
+    flops, _ = count_matmul_flops(agent.update, one, batch)
+    return {"algo": algo, "first_call_s": first, "matmul_flops": flops, **timing.summary("update")}
 
 
 def bench_parts(data, args) -> list[dict]:
@@ -132,6 +139,8 @@ def report(payload: dict) -> None:
                 "cpu_ms": f"{1e3 * r['cpu_s_per_update']:.2f}",
                 "vs_bc": f"{r['s_per_update_median'] / bc['s_per_update_median']:.2f}× "
                 f"({r['cpu_s_per_update'] / bc['cpu_s_per_update']:.2f}×)",
+                "mflop": f"{r['matmul_flops'] / 1e6:.0f}",
+                "flop_vs_bc": f"{r['matmul_flops'] / bc['matmul_flops']:.2f}×",
                 "first": f"{r['first_call_s']:.1f}",
             }
         )
@@ -147,6 +156,8 @@ def report(payload: dict) -> None:
             ("ms/update", "ms"),
             ("CPU ms/update", "cpu_ms"),
             ("× BC, wall (CPU)", "vs_bc"),
+            ("matmul MFLOP", "mflop"),
+            ("× BC, FLOPs", "flop_vs_bc"),
             ("first call s", "first"),
         ],
     )

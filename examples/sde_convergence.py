@@ -424,7 +424,7 @@ class _ArrayBrownianPath(diffrax.AbstractBrownianPath):
     normals: $W = \sqrt{h}\,z_i$ and space-time Lévy area $H = \sqrt{h/12}\,\eta_i$ (independent
     of $W$, as for Brownian motion). A solver that reads one increment per step then computes
     an affine function of $(x_T, z, \eta)$ on Gaussian data, whose exact law forward-mode
-    autodiff gives (see [`srk_chain_moments`][])."""
+    autodiff gives (see `srk_chain_moments`)."""
 
     ts: Float[Array, " n1"]
     z: Float[Array, "n *shape"]
@@ -457,7 +457,7 @@ def srk_chain_moments(
     The score is affine in $x$ and the noise additive, so each step of any Runge–Kutta SDE
     solver is affine in the state and in the step's $(W, H)$. The chain is run on the
     sampler's own grid (`_reverse_step_grid`, split at the rate's jumps) with
-    [`_ArrayBrownianPath`][]; its output is affine in $(x_T, z, \eta)$, so the mean is the
+    `_ArrayBrownianPath`; its output is affine in $(x_T, z, \eta)$, so the mean is the
     output at $(m_T, 0, 0)$ and the variance is $\sum_k (\partial\,\text{out}/\partial
     \xi_k)^2 \operatorname{Var}\xi_k$ (one reverse-mode gradient, float64).
     """

@@ -22,14 +22,14 @@ def mish_and_slope(
 ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
     r"""$\operatorname{mish}(x)$ and its derivative $\operatorname{mish}'(x)$ from one exponential.
 
-    With $e = e^x$, $n = e(e + 2)$ and $d = n + 2$ (see [`mish`][]):
+    With $e = e^x$, $n = e(e + 2)$ and $d = n + 2$ (see `mish`):
 
     $$\operatorname{mish}(x) = x\,\frac{n}{d}, \qquad
     \operatorname{mish}'(x) = \frac{n}{d} + x\,\frac{4e(e + 1)}{d^2},$$
 
     since $n' = 2e(e + 1)$ and $(n/d)' = 2n'/d^2$. For $x > 20$ both branches are replaced by $x$
     and $1$ (exact to float64 rounding); the input of the unused branch is set to 0 so that it
-    stays finite. It is [`mish`][]'s derivative rule, so the derivative of `mish` in either mode
+    stays finite. It is `mish`'s derivative rule, so the derivative of `mish` in either mode
     is this slope: the Q-ensemble's hand-written backward pass (`sdepolicy.rl.FusedBackward`)
     keeps it from the forward pass instead of differentiating the forward expression.
 
@@ -61,7 +61,7 @@ def mish(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     $e^{2x}$ from overflowing; the `where` is applied to the input too so that gradients of the
     unused branch stay finite.
 
-    The derivative is given in closed form (a `jax.custom_jvp`, see [`mish_and_slope`][]): the
+    The derivative is given in closed form (a `jax.custom_jvp`, see `mish_and_slope`): the
     backward pass multiplies by one slope computed with the forward value, instead of replaying
     the dozen elementwise operations of the forward expression (what it saves:
     `benchmarks/README.md`). The rule is itself differentiable, so higher derivatives work

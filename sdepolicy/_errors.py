@@ -1,7 +1,7 @@
 """The root of the package's user-facing errors, low enough for every layer to import.
 
-[`SdepolicyError`][] lives here, not in `sdepolicy.rl`, so that the SDE floor's
-[`SDEInputError`][] can subclass it without importing upwards (imports point down:
+`SdepolicyError` lives here, not in `sdepolicy.rl`, so that the SDE floor's
+`SDEInputError` can subclass it without importing upwards (imports point down:
 `sdepolicy.sde` must not import `sdepolicy.rl`). `sdepolicy.rl` and `sdepolicy.app` re-export it
 under the same name, so `from sdepolicy.app import SdepolicyError` works and one
 `except SdepolicyError` catches bad input to either layer.

@@ -72,7 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     flushed to disk, then renamed over `path`. A kill or a full disk at any moment leaves either
     the old file or the new one, never a mix; the temporary file is removed on any error, and its
     unique name keeps two writers from writing into one temporary file. The file gets the mode an
-    ordinary write would give it ([`file_mode`][]), not `mkstemp`'s private 0600."""
+    ordinary write would give it (`file_mode`), not `mkstemp`'s private 0600."""
     path = pathlib.Path(path)
     mode = file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -102,10 +102,10 @@ def save_checkpoint(
     description: Any = None,
     run_id: str | None = None,
 ):
-    """Write `tree` to `path` atomically ([`atomic_write_bytes`][]), so a run killed mid-write
+    """Write `tree` to `path` atomically (`atomic_write_bytes`), so a run killed mid-write
     leaves the previous checkpoint intact. `description` (JSON-able) is stored beside the
     fingerprint so that a mismatch on load can name the differing settings; `run_id` names the
-    run that wrote it. One SHA-256 covers the header and the payload ([`_digest`][])."""
+    run that wrote it. One SHA-256 covers the header and the payload (`_digest`)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()

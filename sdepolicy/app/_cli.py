@@ -1,4 +1,4 @@
-"""The command line of a run, derived from [`RunSpec`][]: one flag per field, its kind,
+"""The command line of a run, derived from `RunSpec`: one flag per field, its kind,
 choices and default from the field's annotation, its help from the class docstring's bullet,
 so a field is declared once."""
 
@@ -33,10 +33,10 @@ def _without_none(tp: Any) -> Any:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add a flag for every field of [`RunSpec`][] to `parser`: `--field-name` (or the
+    """Add a flag for every field of `RunSpec` to `parser`: `--field-name` (or the
     field's `flag` metadata), `choices` for a `Literal`, `nargs="+"` for a tuple, a switch for
     a bool (`--no-field` when it defaults to True), `FIELD=VALUE` strings appended for the
-    agent overrides; the default is the field's. [`run_spec_from_args`][] reads them back."""
+    agent overrides; the default is the field's. `run_spec_from_args` reads them back."""
     hints = typing.get_type_hints(RunSpec)
     helps = _field_help(RunSpec)
     for field in dataclasses.fields(RunSpec):
@@ -70,11 +70,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """The [`RunSpec`][] of arguments parsed by a parser built with [`add_run_arguments`][].
+    """The `RunSpec` of arguments parsed by a parser built with `add_run_arguments`.
 
     **Raises:**
 
-    [`SdepolicyError`][] for a `--set` item that is not `FIELD=VALUE`, or that names a field
+    `SdepolicyError` for a `--set` item that is not `FIELD=VALUE`, or that names a field
     an earlier one did (which would silently win); its value is coerced to the config field's
     type, and checked, when the run builds its config.
     """

@@ -1,7 +1,7 @@
-"""Minari datasets to [`Transitions`][]: loading (offline first), validation, spaces, rewards.
+"""Minari datasets to `Transitions`: loading (offline first), validation, spaces, rewards.
 
 The one convention to know: observations that are dictionaries (Kitchen's goal-conditioned
-observations) are flattened by [`flatten_observation`][] in a fixed order, keys sorted
+observations) are flattened by `flatten_observation` in a fixed order, keys sorted
 recursively, each leaf raveled, and the same function must be used for environment observations
 at evaluation, so that the policy sees the same layout in both.
 """
@@ -28,7 +28,7 @@ from ._errors import (
     SpaceMismatchError,
 )
 
-#: The reward transforms by name ([`transform_rewards`][]).
+#: The reward transforms by name (`transform_rewards`).
 RewardTransform = Literal["none", "antmaze", "normalize", "scale"]
 REWARD_TRANSFORMS = get_args(RewardTransform)
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -89,7 +89,7 @@ def flatten_observation(
 
 
 def space_dim(space: Any, keys: Sequence[str] | None = None) -> int:
-    """The length of [`flatten_observation`][] (with the same `keys`) of an element of a
+    """The length of `flatten_observation` (with the same `keys`) of an element of a
     Gymnasium `space`."""
     import gymnasium as gym
 
@@ -107,7 +107,7 @@ def _field(episode: Any, name: str) -> Any:
     return episode[name] if isinstance(episode, Mapping) else getattr(episode, name)
 
 
-#: The terminal rules by name ([`relabel_terminals`][]).
+#: The terminal rules by name (`relabel_terminals`).
 TerminalRule = Literal["dataset", "episode_end", "reward"]
 TERMINAL_RULES = get_args(TerminalRule)
 
@@ -131,7 +131,7 @@ def relabel_terminals(
 
     **Raises:**
 
-    [`ConfigError`][] for an unknown rule.
+    `ConfigError` for an unknown rule.
     """
     term = np.asarray(terminations).astype(np.float32)
     if rule == "dataset":
@@ -164,17 +164,17 @@ def episodes_to_transitions(
 
     - `episodes`: Minari `EpisodeData` (or mappings with the same fields).
     - `name`: the dataset's name in error messages.
-    - `observation_keys`: see [`flatten_observation`][].
-    - `terminal_rule`: see [`relabel_terminals`][] (applied to the raw rewards, before any
+    - `observation_keys`: see `flatten_observation`.
+    - `terminal_rule`: see `relabel_terminals` (applied to the raw rewards, before any
       reward transform).
 
     **Returns:**
 
-    A [`Transitions`][] of float32 JAX arrays (on the default device).
+    A `Transitions` of float32 JAX arrays (on the default device).
 
     **Raises:**
 
-    [`DataValidationError`][] on inconsistent lengths or dimensions, non-finite values (named with
+    `DataValidationError` on inconsistent lengths or dimensions, non-finite values (named with
     their counts per field) or no transitions at all.
     """
     parts: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
@@ -236,7 +236,7 @@ def check_dataset_id(dataset_id: Any) -> tuple[str | None, str, int]:
 
     **Raises:**
 
-    [`ConfigError`][] naming the id and the form it must have.
+    `ConfigError` naming the id and the form it must have.
     """
     from minari.dataset.minari_dataset import DATASET_ID_RE
 
@@ -268,7 +268,7 @@ def _check_reference_scores(dataset_id: str, metadata: Mapping) -> None:
 
 
 def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
-    """Opens a Minari dataset, offline first; see [`load_transitions`][]."""
+    """Opens a Minari dataset, offline first; see `load_transitions`."""
     import minari
 
     check_dataset_id(dataset_id)
@@ -307,7 +307,7 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Any:
 
 def _open(dataset_id: str, root: str) -> Any:
     """`minari.load_dataset`, with a damaged folder (metadata that is not a Minari dataset's, a
-    truncated file) as one [`DataValidationError`][]; a missing one stays `FileNotFoundError`."""
+    truncated file) as one `DataValidationError`; a missing one stays `FileNotFoundError`."""
     import minari
 
     try:
@@ -335,7 +335,7 @@ def load_transitions(
     observation_keys: Sequence[str] | None = None,
     terminal_rule: str = "dataset",
 ) -> tuple[Transitions, Any]:
-    """Loads a Minari dataset (or several, concatenated) as [`Transitions`][].
+    """Loads a Minari dataset (or several, concatenated) as `Transitions`.
 
     Offline first: `minari.load_dataset` reads `MINARI_DATASETS_PATH` (or `~/.minari/datasets`)
     and nothing touches the network unless `download=True`.
@@ -345,7 +345,7 @@ def load_transitions(
     - `dataset_id`: a Minari id such as `"mujoco/hopper/medium-v0"`, or a sequence of ids whose
       transitions are concatenated (D4RL's medium-expert is medium followed by expert).
     - `download`: try `minari.download_dataset` when a dataset is not local.
-    - `observation_keys`, `terminal_rule`: see [`episodes_to_transitions`][] (a task preset's
+    - `observation_keys`, `terminal_rule`: see `episodes_to_transitions` (a task preset's
       fields of the same names).
 
     **Returns:**
@@ -355,8 +355,8 @@ def load_transitions(
 
     **Raises:**
 
-    [`DatasetNotFoundError`][] with a one-line message saying where Minari looked and how to get
-    the dataset; [`DataValidationError`][] for malformed data.
+    `DatasetNotFoundError` with a one-line message saying where Minari looked and how to get
+    the dataset; `DataValidationError` for malformed data.
     """
     ids = [dataset_id] if isinstance(dataset_id, str) else list(dataset_id)
     if not ids:
@@ -389,14 +389,14 @@ def check_spaces(data: Any, env: Any, observation_keys: Sequence[str] | None = N
 
     **Arguments:**
 
-    - `data`: [`Transitions`][], or anything with `observation_space` and `action_space` (a
+    - `data`: `Transitions`, or anything with `observation_space` and `action_space` (a
       `minari.MinariDataset`).
     - `env`: a Gymnasium environment; dictionary observations count after flattening.
-    - `observation_keys`: the keys the flattening keeps (see [`flatten_observation`][]).
+    - `observation_keys`: the keys the flattening keeps (see `flatten_observation`).
 
     **Raises:**
 
-    [`SpaceMismatchError`][] naming both shapes.
+    `SpaceMismatchError` naming both shapes.
     """
     if isinstance(data, Transitions):
         got = (data.obs_dim, data.action_dim)
@@ -439,8 +439,8 @@ def recover_env(dataset: Any, task_env_id: str | None = None, **kwargs: Any) -> 
 
     **Raises:**
 
-    [`MissingExtraError`][] when the environment comes from gymnasium-robotics (AntMaze, Adroit,
-    Kitchen) and it is not installed; [`SdepolicyError`][] for other failures to make it.
+    `MissingExtraError` when the environment comes from gymnasium-robotics (AntMaze, Adroit,
+    Kitchen) and it is not installed; `SdepolicyError` for other failures to make it.
     """
     import gymnasium as gym
 
@@ -491,7 +491,7 @@ def transform_rewards(transitions: Transitions, name: str) -> Transitions:
 
     **Raises:**
 
-    [`ConfigError`][] for an unknown name; [`DataValidationError`][] when `"normalize"` meets
+    `ConfigError` for an unknown name; `DataValidationError` when `"normalize"` meets
     constant rewards.
     """
     r = transitions.rewards

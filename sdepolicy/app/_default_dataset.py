@@ -13,7 +13,7 @@ $\dot E = 3u\dot\theta$, so the controller
 - and stabilises with a PD law, $u = -(k_p\theta + k_d\dot\theta)$, near it.
 
 The clean controller's and a uniformly random policy's returns are measured when the dataset is
-built ([`measure_reference_scores`][]) and stored as its reference scores (their values: README,
+built (`measure_reference_scores`) and stored as its reference scores (their values: README,
 Quickstart). The dataset mixes random episodes with
 controller episodes whose actions carry Gaussian noise of a per-episode standard deviation drawn
 uniformly from $[0, \sigma_\max]$: a spread of qualities from near-optimal to random.

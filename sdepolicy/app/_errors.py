@@ -2,7 +2,7 @@
 
 Every error a user can cause by a choice (a task name, a dataset that is not on this machine, a
 missing optional extra, an output folder that holds another run) is a subclass of
-[`SdepolicyError`][]. Its message is one clear line that says what is wrong and what to do, so
+`SdepolicyError`. Its message is one clear line that says what is wrong and what to do, so
 a command-line front end can print `str(error)` alone, without a stack trace:
 
 ```python
@@ -12,7 +12,7 @@ except SdepolicyError as e:
     sys.exit(f"error: {e}")
 ```
 
-Bad hyper-parameters are the core's [`ConfigError`][] (re-exported here). Bugs (broken
+Bad hyper-parameters are the core's `ConfigError` (re-exported here). Bugs (broken
 invariants inside the library) stay ordinary exceptions and keep their traces.
 """
 

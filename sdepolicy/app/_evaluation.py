@@ -26,7 +26,7 @@ BatchActFn = Callable[[np.ndarray, PRNGKey], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeStats:
-    """What [`run_episodes_stats`][] measures, one entry per episode.
+    """What `run_episodes_stats` measures, one entry per episode.
 
     - `returns`: undiscounted returns.
     - `successes`: whether `info["success"]` was true at any step (AntMaze's goal reached,
@@ -50,7 +50,7 @@ def run_episodes(
     observation_keys: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Run `num_episodes` episodes in parallel and return their undiscounted returns (the
-    `returns` of [`run_episodes_stats`][], which takes the same arguments)."""
+    `returns` of `run_episodes_stats`, which takes the same arguments)."""
     return run_episodes_stats(
         make_env,
         act,
@@ -85,7 +85,7 @@ def run_episodes_stats(
     - `observation_keys`: for dictionary observations, the keys the policy sees, in order
       (`sdepolicy.app.flatten_observation`; the data must be flattened the same way).
 
-    **Returns:** an [`EpisodeStats`][] of arrays of shape ``(num_episodes,)``.
+    **Returns:** an `EpisodeStats` of arrays of shape ``(num_episodes,)``.
     """
     flat = lambda o: flatten_observation(o, keys=observation_keys)
     envs = [make_env() for _ in range(num_episodes)]

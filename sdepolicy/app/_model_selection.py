@@ -9,7 +9,7 @@ the previous period's (`EarlyStopping(tolerance=1, min_delta=0)`, the first peri
     top_k' = min(#evaluations - 1, top_k);   chosen = scores[argsort(bc_loss) == top_k']
 
 which picks the evaluation whose index is the *rank* of evaluation `top_k'` (the inverse
-permutation), not the evaluation of rank `top_k'`. [`offline_choice`][] implements that literally
+permutation), not the evaluation of rank `top_k'`. `offline_choice` implements that literally
 (`rule="reference"`) and the evidently intended rule (`rule="rank"`: the evaluation with the
 `top_k'`-th smallest BC loss, 0-based). Runs here never stop early: the choice is computed from
 the full history cut where the early stop would have ended the run (`docs/method.md §7.2`).
@@ -123,7 +123,7 @@ def offline_selection_summary(
     early_stop: bool = True,
 ) -> dict[str, Any]:
     """The `offline_selection` entry of a run's summary: per seed the evaluation chosen by
-    [`offline_choice`][], then mean ± std over seeds (ddof = 1), labelled.
+    `offline_choice`, then mean ± std over seeds (ddof = 1), labelled.
 
     **Arguments:**
 
@@ -131,7 +131,7 @@ def offline_selection_summary(
     - `history`: the run's evaluations (`step`, per-seed `returns` and `normalized`).
     - `seeds`: the run's seeds, in the order of the per-seed lists.
     - `top_k`: the task's `top_k`; None (a task without one) uses 1, and says so.
-    - `rule`, `early_stop`: see [`offline_choice`][].
+    - `rule`, `early_stop`: see `offline_choice`.
 
     **Returns:**
 

@@ -1,6 +1,6 @@
 """Agent configs from names and values: the overrides of presets and of `--set`
-([`apply_overrides`][]), and the record a run stores of its config ([`config_record`][],
-read back by [`config_from_record`][]).
+(`apply_overrides`), and the record a run stores of its config (`config_record`,
+read back by `config_from_record`).
 
 The options themselves, their defaults and ranges are the configs' (`sdepolicy.rl.agents`);
 nothing here lists them.
@@ -125,7 +125,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
     **Raises:**
 
-    [`ConfigError`][] for an unknown field (listing the valid ones), a retired one (naming
+    `ConfigError` for an unknown field (listing the valid ones), a retired one (naming
     what replaced it), an old spelling of a value (naming the new one) or a value that does
     not fit.
     """
@@ -210,7 +210,7 @@ def _old_spelling(cls: type) -> dict[str, dict[Any, Any]]:
 
 def config_record(config: Any) -> dict[str, Any]:
     """The JSON-able record of an agent config that a run's checkpoint stores and hashes
-    (layout: the comment above); [`config_from_record`][] reads it back."""
+    (layout: the comment above); `config_from_record` reads it back."""
     algo = next(a for a, c in CONFIGS.items() if isinstance(config, c))
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
     values = {
@@ -239,7 +239,7 @@ def config_record(config: Any) -> dict[str, Any]:
 
 
 def config_from_record(algo: str, record: dict[str, Any]) -> Any:
-    """The config of a record written by [`config_record`][] (in a checkpoint's description,
+    """The config of a record written by `config_record` (in a checkpoint's description,
     `header["description"]["config"]`), by any version of the package: the experimental
     extension's config when the record sets one of its options, else the algorithm's own."""
     cls = CONFIGS[algo]

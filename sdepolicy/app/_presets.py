@@ -44,10 +44,10 @@ class TaskPreset:
     - `env_family`: `"hopper"`, `"antmaze"`, ...: selects D4RL reference scores.
     - `reward_transform`: a name of `sdepolicy.app.transform_rewards`.
     - `epochs`: training length in epochs of `steps_per_epoch` gradient steps (ER-DP-QE's);
-      `algo_epochs` overrides it per algorithm (see [`TaskPreset.epochs_for`][]).
+      `algo_epochs` overrides it per algorithm (see `TaskPreset.epochs_for`).
     - `eval_episodes`, `eval_every_epochs`: evaluation protocol.
     - `agent_overrides`: per algorithm (`"erdpqe"`, `"diffusion-ql"`, `"bc"`), config field →
-      value, applied with [`apply_overrides`][].
+      value, applied with `apply_overrides`.
     - `note`: caveats about the dataset, shown to users.
     - `top_k`: Diffusion-QL's per-task `top_k` for its offline model selection
       (`sdepolicy.app.offline_selection_summary`), None where it has none.
@@ -348,7 +348,7 @@ def get_preset(name: str) -> TaskPreset:
 
     **Raises:**
 
-    [`UnknownTaskError`][] naming the closest known names.
+    `UnknownTaskError` naming the closest known names.
     """
     try:
         return _PRESETS[name]

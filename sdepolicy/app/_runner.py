@@ -1,9 +1,9 @@
 """The offline-RL training run: dataset -> agents of all seeds -> fused updates -> evaluation,
 with a CSV of metrics, a PNG learning curve, a JSON summary and atomic checkpoints.
 
-A run is three steps: [`_resolve`][] (settings, data, environment, agents of all seeds, the
-checkpoint to resume from), [`_train`][] (fused chunks of updates, evaluations, `metrics.csv`,
-checkpoints) and [`_write`][] (`summary.json` and the learning curve); `run` checks what it can
+A run is three steps: `_resolve` (settings, data, environment, agents of all seeds, the
+checkpoint to resume from), `_train` (fused chunks of updates, evaluations, `metrics.csv`,
+checkpoints) and `_write` (`summary.json` and the learning curve); `run` checks what it can
 before touching the output folder and holds the folder's lock around the three.
 
 Determinism is by construction: every random draw is keyed by (seed, step), never by how many
@@ -251,12 +251,12 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
 
     **Raises:**
 
-    An [`SdepolicyError`][] subclass, one line, for every mistake a user can make, found before
-    any work where it can be: bad settings or seeds ([`ConfigError`][]), an output folder that
+    An `SdepolicyError` subclass, one line, for every mistake a user can make, found before
+    any work where it can be: bad settings or seeds (`ConfigError`), an output folder that
     holds another run, is locked by a running one, has nothing to `--resume` or cannot be written
-    ([`RunFolderError`][]), a failed write such as a full disk ([`OutputWriteError`][]), a run
-    whose losses, Q values or parameters became non-finite ([`TrainingDivergedError`][]: it stops
-    at that chunk and keeps the last good checkpoint) and Ctrl-C ([`RunInterruptedError`][],
+    (`RunFolderError`), a failed write such as a full disk (`OutputWriteError`), a run
+    whose losses, Q values or parameters became non-finite (`TrainingDivergedError`: it stops
+    at that chunk and keeps the last good checkpoint) and Ctrl-C (`RunInterruptedError`,
     naming the last checkpoint).
     """
     # Settings that need no file are checked before the output folder is touched.
@@ -472,7 +472,7 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
     """Fused chunks of updates from where the job stands to the end, with evaluations, a row of
     `metrics.csv` per chunk and seed, and checkpoints; the job's state, step and history advance
     in place. At the first non-finite chunk it writes what happened and raises
-    [`TrainingDivergedError`][]."""
+    `TrainingDivergedError`."""
     spec, out, settings, chunk = job.spec, job.out, job.settings, job.chunk
     steps, eval_every, ckpt_every = (
         settings["steps"],

@@ -80,7 +80,7 @@ def reference_scores(
 
     **Raises:**
 
-    [`UnknownTaskError`][] when neither source has references.
+    `UnknownTaskError` when neither source has references.
     """
     if prefer not in ("dataset", "d4rl"):
         raise ValueError(f"reference_scores: prefer must be 'dataset' or 'd4rl', got {prefer!r}.")

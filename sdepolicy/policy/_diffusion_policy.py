@@ -1,7 +1,7 @@
 r"""A diffusion policy $\pi(a \mid s)$: a mean-reverting SDE over actions and a state-conditioned
 noise predictor (ER-DP-QE; Diffusion-QL with the VP schedule).
 
-Actions live in the unit box $[-1, 1]^d$ inside the policy; [`ActionBox`][] maps them to and
+Actions live in the unit box $[-1, 1]^d$ inside the policy; `ActionBox` maps them to and
 from the environment's box. The SDE has $\mu = 0$, $\lambda = 1$ and a piecewise-constant
 schedule on the integer grid $0..T$; diffusion time $t$ is the reference code's step $k = t - 1$.
 """
@@ -91,13 +91,13 @@ class DiffusionPolicy(eqx.Module):
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][] over unit-box actions (integer horizon $T$).
-    - `denoiser`: the [`Denoiser`][] $\varepsilon_\phi(k, a_t, s)$.
-    - `box`: the environment's [`ActionBox`][].
+    - `sde`: the `MeanRevertingSDE` over unit-box actions (integer horizon $T$).
+    - `denoiser`: the `Denoiser` $\varepsilon_\phi(k, a_t, s)$.
+    - `box`: the environment's `ActionBox`.
     - `x0_clip`: clip $\hat x_0$ to $[-1, 1]$ at every sampler step (the reference codes'
         "action clip"; docs/method.md §9.4).
 
-    Build one with [`DiffusionPolicy.create`][].
+    Build one with `DiffusionPolicy.create`.
     """
 
     sde: MeanRevertingSDE
@@ -143,12 +143,12 @@ class DiffusionPolicy(eqx.Module):
         - `action_low`, `action_high`: the environment's action box.
         - `key`: PRNG key for the denoiser's initialisation.
         - `schedule`: a name in `SCHEDULES` (`"cosine"`, `"vp"`, `"vp_normalised"`,
-            `"linear"`, `"constant"`) built with `num_steps` steps, or an [`AbstractSchedule`][]
+            `"linear"`, `"constant"`) built with `num_steps` steps, or an `AbstractSchedule`
             with an integer horizon (then `num_steps` is ignored).
         - `num_steps`: $T$ (default 5).
         - `x0_clip`: see the class docstring.
-        - `hidden`, `depth`, `time_dim`: the [`Denoiser`][]'s sizes; `activation`: its
-            activation (default [`mish`][]).
+        - `hidden`, `depth`, `time_dim`: the `Denoiser`'s sizes; `activation`: its
+            activation (default `mish`).
 
         **Returns:** a `DiffusionPolicy`.
         """
@@ -241,7 +241,7 @@ class DiffusionPolicy(eqx.Module):
     def sample(
         self, states: Float[Array, "batch state"], key: PRNGKey
     ) -> Float[Array, "batch action"]:
-        """[`sample_unit`][] mapped to the environment's action box."""
+        """`sample_unit` mapped to the environment's action box."""
         return self.box.from_unit(self.sample_unit(states, key))
 
     # --- diffusion losses ------------------------------------------------------------------
@@ -256,7 +256,7 @@ class DiffusionPolicy(eqx.Module):
         r"""The diffusion loss on a batch (docs/method.md §4), with random steps and noise.
 
         Draws $k \sim \mathcal U\{0..T-1\}$ per sample from the first half of `split(key)` and
-        $\varepsilon \sim \mathcal N(0, I)$ from the second, then calls [`loss_at`][].
+        $\varepsilon \sim \mathcal N(0, I)$ from the second, then calls `loss_at`.
 
         **Arguments:**
 
@@ -277,11 +277,11 @@ class DiffusionPolicy(eqx.Module):
         key: PRNGKey,
         kind: str = "nml",
     ) -> OneStepPrediction:
-        r"""[`loss`][] with everything an agent's loss needs besides the loss: the one-step
+        r"""`loss` with everything an agent's loss needs besides the loss: the one-step
         prediction $\hat x_0$ (unclipped in the unit box, and clipped in the environment's
-        box) and the steps drawn (same arguments and draws as [`loss`][]).
+        box) and the steps drawn (same arguments and draws as `loss`).
 
-        **Returns:** a [`OneStepPrediction`][].
+        **Returns:** a `OneStepPrediction`.
         """
         _check_loss_kind(kind)
         steps, noise = self.draw_steps_and_noise(actions, key)
@@ -312,7 +312,7 @@ class DiffusionPolicy(eqx.Module):
             one-step prediction `x0` (unclipped, unit box), one key per sample from
             `split(key, batch)` (`sdepolicy.policy.get_entropy_estimator`).
         - `"likelihood"`: the policy's own entropy at each state, by its posterior chain from
-            fresh noise (`x0` is not used; [`sdepolicy.policy.policy_entropy`][]).
+            fresh noise (`x0` is not used; `sdepolicy.policy.policy_entropy`).
 
         **Returns:** one estimate per sample (nats, summed over the action dimensions).
         """
@@ -329,10 +329,10 @@ class DiffusionPolicy(eqx.Module):
     def draw_steps_and_noise(
         self, actions: Float[Array, "batch action"], key: PRNGKey
     ) -> tuple[Int[Array, " batch"], Float[Array, "batch action"]]:
-        r"""The random draws of [`loss`][]: $k \sim \mathcal U\{0..T-1\}$ per sample from the
+        r"""The random draws of `loss`: $k \sim \mathcal U\{0..T-1\}$ per sample from the
         first half of `split(key)`, $\varepsilon \sim \mathcal N(0, I)$ from the second.
 
-        **Returns:** `(steps, noise)`, to pass to [`loss_at`][] as `loss_at(states, actions,
+        **Returns:** `(steps, noise)`, to pass to `loss_at` as `loss_at(states, actions,
         noise, steps=steps)` (for a caller that needs the steps too, such as a per-step
         weighting of another loss term).
         """
@@ -359,7 +359,7 @@ class DiffusionPolicy(eqx.Module):
         NML averages $(\hat\varepsilon - \varepsilon)^2$, MLL averages
         $(a_{\text{pred}} - \tilde\mu(a_t, u^0))^2$ (see `_losses.py`), over batch and action.
 
-        **Returns:** `(bc_loss, x0_hat)` as in [`loss`][].
+        **Returns:** `(bc_loss, x0_hat)` as in `loss`.
         """
         _check_loss_kind(kind)
         unit = self.box.to_unit(actions)

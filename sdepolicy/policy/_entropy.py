@@ -1,12 +1,12 @@
 r"""Per-sample estimators of $-\log\pi(\hat a^0 \mid s) + C$: ER-DP-QE's entropy term (docs/method.md §5),
 and an estimate of the policy's own entropy.
 
-Two estimators of $\hat a^0$ alone, selectable by name through [`get_entropy_estimator`][]:
+Two estimators of $\hat a^0$ alone, selectable by name through `get_entropy_estimator`:
 
-- `"paper"` ([`paper_entropy`][]): Eqs. 12–15 of the paper. $\hat a^1 \sim p(a^1 \mid \hat a^0)$,
+- `"paper"` (`paper_entropy`): Eqs. 12–15 of the paper. $\hat a^1 \sim p(a^1 \mid \hat a^0)$,
   $a^T$ drawn from the prior (default) or from the forward transition of $\hat a^1$, and the
   estimate $-\log p(\hat a^1 \mid a^T, \hat a^0)$ with exact Gaussian transitions.
-- `"reference"` ([`reference_entropy`][]): what the official code computes (and what produced
+- `"reference"` (`reference_entropy`): what the official code computes (and what produced
   the published numbers): a noise-free Euler step for $\hat a^1$ and a log-transition with its
   arguments swapped and its time indices shifted by one. The swap cancels exactly between the
   three terms of the Bayes ratio; the shift (and the Euler point) is what makes it depend on
@@ -15,13 +15,13 @@ Two estimators of $\hat a^0$ alone, selectable by name through [`get_entropy_est
 Both act on ONE sample (`jax.vmap` for batches) and sum over the action dimensions. Their
 expectations over the noise are quadratics in $\hat a^0$,
 $\mathbb E[H] = d\,c_0 + c_2 \lVert \hat a^0 - \mu \rVert^2$, whose coefficients
-[`paper_entropy_coefficients`][] and [`reference_entropy_coefficients`][] return. Derivations:
+`paper_entropy_coefficients` and `reference_entropy_coefficients` return. Derivations:
 `proofs/entropy.md`. For the $T = 5$ cosine grid: paper (prior) $c_0 \approx 0.8590$,
 $c_2 \approx 2.4 \times 10^{-13}$; paper (forward) $c_2 = 0$ exactly; reference
 $c_0 \approx 0.779$, $c_2 \approx 0.0628$.
 
 Neither measures the policy's entropy (`proofs/entropy.md`). The third, `"likelihood"`
-([`policy_entropy`][], built on [`chain_entropy`][]), needs the denoiser and the state: it runs
+(`policy_entropy`, built on `chain_entropy`), needs the denoiser and the state: it runs
 the policy's posterior chain and returns a one-path estimate of a lower bound on
 $H(\pi(\cdot \mid s))$, tight to about $10^{-3}$ nats per dimension for a Gaussian action law of
 standard deviation 0.3 at $T = 5$ (`proofs/entropy_likelihood.md`).
@@ -84,7 +84,7 @@ def paper_entropy(
 
     **Arguments:**
 
-    - `sde`: the policy's [`MeanRevertingSDE`][] (horizon $T > 1$).
+    - `sde`: the policy's `MeanRevertingSDE` (horizon $T > 1$).
     - `x0_hat`: the predicted clean action $\hat a^0$ (unit box).
     - `key`: PRNG key for $\hat a^1$ and $a^T$.
     - `terminal`: `"prior"` (default) or `"forward"`.
@@ -212,7 +212,7 @@ def reference_entropy(
 
     **Arguments:**
 
-    - `sde`: the policy's [`MeanRevertingSDE`][] (integer horizon $T \ge 3$).
+    - `sde`: the policy's `MeanRevertingSDE` (integer horizon $T \ge 3$).
     - `x0_hat`: the predicted clean action $\hat a^0$ (unit box).
     - `key`: PRNG key for $a^T$.
 
@@ -278,7 +278,7 @@ ENTROPY_ESTIMATORS: dict[str, EntropyEstimator] = {
 
 
 #: Entropy estimators that need the policy (denoiser and state), not only $\hat a^0$:
-#: `ERDPQEConfig.entropy` accepts these too, and the agent calls [`policy_entropy`][].
+#: `ERDPQEConfig.entropy` accepts these too, and the agent calls `policy_entropy`.
 POLICY_ENTROPY_ESTIMATORS = ("likelihood",)
 #: Every name `DiffusionPolicy.entropy` accepts: the estimators of $\hat a^0$ and the policy's.
 EntropyName = Literal["reference", "paper", "likelihood"]
@@ -288,7 +288,7 @@ def get_entropy_estimator(name: str) -> EntropyEstimator:
     """The estimator registered under `name` in `ENTROPY_ESTIMATORS`.
 
     **Raises:** `ValueError` listing the valid names when `name` is unknown, and one naming
-    [`policy_entropy`][] for a name in `POLICY_ENTROPY_ESTIMATORS`.
+    `policy_entropy` for a name in `POLICY_ENTROPY_ESTIMATORS`.
     """
     if name in POLICY_ENTROPY_ESTIMATORS:
         raise ValueError(
@@ -319,7 +319,7 @@ def chain_entropy(
 ) -> Float[Array, ""]:
     r"""A one-path estimate of a lower bound on the entropy of the posterior sampler's output.
 
-    The chain is that of [`PosteriorSampler`][] on the grid $0 = t_0 < \dots < t_N = T$,
+    The chain is that of `PosteriorSampler` on the grid $0 = t_0 < \dots < t_N = T$,
     before its output clipping: $x_{t_N} = $ `x_T` $\sim \mathcal N(\mu, \lambda^2 I)$,
     $x_{t_{i-1}} = \tilde\mu_i(x_{t_i}) + \sqrt{\tilde\beta_i}\,\xi_i$ for $i = N..2$, and the
     noise-free last step $a^0 = g(y) = \tilde\mu_1(y, \hat x_0(t_1, y, \text{args}))$ with
@@ -343,7 +343,7 @@ def chain_entropy(
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `predict_x0`: $\hat x_0$ as `f(t, x, args)` for ONE sample, unclipped (the sampler's
         calling convention).
     - `x_T`: the chain's start, a draw from `sde.prior` (its log-density enters the
@@ -398,19 +398,19 @@ def policy_entropy(
     policy: DiffusionPolicy, states: Float[Array, "batch state"], key: PRNGKey
 ) -> Float[Array, " batch"]:
     r"""`entropy="likelihood"`: an estimate of $H(\pi(\cdot \mid s))$ per state, by
-    [`chain_entropy`][] on the policy's own posterior sampler.
+    `chain_entropy` on the policy's own posterior sampler.
 
     $\pi(\cdot \mid s)$ is the law of the policy's unit-box sample *before* its output
     clipping (the clipped law has atoms on the box's faces and no density); $\hat x_0$ is
-    clipped in the chain's steps when `policy.x0_clip`, as in [`DiffusionPolicy.sample`][],
+    clipped in the chain's steps when `policy.x0_clip`, as in `DiffusionPolicy.sample`,
     except in the last, whose clipping the output clip repeats. In the environment's box the
     entropy is this plus the constant $\sum_j \log(\text{half-width}_j)$. One path per state:
     $a^T$ from the first half of `split(key)`, the chain's noise from the second (as
-    [`DiffusionPolicy.sample_unit`][]). Differentiable in the denoiser's parameters.
+    `DiffusionPolicy.sample_unit`). Differentiable in the denoiser's parameters.
 
     **Arguments:**
 
-    - `policy`: the [`DiffusionPolicy`][].
+    - `policy`: the `DiffusionPolicy`.
     - `states`: a batch of states.
     - `key`: PRNG key.
 

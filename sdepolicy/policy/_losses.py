@@ -48,7 +48,7 @@ def mll_prediction(
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `x_t`: the noisy sample at time `t`.
     - `noise_pred`: the predicted noise $\hat\varepsilon$.
     - `t`: the diffusion time (an integer $\ge 1$ on the reference grid, as a float).
@@ -77,7 +77,7 @@ def mll_target(
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `x_t`: the noisy sample at time `t`.
     - `x_0`: the clean sample it was made from.
     - `t`: the diffusion time ($\ge 1$).
@@ -104,7 +104,7 @@ def mll_error(
 ) -> Float[Array, "*shape"]:
     r"""Elementwise squared error $(x_{\text{pred}} - \tilde\mu)^2$ (MLL; average it).
 
-    See [`mll_prediction`][] and [`mll_target`][].
+    See `mll_prediction` and `mll_target`.
     """
     return (mll_prediction(sde, x_t, noise_pred, t=t) - mll_target(sde, x_t, x_0, t=t)) ** 2
 

@@ -70,7 +70,7 @@ class Denoiser(eqx.Module):
     - `depth`: number of hidden (Linear, Mish) layers (default 3).
     - `time_dim`: size of the time embedding (default 16; the first time layer has twice that).
     - `activation`: the elementwise activation $\sigma$ written `mish` above (default
-        [`mish`][], the reference codes'; as `eqx.nn.MLP`'s `activation`).
+        `mish`, the reference codes'; as `eqx.nn.MLP`'s `activation`).
     """
 
     time_embedding: SinusoidalTimeEmbedding
@@ -121,7 +121,7 @@ class Denoiser(eqx.Module):
 
         - `t`: the network's time input, which is the reference code's step index
             $k = \tau - 1$ for diffusion time $\tau$ (so $\tau = 1..T$ enters as $0..T-1$),
-            as a float scalar. [`DiffusionPolicy.predict_noise`][] takes the diffusion time
+            as a float scalar. `DiffusionPolicy.predict_noise` takes the diffusion time
             and does the shift.
         - `x_t`: the noisy action.
         - `state`: the RL state $s$ (the `args` of the calling convention).

@@ -5,12 +5,12 @@ batched matmul per layer rather than $M$ calls; this is what makes the paper's $
 affordable.
 
 How the ensemble is differentiated is an object of its own, chosen when the ensemble is built,
-as diffrax chooses an `adjoint`: [`AutodiffBackward`][] (the default) differentiates the plain
-code below with JAX; [`sdepolicy.rl.FusedBackward`][] (`sdepolicy/rl/_fused_critic.py`) is the
+as diffrax chooses an `adjoint`: `AutodiffBackward` (the default) differentiates the plain
+code below with JAX; `sdepolicy.rl.FusedBackward` (`sdepolicy/rl/_fused_critic.py`) is the
 hand-written kernel that computes the same values and gradients faster on a CPU. Both serve the
-two things an agent asks of its critics: their values ([`QEnsemble.__call__`][]) and the value
+two things an agent asks of its critics: their values (`QEnsemble.__call__`) and the value
 and gradient of the critics' regression loss, written by the agent as a function of the squared
-TD errors ([`QEnsemble.regression_loss`][]).
+TD errors (`QEnsemble.regression_loss`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def action_gradient_similarity(
     `sdepolicy.rl.experimental`), it makes the members disagree about which way Q rises off the
     data's actions, so that their LCB penalises leaving them
     (An et al., 2021, "Uncertainty-based offline RL with diversified Q-ensemble"; docs/method.md
-    §6.1). Computed on the plain MLP ([`ensemble_mlp_reference`][]) whatever the ensemble's
+    §6.1). Computed on the plain MLP (`ensemble_mlp_reference`) whatever the ensemble's
     `backward`, so that it can be differentiated with respect to the parameters.
 
     With a one-dimensional action $\hat g = \pm 1$, so the measure is piecewise constant in
@@ -140,11 +140,11 @@ def action_gradient_similarity(
 
 
 class AbstractCriticBackward(eqx.Module):
-    """How a [`QEnsemble`][] computes, and is differentiated through, its two operations.
+    """How a `QEnsemble` computes, and is differentiated through, its two operations.
 
     Both methods are differentiable with respect to the parameters `(weights, biases)`;
     `values` also with respect to its input `x` (the actor's Q term differentiates through the
-    action). Concrete classes: [`AutodiffBackward`][] and `sdepolicy.rl.FusedBackward`.
+    action). Concrete classes: `AutodiffBackward` and `sdepolicy.rl.FusedBackward`.
     """
 
     @abc.abstractmethod
@@ -155,7 +155,7 @@ class AbstractCriticBackward(eqx.Module):
         biases: tuple[Array, ...],
         x: Float[Array, "batch in"],
     ) -> Float[Array, "members batch"]:
-        """$Q_m(x_i)$ for every member $m$ and row $i$ (see [`ensemble_mlp_reference`][])."""
+        """$Q_m(x_i)$ for every member $m$ and row $i$ (see `ensemble_mlp_reference`)."""
 
     @abc.abstractmethod
     def regression_loss(
@@ -172,7 +172,7 @@ class AbstractCriticBackward(eqx.Module):
 
 
 class AutodiffBackward(AbstractCriticBackward):
-    """The plain code ([`ensemble_mlp_reference`][]) differentiated by JAX: every JAX
+    """The plain code (`ensemble_mlp_reference`) differentiated by JAX: every JAX
     transformation works, forward mode included; the reference for the fused kernel."""
 
     def values(self, activation, weights, biases, x):
@@ -204,8 +204,8 @@ class QEnsemble(eqx.Module):
         Diffusion-QL's critics).
     - `key`: PRNG key; members are independent draws.
     - `activation`: the elementwise activation of the hidden layers (default
-        [`sdepolicy.policy.mish`][], as the reference codes).
-    - `backward`: an [`AbstractCriticBackward`][]: [`AutodiffBackward`][] (default) or
+        `sdepolicy.policy.mish`, as the reference codes).
+    - `backward`: an `AbstractCriticBackward`: `AutodiffBackward` (default) or
         `sdepolicy.rl.FusedBackward` (the hand-written kernel, faster; no forward mode). Both
         compute the same function and gradients.
 

@@ -1,7 +1,7 @@
 """The configuration errors of the algorithm core.
 
 A bad hyper-parameter (an unknown field, a value that cannot be coerced, a value out of its
-range) is a [`ConfigError`][], a subclass of [`SdepolicyError`][] whose message is one line,
+range) is a `ConfigError`, a subclass of `SdepolicyError` whose message is one line,
 so a command-line front end prints `str(error)` alone. The ranges themselves are declared
 beside each config field (`sdepolicy/rl/_options.py`). The errors of datasets, environments and
 runs belong to the application layer (`sdepolicy.app`).
@@ -45,7 +45,7 @@ def check_literal_fields(obj: Any) -> None:
 
     **Raises:**
 
-    [`ConfigError`][] naming the first field whose value is not one of its choices.
+    `ConfigError` naming the first field whose value is not one of its choices.
     """
     hints = typing.get_type_hints(type(obj))
     for field in dataclasses.fields(obj):

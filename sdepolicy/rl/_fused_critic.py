@@ -1,4 +1,4 @@
-r"""The Q-ensemble's fast kernel: [`FusedBackward`][], a drop-in for [`AutodiffBackward`][]
+r"""The Q-ensemble's fast kernel: `FusedBackward`, a drop-in for `AutodiffBackward`
 with the same values and gradients (pinned to it by `tests/rl/test_critics.py` and
 `tests/rl/test_fast_step.py`), arranged for speed on a CPU (docs/method.md §11,
 `benchmarks/README.md`):
@@ -8,12 +8,12 @@ with the same values and gradients (pinned to it by `tests/rl/test_critics.py` a
   (no transposed left operand, which this CPU's matmul kernels run at about half speed), and the
   input-gradient matmul uses an explicitly transposed weight;
 - the activation's derivative is taken with its value in the forward pass (its
-  vector-Jacobian product with ones, which for [`sdepolicy.policy.mish`][] is its closed-form
+  vector-Jacobian product with ones, which for `sdepolicy.policy.mish` is its closed-form
   slope) and kept, so the backward pass is one multiplication per layer;
 - on a CPU, the members are processed in groups (8 at a time for the paper's sizes) so that one
   group's activations stay in cache, where a batched matmul of a group runs faster than one of
   all 64 members (the rates: `benchmarks/README.md`);
-- the critics' regression loss is a custom-VJP function of its own ([`fused_regression_loss`][]):
+- the critics' regression loss is a custom-VJP function of its own (`fused_regression_loss`):
   the agent's loss is linear in the squared errors, so its gradient with respect to them is a
   constant known before the forward pass, and each group's forward pass is followed at once by
   its backward pass while its activations are still in cache, instead of storing every group's
@@ -37,7 +37,7 @@ _CPU_GROUP_BYTES = 2 * 2**20
 
 
 def member_groups(num_members: int, hidden: int, batch: int) -> int:
-    """How many groups [`FusedBackward`][] splits the members into on this backend: on a CPU,
+    """How many groups `FusedBackward` splits the members into on this backend: on a CPU,
     the fewest groups whose per-layer activations fit about 2 MiB; elsewhere (GPUs), one
     group."""
     if jax.default_backend() != "cpu":
@@ -222,9 +222,9 @@ fused_regression_loss.defvjp(_fused_regression_fwd, _fused_regression_bwd)
 
 class FusedBackward(AbstractCriticBackward):
     """The hand-written kernel of this module: the Q-ensemble's values through
-    [`ensemble_mlp`][] and its regression loss through [`fused_regression_loss`][], members in
+    `ensemble_mlp` and its regression loss through `fused_regression_loss`, members in
     cache-sized groups on a CPU. Reverse mode and `vmap` only (no `jax.jvp`), and a regression
-    loss linear in the squared errors; [`AutodiffBackward`][] has neither restriction."""
+    loss linear in the squared errors; `AutodiffBackward` has neither restriction."""
 
     def values(self, activation, weights, biases, x):
         return ensemble_mlp(activation, _groups_for(weights, x), weights, biases, x)

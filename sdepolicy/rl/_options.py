@@ -5,7 +5,7 @@ it, and one checker reads them.
     gamma: float = option(0.99, Reals(0.0, 1.0, high_open=True))
     loss: LossKind = "mll"                       # a Literal: its choices are its type
 
-[`check_options`][] (called by every agent config's `__post_init__`) checks each field against
+`check_options` (called by every agent config's `__post_init__`) checks each field against
 what its declaration allows: a `Literal` against its choices, a number against its range (an
 integer field needs an `int`, a float field a finite number), a tuple element by element. A new
 option is therefore one line in its config class (and its line in the docstring and in
@@ -93,12 +93,12 @@ def option(
     *,
     renamed: dict[str, str] | None = None,
 ) -> Any:
-    """A config field with what it allows, read by [`check_options`][].
+    """A config field with what it allows, read by `check_options`.
 
     **Arguments:**
 
     - `default`: the field's default.
-    - `values`: its range ([`Ints`][], [`Reals`][]), or one range per element of a tuple field.
+    - `values`: its range (`Ints`, `Reals`), or one range per element of a tuple field.
       Every `int` and `float` field has one (a test checks); `Literal` and `bool` fields need
       none (their type says it).
     - `renamed`: for a `Literal` field, old value -> new value: an old spelling is refused
@@ -137,7 +137,7 @@ def check_options(config: Any) -> None:
 
     **Raises:**
 
-    [`ConfigError`][] naming the first field that is out of range, its value and what is
+    `ConfigError` naming the first field that is out of range, its value and what is
     allowed.
     """
     name = type(config).__name__

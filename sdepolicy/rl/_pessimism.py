@@ -28,8 +28,8 @@ def ensemble_min(q: Float[Array, "members batch"]) -> Float[Array, " batch"]:
 def aggregate_q(
     q: Float[Array, "members batch"], how: str, lcb_beta: RealScalarLike = 4.0
 ) -> Float[Array, " batch"]:
-    """Pessimistic aggregate of ensemble values: `how` is `"lcb"` ([`lcb`][]) or `"min"`
-    ([`ensemble_min`][])."""
+    """Pessimistic aggregate of ensemble values: `how` is `"lcb"` (`lcb`) or `"min"`
+    (`ensemble_min`)."""
     if how == "lcb":
         return lcb(q, lcb_beta)
     if how == "min":

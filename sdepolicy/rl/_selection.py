@@ -7,7 +7,7 @@ All states are handled in one batched call: one sampler run over `n * num_candid
 one ensemble evaluation.
 
 The temperature may also be given in units of the critics' disagreement about the candidates
-([`candidate_disagreement`][]): then the draw is near the best candidate where the candidates'
+(`candidate_disagreement`): then the draw is near the best candidate where the candidates'
 scores differ by more than the members disagree about them, and near a single policy sample
 where they do not (docs/method.md §6.5).
 """
@@ -75,7 +75,7 @@ def select_actions(
     - `policy`: the diffusion policy that proposes candidates (the online actor in the reference
         codes, docs/method.md §6.5).
     - `critic`: the ensemble that scores them (the target critic, per docs/method.md §6): any
-        `(states, actions) -> q[members, batch]`, e.g. a [`QEnsemble`][].
+        `(states, actions) -> q[members, batch]`, e.g. a `QEnsemble`.
     - `states`: `n` states.
     - `key`: PRNG key (candidates and the categorical draw).
     - `num_candidates`: candidates per state (the papers: 50).
@@ -88,7 +88,7 @@ def select_actions(
         are small and $\tau = 1$ draws nearly uniformly.
     - `temperature_scale`: `"absolute"` ($\tau$ as given) or `"disagreement"`: at state $i$ the
         temperature is $\tau\,\sigma_i$, with $\sigma_i$ the members' disagreement about the
-        candidates ([`candidate_disagreement`][]; needs a critic of at least 2 members). Where
+        candidates (`candidate_disagreement`; needs a critic of at least 2 members). Where
         $\sigma_i = 0$ the best-scored candidate is taken.
 
     **Returns:** actions of shape `(n, action)` in the environment's box.

@@ -19,7 +19,7 @@ def seed_mesh(num_seeds: int) -> Mesh | None:
 
 def shard_seeds(states):
     """Place every array leaf of a seed-stacked pytree with its leading (seed) axis split over
-    the devices of [`seed_mesh`][]; a no-op on one device. Compiled code that consumes the result
+    the devices of `seed_mesh`; a no-op on one device. Compiled code that consumes the result
     runs each device's seeds there (XLA's sharding propagation), and the dataset, passed
     unsharded, is replicated."""
     arrays = jax.tree.leaves(eqx.filter(states, eqx.is_array))

@@ -41,6 +41,11 @@ _fused_single = eqx.filter_jit(_fused_steps)
 
 @eqx.filter_jit
 def _fused_seeds(update_fn, batch_size, num_steps, dataset, states, keys):
+    if keys.shape[0] == 1:
+        # One seed: no seed axis in the matmuls. Batching them over an axis of size 1 gives XLA's
+        # CPU backend batched kernels that ran the default ER-DP-QE update 1.46x slower
+        # (15.2 against 10.4 ms; benchmarks/bench_default.py), for the same numbers.
+        return _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, keys)
     run = lambda state, key: _fused_steps(update_fn, batch_size, num_steps, dataset, state, key)
     return eqx.filter_vmap(run)(states, keys)
 
@@ -59,7 +64,7 @@ def _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, k
     return eqx.combine(dynamic, static), metrics
 
 
-#: How the seeds of one compiled call share it (see [`make_seeds_train_fn`][]).
+#: How the seeds of one compiled call share it (see `make_seeds_train_fn`).
 SeedStrategy = Literal["vmap", "sequential"]
 SEED_STRATEGIES = {"vmap": _fused_seeds, "sequential": _fused_seeds_sequential}
 
@@ -120,7 +125,7 @@ def make_seeds_train_fn(
     steps_per_call: int,
     strategy: str = "vmap",
 ) -> Callable[[PyTree, PRNGKeys], tuple[PyTree, dict[str, Float[Array, "seeds steps"]]]]:
-    r"""Like [`make_train_fn`][] for states stacked over seeds (see [`init_seeds`][]).
+    r"""Like `make_train_fn` for states stacked over seeds (see `init_seeds`).
 
     The returned `(states, keys) -> (states, metrics)` takes one batch-sampling key per seed
     (`keys` has a leading seed axis) and returns metrics of shape `(seeds, steps_per_call)`. All
@@ -131,7 +136,8 @@ def make_seeds_train_fn(
     small to keep the cores busy alone; `"sequential"` runs them one after the other inside the
     call (a `lax.map`): on a CPU whose cores one seed already saturates (hidden 256 and more),
     this keeps each seed's working set in cache, where the batched version slows down
-    (`benchmarks/bench_seeds.py` measures both). Both give the same results.
+    (`benchmarks/bench_seeds.py` measures both). Both give the same results (up to float
+    rounding). A single seed is never batched, whatever the strategy.
     """
     if strategy not in SEED_STRATEGIES:
         raise ValueError(
@@ -210,8 +216,8 @@ def make_checked_seeds_train_fn(
     steps_per_call: int,
     strategy: str = "vmap",
 ) -> Callable[[PyTree, PRNGKeys], tuple[PyTree, dict[str, Float[Array, "seeds steps"]], dict]]:
-    r"""[`make_seeds_train_fn`][] whose compiled call also returns the chunk's
-    [`finite_report`][]: `(states, keys) -> (states, metrics, report)`.
+    r"""`make_seeds_train_fn` whose compiled call also returns the chunk's
+    `finite_report`: `(states, keys) -> (states, metrics, report)`.
 
     The training run uses it to stop at the first chunk in which a loss, a Q value or a
     parameter became NaN or infinite, before that state is saved or evaluated.
@@ -231,6 +237,6 @@ def make_checked_seeds_train_fn(
 
 
 def select_seed(states: PyTree, index: int) -> PyTree:
-    """One seed's state out of states stacked by [`init_seeds`][] (arrays sliced, the rest
+    """One seed's state out of states stacked by `init_seeds` (arrays sliced, the rest
     shared)."""
     return jax.tree.map(lambda x: x[index] if eqx.is_array(x) else x, states)

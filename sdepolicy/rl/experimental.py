@@ -70,7 +70,7 @@ class ERDPQEExperimentalConfig(ERDPQEConfig):
 
 
 class ERDPQEExperimental(ERDPQE):
-    r"""ER-DP-QE with the experimental options of [`ERDPQEExperimentalConfig`][] (module
+    r"""ER-DP-QE with the experimental options of `ERDPQEExperimentalConfig` (module
     docstring); with their defaults, ER-DP-QE itself."""
 
     config: ERDPQEExperimentalConfig
@@ -86,7 +86,7 @@ class ERDPQEExperimental(ERDPQE):
         return jnp.broadcast_to(shared[None], next_values.shape)
 
     def q_term_scale(self, q):
-        """`q_scale`'s normaliser ([`q_term_scale`][])."""
+        """`q_scale`'s normaliser (`q_term_scale`)."""
         return q_term_scale(q, self.config.q_scale)
 
     def critic_penalty_context(self, state, batch, key):

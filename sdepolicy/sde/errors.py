@@ -3,7 +3,7 @@
 Every check runs in one of two ways (`docs/sde.md`, "What is checked"):
 
 - on values known now (Python numbers, concrete arrays, also inside a `jit` trace when the
-  value is a constant): it raises [`SDEInputError`][] at once, with the offending values;
+  value is a constant): it raises `SDEInputError` at once, with the offending values;
 - on traced values (under `jax.jit`, `jax.vmap`, `jax.grad`): it is attached to the result with
   `equinox.branched_error_if`, so the computation stops at run time with the same message,
   prefixed ``SDEInputError:``. JAX cannot raise a Python class out of compiled code: the
@@ -31,7 +31,7 @@ class SDEInputError(SdepolicyError, ValueError):
     sampler setting that would silently return a wrong answer or NaN, a state of an
     unsupported dtype or of a shape that does not match.
 
-    An [`SdepolicyError`][] (defined in the low module `sdepolicy._errors`, so the floor
+    An `SdepolicyError` (defined in the low module `sdepolicy._errors`, so the floor
     imports nothing above it; a CLI prints it as one `error:` line and exits 2) and a
     `ValueError` (so `except ValueError` keeps working), with a one-line message that says
     what is wrong and what to do. Under `jit`/`vmap` the same checks stop the computation at
@@ -62,7 +62,7 @@ Condition = tuple[object, str]
 def require(name: str, x, conditions: Sequence[Condition], details: Callable[[], str] = str):
     """Check `conditions` on behalf of `name`; return `x` (a pytree), carrying the check.
 
-    Concrete conditions that fail raise [`SDEInputError`][] now (the message is
+    Concrete conditions that fail raise `SDEInputError` now (the message is
     ``f"{name}: {message}"`` followed by `details()`, e.g. the values given). When any
     condition is traced, every condition is attached to `x` by one
     `equinox.branched_error_if`: use the returned `x`, or the check is optimised away.
@@ -118,7 +118,7 @@ def time_conditions(*, s=None, t, strict: bool = True) -> list[Condition]:
 
 
 def check_times(name: str, x=None, *, s=None, t, strict: bool = True):
-    """[`require`][] the [`time_conditions`][]; returns `x` (default: `t`) carrying the
+    """`require` the `time_conditions`; returns `x` (default: `t`) carrying the
     check."""
     return require(
         name, t if x is None else x, time_conditions(s=s, t=t, strict=strict), _times_details(s, t)
@@ -126,7 +126,7 @@ def check_times(name: str, x=None, *, s=None, t, strict: bool = True):
 
 
 def check_state_dtype(name: str, dtype) -> None:
-    """Refuse a state dtype outside [`SUPPORTED_DTYPES`][] (a static check: free under jit)."""
+    """Refuse a state dtype outside `SUPPORTED_DTYPES` (a static check: free under jit)."""
     dtype = np.dtype(dtype)
     if dtype in SUPPORTED_DTYPES:
         return
@@ -143,7 +143,7 @@ def check_state_dtype(name: str, dtype) -> None:
 def as_state(name: str, x):
     """A state at a public edge as a jax array: array-likes (numbers, lists, numpy arrays) are
     converted, integers and booleans become the default float; the dtype must be float32 or
-    float64 (see [`check_state_dtype`][])."""
+    float64 (see `check_state_dtype`)."""
     if isinstance(x, jax.Array) and x.dtype in SUPPORTED_DTYPES:
         return x  # the common case, kept cheap: this runs on every eager sampler call
     if not isinstance(x, jax.Array):

@@ -9,7 +9,7 @@ $$\log p_{t_0}(x) = \log p_T(x_T) + \int_{t_0}^T \nabla\!\cdot f(t, x_t)\,dt,
 
 one diffrax solve of the state and the integral together from $t_0$ up to $T$. When $s$ is the
 exact score of the data law the answer is exact up to the solver's error (measured at 5-55
-times `rtol = atol`, see [`LogLikelihood`][]) and the difference between $p_T$ and the density
+times `rtol = atol`, see `LogLikelihood`) and the difference between $p_T$ and the density
 used for it (the stationary law by default).
 """
 
@@ -44,7 +44,7 @@ class LogLikelihood(eqx.Module):
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `solver`: any diffrax ODE solver (default `diffrax.Tsit5()`).
     - `rtol`, `atol`: tolerances of the default adaptive controller (a `PIDController`,
         clipped at the rate's jumps for a piecewise-constant schedule). They bound the local
@@ -59,7 +59,7 @@ class LogLikelihood(eqx.Module):
         `diffrax.ConstantStepSize()` with `dt0`).
     - `dt0`: the initial step (default `None`: diffrax chooses; required for constant steps).
     - `t0`: the time at which $x$ is observed (default 0). A score made by
-        [`noise_to_score`][] is infinite at $t = 0$ and needs `t0 > 0` (then the answer is
+        `noise_to_score` is infinite at $t = 0$ and needs `t0 > 0` (then the answer is
         $\log p_{t_0}(x)$, the density of the slightly noised data).
     - `divergence`: `"exact"` (the trace of the Jacobian by forward-mode autodiff, $d$
         Jacobian-vector products per evaluation), `"hutchinson"` (the unbiased estimate
@@ -228,7 +228,7 @@ def log_likelihood(
     **options,
 ) -> Float[Array, ""]:
     r"""`LogLikelihood(sde, **options)(score_fn, x, args, key=key, ...)`: $\log p_{t_0}(x)$
-    through the probability-flow ODE (see [`LogLikelihood`][] for the options)."""
+    through the probability-flow ODE (see `LogLikelihood` for the options)."""
     return LogLikelihood(sde, **options)(
         score_fn, x, args, key=key, terminal_log_density=terminal_log_density
     )

@@ -62,17 +62,17 @@ class MeanRevertingSDE(eqx.Module):
 
     **Arguments:**
 
-    - `schedule`: the rate $\theta(t)$ (an [`AbstractSchedule`][]). Its contract
+    - `schedule`: the rate $\theta(t)$ (an `AbstractSchedule`). Its contract
         ($\theta \ge 0$, $\Theta_0 = 0$, $\Theta$ non-decreasing) is probed at construction
-        when its arrays are concrete ([`check_schedule_contract`][]): a schedule that breaks
-        it raises [`SDEInputError`][] (it would give negative variances and NaN diffusions).
+        when its arrays are concrete (`check_schedule_contract`): a schedule that breaks
+        it raises `SDEInputError` (it would give negative variances and NaN diffusions).
     - `mean`: $\mu$, an array that broadcasts *to* the state's shape (it may differ per
         sample, e.g. conditioned on an RL state). Default 0.
     - `stationary_std`: $\lambda > 0$; $\lambda^2$ is the stationary variance. Default 1.
 
     With $\mu = 0$, $\lambda = 1$ this is the VP-SDE with $\beta(t) = 2\theta(t)$.
     Times must satisfy $0 \le s \le t$ for the transition and $0 \le s < t$ for the
-    posterior; they are checked on concrete values (an [`SDEInputError`][] now) and on traced
+    posterior; they are checked on concrete values (an `SDEInputError` now) and on traced
     ones (a run-time error with the same message under `jit`/`vmap`; `docs/sde.md`).
 
     The closed forms take their states positionally and their times keyword-only, so the
@@ -207,7 +207,7 @@ class MeanRevertingSDE(eqx.Module):
         r"""$p(x_t \mid x_s) = \mathcal N(\mu + (x_s - \mu)e^{-\Theta(s,t)},\ \lambda^2(1 -
         e^{-2\Theta(s,t)}) I)$ for $0 \le s \le t$ ($s = t$ is the point mass at $x_s$).
 
-        Raises [`SDEInputError`][] when the times break $0 \le s \le t$ or are not finite, or
+        Raises `SDEInputError` when the times break $0 \le s \le t$ or are not finite, or
         when $\Theta(s, t) < 0$ (the formula would return a negative variance); on traced
         values the same checks stop the computation at run time.
         """
@@ -261,9 +261,9 @@ class MeanRevertingSDE(eqx.Module):
     ) -> DiagonalGaussian:
         r"""$p(x_s \mid x_t, x_0) = \mathcal N(\tilde\mu, \tilde\beta I)$ for $0 \le s < t$.
 
-        See [`posterior_coefficients`][]; the mean is also the optimal reverse path
+        See `posterior_coefficients`; the mean is also the optimal reverse path
         $\arg\max_{x_s} p(x_s \mid x_t, x_0)$ (`proofs/posterior.md`). `x_t` and `x_0` must
-        have the same shape. Raises [`SDEInputError`][] when the times break $0 \le s < t$ or
+        have the same shape. Raises `SDEInputError` when the times break $0 \le s < t$ or
         are not finite, or when $\Theta_t = 0$ (the formula divides by
         $1 - e^{-2\Theta_t}$ and its variance turns negative for $s > t$); on traced values the
         same checks stop the computation at run time.
@@ -298,9 +298,9 @@ class MeanRevertingSDE(eqx.Module):
         $x_s = m_s(x_0) + \sqrt{v_s - \sigma^2}\,\hat\varepsilon + \sigma z$, so
         $k_t = \sqrt{v_s - \sigma^2}/\sqrt{v_t}$ and $k_0 = e^{-\Theta_s} - k_t e^{-\Theta_t}$;
         $v_s - \sigma^2 = c_t^2 v_t + (1 - \eta^2)\tilde\beta$ is computed in that form (no
-        cancellation). $\eta = 1$ gives [`posterior_coefficients`][] (the posterior is the
+        cancellation). $\eta = 1$ gives `posterior_coefficients` (the posterior is the
         $\eta = 1$ member), $\eta = 0$ the deterministic DDIM step. Needs $0 \le s < t$ and
-        $0 \le \eta \le 1$ (checked as [`posterior_coefficients`][]).
+        $0 \le \eta \le 1$ (checked as `posterior_coefficients`).
         """
         return self._ddim_coefficients(s, t, eta, "ddim_coefficients")
 
@@ -322,10 +322,10 @@ class MeanRevertingSDE(eqx.Module):
     ) -> DiagonalGaussian:
         r"""The DDIM kernel $q_\eta(x_s \mid x_t, x_0) = \mathcal N(\mu + k_t(x_t - \mu) +
         k_0(x_0 - \mu),\ \eta^2\tilde\beta I)$ for $0 \le s < t$ (see
-        [`ddim_coefficients`][]).
+        `ddim_coefficients`).
 
         Every member keeps the conditional marginals: if $x_t \sim p(x_t \mid x_0)$ then
-        $x_s \sim p(x_s \mid x_0)$. At $\eta = 1$ it is [`posterior`][]; at $\eta = 0$ it is a
+        $x_s \sim p(x_s \mid x_0)$. At $\eta = 1$ it is `posterior`; at $\eta = 0$ it is a
         point mass, the exact solution over $[s, t]$ of the probability-flow ODE with the noise
         prediction held fixed (`proofs/ddim.md`).
         """
@@ -427,7 +427,7 @@ class MeanRevertingSDE(eqx.Module):
         $dy = [\sigma^2 \nabla\log p_t - f](T - \tau)\,d\tau + \sigma(T - \tau)\,dW_\tau$.
 
         Integrate $\tau$ from 0 to $T - t_{end}$ with `brownian` defined on that interval
-        (what [`ReverseSDESampler`][] does). diffrax's SDE solvers assume increasing time; a
+        (what `ReverseSDESampler` does). diffrax's SDE solvers assume increasing time; a
         solve of the reverse SDE in $t$ from $T$ down to 0 is right only for Euler–Maruyama.
         """
         horizon = float(self.schedule.horizon)

@@ -42,14 +42,14 @@ class PredictorCorrectorSampler(eqx.Module):
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
-    - `times`: the grid, as [`PosteriorSampler`][]'s (default: the integers $0..T$ of a
+    - `sde`: the `MeanRevertingSDE`.
+    - `times`: the grid, as `PosteriorSampler`'s (default: the integers $0..T$ of a
         piecewise-constant schedule).
     - `corrector_steps`: Langevin steps after each predictor step (default 1; 0 gives the
         plain predictor). None follows the last step, which lands on $t_0 = 0$.
     - `snr`: $r > 0$, with $2r^2 < 1$ (default 0.1).
     - `eta`: the predictor's $\eta$ (1: posterior steps, 0: DDIM steps).
-    - `x0_bounds`, `output_bounds`: as [`PosteriorSampler`][]; `x0_bounds` clips the
+    - `x0_bounds`, `output_bounds`: as `PosteriorSampler`; `x0_bounds` clips the
         corrector's $\hat x_0$ too.
     """
 
@@ -135,7 +135,7 @@ class PredictorCorrectorSampler(eqx.Module):
     ) -> Float[Array, "*shape"]:
         r"""Run predictor and corrector from `x_T` at $t_N$ down to $t_0$.
 
-        **Arguments:** as [`PosteriorSampler.__call__`][] (`predict_x0(t, x, args)`, the start,
+        **Arguments:** as `PosteriorSampler.__call__` (`predict_x0(t, x, args)`, the start,
         a PRNG key, `args` passed to `predict_x0`).
 
         **Returns:** the sample at $t_0 = 0$ (in `x_T`'s dtype, the dtype rule of every

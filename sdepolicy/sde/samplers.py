@@ -1,11 +1,11 @@
 r"""Samplers that run a mean-reverting SDE backwards from its prior to data.
 
-- [`PosteriorSampler`][]: the "optimal" sampler of ER-DP-QE (and DDPM's ancestral sampler):
+- `PosteriorSampler`: the "optimal" sampler of ER-DP-QE (and DDPM's ancestral sampler):
   on a grid $0 = t_0 < \dots < t_N$, step $x_{t_i} \to x_{t_{i-1}} \sim p(\cdot \mid x_{t_i},
   \hat x_0)$ with $\hat x_0$ predicted from $x_{t_i}$. A `lax.scan`: the hot path of training.
   With `eta < 1` the steps are DDIM's (`eta=0`: deterministic).
-- [`ReverseSDESampler`][]: the reverse-time SDE through `diffrax.diffeqsolve` with any SDE solver.
-- [`ProbabilityFlowSampler`][]: the probability-flow ODE with any diffrax ODE solver.
+- `ReverseSDESampler`: the reverse-time SDE through `diffrax.diffeqsolve` with any SDE solver.
+- `ProbabilityFlowSampler`: the probability-flow ODE with any diffrax ODE solver.
 
 (`PredictorCorrectorSampler`, posterior or DDIM steps followed by Langevin steps, is in
 `predictor_corrector.py`.)
@@ -54,7 +54,7 @@ class NoiseToX0(eqx.Module):
 
     A module (a pytree), not a closure: its arrays are dynamic leaves, so the samplers'
     `filter_jit` reuses one compilation across calls and across parameter values of an
-    `eqx.Module` noise predictor. Built by [`noise_to_x0_predictor`][].
+    `eqx.Module` noise predictor. Built by `noise_to_x0_predictor`.
     """
 
     sde: MeanRevertingSDE
@@ -73,7 +73,7 @@ class NoiseToX0(eqx.Module):
 class NoiseToScore(eqx.Module):
     r"""A score made from a noise predictor: $-\hat\varepsilon(t, x, \text{args})/\sqrt{v_t}$
     (undefined at $t = 0$, where $v_0 = 0$: the ODE/SDE samplers refuse `t_end = 0` with one).
-    Built by [`noise_to_score`][]."""
+    Built by `noise_to_score`."""
 
     sde: MeanRevertingSDE
     predict_noise: ScoreFn
@@ -89,19 +89,19 @@ class NoiseToScore(eqx.Module):
 
 def noise_to_x0_predictor(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToX0:
     r"""Turn a noise predictor $\hat\varepsilon(t, x, \text{args})$ into an $\hat x_0$
-    predictor (a [`NoiseToX0`][] module, so repeated sampler calls hit the compilation
+    predictor (a `NoiseToX0` module, so repeated sampler calls hit the compilation
     cache)."""
     return NoiseToX0(sde, predict_noise)
 
 
 def noise_to_score(sde: MeanRevertingSDE, predict_noise: ScoreFn) -> NoiseToScore:
     r"""Turn a noise predictor into a score $-\hat\varepsilon/\sqrt{v_t}$ (a
-    [`NoiseToScore`][] module)."""
+    `NoiseToScore` module)."""
     return NoiseToScore(sde, predict_noise)
 
 
 def static_horizon(sde: MeanRevertingSDE) -> float:
-    """The schedule's horizon as a Python float (see [`AbstractSchedule`][] on why it is
+    """The schedule's horizon as a Python float (see `AbstractSchedule` on why it is
     static)."""
     horizon = sde.schedule.horizon
     if isinstance(horizon, jax.core.Tracer):
@@ -235,7 +235,7 @@ def _check_started(sde: MeanRevertingSDE, times) -> bool:
 
 
 def _grid_checked(name: str, sde: MeanRevertingSDE, times, horizon: float, x):
-    """`x` carrying the checks of [`_check_grid`][] and [`_check_started`][] on traced values
+    """`x` carrying the checks of `_check_grid` and `_check_started` on traced values
     (a sampler built inside `jit`): once per call, outside the loop."""
     if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((sde, times))):
         return x
@@ -270,11 +270,11 @@ class PosteriorSampler(eqx.Module):
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `times`: the increasing grid $0 = t_0 < t_1 < \dots < t_N = T$ (an array, a list or a
         numpy array; it must start at 0 and end at the horizon). Default: the integers $0..T$
-        of a [`PiecewiseConstantSchedule`][] (the reference code's discrete chain); a
-        continuous schedule has no default and raises [`SDEInputError`][] without `times`.
+        of a `PiecewiseConstantSchedule` (the reference code's discrete chain); a
+        continuous schedule has no default and raises `SDEInputError` without `times`.
     - `x0_bounds`: `(low, high)` to clip $\hat x_0$ at every step, or `None`.
     - `output_bounds`: `(low, high)` to clip the returned sample, or `None`.
     - `eta`: $\eta \in [0, 1]$, keyword-only. The default 1 is the posterior (ancestral)
@@ -466,7 +466,7 @@ def _step_grid(t0: float, t1: float, num_steps: int, jump_ts, dtype=None) -> np.
 
 
 def _reverse_step_grid(horizon: float, t_end: float, num_steps: int, jump_ts, dtype=None):
-    r"""[`_step_grid`][] for the reverse SDE solved in $\tau = T - t$ from 0 to $T - t_{end}$.
+    r"""`_step_grid` for the reverse SDE solved in $\tau = T - t$ from 0 to $T - t_{end}$.
 
     The vector field reads the rate at $t = T - \tau$, computed in the dtype of the solve's
     times, and one ulp of $\tau$ near $T - k$ can round back onto the jump $k$ itself. So the
@@ -582,21 +582,21 @@ class ReverseSDESampler(eqx.Module):
     sampler solves $y(\tau) = x(T - \tau)$,
     $dy = [\sigma^2 s - \theta(\mu - y)](T - \tau)\,d\tau + \sigma(T - \tau)\,dW_\tau$, from
     $\tau = 0$ to $T - t_{end}$ (`sde.reverse_terms`). The Brownian path carries the Lévy
-    area the solver needs ([`levy_area_for`][]), so `diffrax.SEA()`, `diffrax.ShARK()`,
+    area the solver needs (`levy_area_for`), so `diffrax.SEA()`, `diffrax.ShARK()`,
     `diffrax.SRA1()` work as well as `diffrax.Euler()`. All of them treat the noise as
     additive, which it is ($\sigma$ depends on $t$ only), so Itô and Stratonovich solvers
     agree.
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `num_steps`: number of (fixed) steps from $T$ to `t_end`. Where the rate jumps (a
         piecewise-constant schedule) the grid is split at the jump so that no step evaluates
         the rate across it (see `_reverse_step_grid`); this adds one tiny step per jump.
     - `solver`: any diffrax SDE solver (default `diffrax.Euler()`, i.e. Euler–Maruyama).
         `diffrax.ShARK()` (two score evaluations per step) is measured in
         `docs/convergence.md`.
-    - `t_end`: where to stop (default 0; a score from [`noise_to_score`][] needs `t_end > 0`).
+    - `t_end`: where to stop (default 0; a score from `noise_to_score` needs `t_end > 0`).
     - `brownian`: `"virtual"` (a `VirtualBrownianTree`, any step size, reproducible) or
         `"unsafe"` (`UnsafeBrownianPath`, faster, fixed steps only, forward-mode AD only).
     - `levy_area`: the Brownian path's increment type; default `None`: what the solver
@@ -694,7 +694,7 @@ class ReverseSDESampler(eqx.Module):
     ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
         r"""Sample at `t_end` starting from `x_T` at the horizon.
 
-        `x_T`, `args` and the dtype rule as [`PosteriorSampler.__call__`][]: the solve runs in
+        `x_T`, `args` and the dtype rule as `PosteriorSampler.__call__`: the solve runs in
         `x_T`'s dtype (its times too) and `score_fn`'s output is cast to it.
 
         **Arguments:**
@@ -703,7 +703,7 @@ class ReverseSDESampler(eqx.Module):
         - `x_T`: the starting point at $T$.
         - `key`: PRNG key of the Brownian path.
         - `args`: passed to `score_fn` (e.g. parameters or a state to condition on).
-        - `return_path`: also return the states at [`save_times`][] ($x_T$ first, the sample
+        - `return_path`: also return the states at `save_times` ($x_T$ first, the sample
             last), stacked.
 
         **Returns:** the sample at `t_end` (and the path if asked).
@@ -733,11 +733,11 @@ class ProbabilityFlowSampler(eqx.Module):
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `num_steps`: number of fixed steps (or the initial step count for an adaptive
-        controller). Fixed steps are split at the rate's jumps as in [`ReverseSDESampler`][].
+        controller). Fixed steps are split at the rate's jumps as in `ReverseSDESampler`.
     - `solver`: a diffrax ODE solver (default `diffrax.Heun()`).
-    - `t_end`: where to stop (default 0; a score from [`noise_to_score`][] needs `t_end > 0`).
+    - `t_end`: where to stop (default 0; a score from `noise_to_score` needs `t_end > 0`).
     - `stepsize_controller`: default `ConstantStepSize()`; for adaptive steps pass e.g.
         `diffrax.ClipStepSizeController(diffrax.PIDController(rtol, atol),
         jump_ts=sde.schedule.jump_times)` (diffrax >= 0.7 takes `jump_ts` there, not in the
@@ -810,11 +810,11 @@ class ProbabilityFlowSampler(eqx.Module):
     ) -> Float[Array, "*shape"] | tuple[Float[Array, "*shape"], Float[Array, " n *shape"]]:
         r"""Transport `x_T` at the horizon to `t_end` (deterministic).
 
-        **Arguments:** as [`ReverseSDESampler.__call__`][]; `key` is accepted in the same
+        **Arguments:** as `ReverseSDESampler.__call__`; `key` is accepted in the same
         position as the other samplers' and ignored (the flow is deterministic), so the three
         samplers are interchangeable.
 
-        **Returns:** the sample at `t_end` (and the states at [`save_times`][] if asked).
+        **Returns:** the sample at `t_end` (and the states at `save_times` if asked).
         """
         score_fn, x_T, args = prepare_call("ProbabilityFlowSampler", score_fn, x_T, args)
         return self._run(score_fn, x_T, key, args, return_path)

@@ -25,7 +25,7 @@ from .errors import SDEInputError
 class AbstractSchedule(eqx.Module):
     r"""A non-negative rate $\theta(t)$ on $[0, T]$ and its integral.
 
-    Concrete schedules implement [`rate`][] and [`cumulative`][]; `integral(s, t)` is
+    Concrete schedules implement `rate` and `cumulative`; `integral(s, t)` is
     $\Theta(t) - \Theta(s)$.
 
     **Attributes:**
@@ -351,10 +351,10 @@ def contract_probe_times(schedule: AbstractSchedule, num: int = 129) -> np.ndarr
 
 
 def check_schedule_contract(schedule: AbstractSchedule, name: str = "MeanRevertingSDE") -> None:
-    r"""Raise [`SDEInputError`][] when a schedule visibly breaks its contract.
+    r"""Raise `SDEInputError` when a schedule visibly breaks its contract.
 
     The package's own schedules check their parameters when built, so this probes only other
-    schedules, on [`contract_probe_times`][] (129 points and the jumps), and only when their
+    schedules, on `contract_probe_times` (129 points and the jumps), and only when their
     arrays are concrete (a schedule built from traced arrays cannot be evaluated now). A
     schedule whose `rate` or `cumulative` cannot be evaluated on a batch of times is left to
     fail where it is used. `sdepolicy.testing.check_schedule` checks the same contract on a

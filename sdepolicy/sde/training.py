@@ -10,7 +10,7 @@ $$\lVert \hat x_0 - x_0\rVert^2 = v_t e^{2\Theta_t}\,\lVert\hat\varepsilon - \va
 \varepsilon\rVert^2 / v_t,$$
 
 so one loss, $\mathbb E\,[w(t)\lVert\hat\varepsilon - \varepsilon\rVert^2]$, trains for any of
-them by the choice of $w$ ([`loss_weight`][]).
+them by the choice of $w$ (`loss_weight`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .mean_reverting import MeanRevertingSDE, ScoreFn
 from .samplers import static_horizon
 from .schedules import PiecewiseConstantSchedule
 
-#: The weightings [`loss_weight`][] knows.
+#: The weightings `loss_weight` knows.
 WEIGHTINGS = ("noise", "x0", "score", "likelihood")
 
 
@@ -73,7 +73,7 @@ def draw_noised(
     r"""One training draw per sample: $t$, $x_t = m_t(x_0) + \sqrt{v_t}\,\varepsilon$ and
     $\varepsilon \sim \mathcal N(0, I)$.
 
-    $t$ is uniform on the grid times $1, \dots, N$ of a [`PiecewiseConstantSchedule`][] (the
+    $t$ is uniform on the grid times $1, \dots, N$ of a `PiecewiseConstantSchedule` (the
     posterior sampler's grid; as `DiffusionPolicy.draw_steps_and_noise`, whose steps are
     $t - 1$), or uniform on $[t_{min}, T]$ for a continuous schedule or with `continuous=True`
     ($t_{min}$ default $10^{-3}T$: the score and likelihood weights are infinite at 0).
@@ -81,7 +81,7 @@ def draw_noised(
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][] (its $\mu$ broadcasts against one sample).
+    - `sde`: the `MeanRevertingSDE` (its $\mu$ broadcasts against one sample).
     - `x_0`: a batch of data, the leading axis the batch.
     - `key`: PRNG key.
     - `t_min`, `continuous`: see above (keyword-only).
@@ -121,19 +121,19 @@ def denoising_loss(
     args_axis: int | None = None,
 ) -> Float[Array, ""]:
     r"""$\frac1B\sum_b w(t_b)\,\lVert\hat\varepsilon(t_b, x_{t_b}, \text{args}) -
-    \varepsilon_b\rVert^2$ on one [`draw_noised`][] draw, the squared norm summed over each
+    \varepsilon_b\rVert^2$ on one `draw_noised` draw, the squared norm summed over each
     sample's elements.
 
     **Arguments:**
 
-    - `sde`: the [`MeanRevertingSDE`][].
+    - `sde`: the `MeanRevertingSDE`.
     - `predict_noise`: $\hat\varepsilon$ as `f(t, x, args)` for ONE sample (the calling
         convention; it is vmapped over the batch).
     - `x_0`: a batch of data.
     - `key`: PRNG key of the draw.
     - `args`: passed to `predict_noise` (e.g. the network's parameters or a condition).
-    - `weighting`: a name of [`loss_weight`][] (default `"noise"`).
-    - `t_min`, `continuous`: as [`draw_noised`][].
+    - `weighting`: a name of `loss_weight` (default `"noise"`).
+    - `t_min`, `continuous`: as `draw_noised`.
     - `args_axis`: the batch axis of `args`' leaves when `args` is per sample (default `None`:
         shared).
 

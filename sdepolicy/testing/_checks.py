@@ -22,7 +22,7 @@ class Case:
 
     **Attributes:**
 
-    - `sde`: the [`MeanRevertingSDE`][] under test.
+    - `sde`: the `MeanRevertingSDE` under test.
     - `x`: a state (the earlier one: $x_0$ or $x_s$).
     - `y`: another state (the later one, $x_t$).
     - `s`, `u`, `t`: times.
@@ -199,7 +199,7 @@ def check_score(case: Case, rtol: float = 1e-9, atol: float = 1e-9) -> None:
 def check_schedule(case: Case | AbstractSchedule, num: int = 1025) -> None:
     r"""The contract every schedule must keep: $	heta(t) \ge 0$ and finite, $\Theta_0 = 0$,
     $\Theta$ non-decreasing, on `num` points of $[0, T]$, the rate's jumps and their
-    one-sided neighbours, and (for a case) its times $s, u, t$. Takes a [`Case`][] or a
+    one-sided neighbours, and (for a case) its times $s, u, t$. Takes a `Case` or a
     schedule alone (a schedule that breaks the contract cannot build an SDE: the SDE probes
     the same contract on a coarser grid and refuses it)."""
     schedule = case.sde.schedule if isinstance(case, Case) else case

@@ -1,5 +1,5 @@
 """Hypothesis strategies for `sdepolicy.testing`: schedules of the package, times, states and
-[`Case`][]s built around a schedule or SDE of your own.
+`Case`s built around a schedule or SDE of your own.
 
 Importing this module imports `hypothesis` (a dev dependency: `pip install hypothesis`).
 Build everything inside the test (where float64 is on), never at import time.
@@ -86,8 +86,8 @@ def _strategy(x):
 
 @st.composite
 def sdes(draw, schedule=None, shape=()):
-    r"""A [`MeanRevertingSDE`][] on `schedule` (a schedule, a strategy of schedules, or `None`
-    for [`schedules`][]) with a random $\lambda$ and a scalar or per-element $\mu$."""
+    r"""A `MeanRevertingSDE` on `schedule` (a schedule, a strategy of schedules, or `None`
+    for `schedules`) with a random $\lambda$ and a scalar or per-element $\mu$."""
     sch = draw(schedules() if schedule is None else _strategy(schedule))
     if shape == () or draw(st.booleans()):
         mu = np.float64(draw(st.floats(-3.0, 3.0)))
@@ -98,7 +98,7 @@ def sdes(draw, schedule=None, shape=()):
 
 @st.composite
 def cases(draw, of=None, shapes=SHAPES, min_gap_frac: float = 0.02):
-    r"""A [`Case`][]: `of` is an SDE, a schedule, a strategy of either, or `None` (any
+    r"""A `Case`: `of` is an SDE, a schedule, a strategy of either, or `None` (any
     schedule of the package); states of a shape in `shapes`; times $s < u < t$ at least
     `min_gap_frac * T` apart."""
     shape = draw(st.sampled_from(shapes))

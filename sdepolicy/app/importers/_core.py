@@ -1,6 +1,6 @@
 """Offline-RL files recorded by others, written as local Minari datasets.
 
-[`import_dataset`][] reads a file with [`read_episodes`][], validates everything (lengths,
+`import_dataset` reads a file with `read_episodes`, validates everything (lengths,
 finite values, dimensions and the action box of the environment, optionally a replay check),
 and only then writes the dataset: into a hidden folder inside the datasets root (named after the
 importing process), renamed into place at the end under an exclusive lock of the root, so a
@@ -260,20 +260,20 @@ def import_dataset(
 
     **Arguments:**
 
-    - `path`: the file (see [`read_episodes`][] for the formats).
+    - `path`: the file (see `read_episodes` for the formats).
     - `dataset_id`: the Minari id to create under `MINARI_DATASETS_PATH`, `(namespace/)name-vN`.
     - `env_id`: the Gymnasium id the data was recorded in; stored as the dataset's environment
-      and evaluation environment. Defaults to [`KNOWN_FILES`][]'s for a known file.
-    - `format`: `"auto"` or a format name of [`read_episodes`][].
+      and evaluation environment. Defaults to `KNOWN_FILES`'s for a known file.
+    - `format`: `"auto"` or a format name of `read_episodes`.
     - `ref_min_score`, `ref_max_score`: reference returns for normalised scores (both or
-      neither); default [`KNOWN_FILES`][]'s.
+      neither); default `KNOWN_FILES`'s.
     - `provenance`: a free text stored with the automatic provenance (file name, sha256,
       format, and the source and licence of a known file).
     - `overwrite`: replace an existing dataset of the same id.
-    - `check_replay_steps`: replay this many transitions first with [`check_replay`][] and
+    - `check_replay_steps`: replay this many transitions first with `check_replay` and
       refuse the data when they do not match.
     - `clip_actions`: clip actions into the environment's box instead of refusing them (for
-      environments that clip in `step`); default [`KNOWN_FILES`][]'s, else False.
+      environments that clip in `step`); default `KNOWN_FILES`'s, else False.
 
     **Returns:**
 
@@ -283,9 +283,9 @@ def import_dataset(
 
     **Raises:**
 
-    [`DatasetExistsError`][] (the id exists and not `overwrite`), [`ConfigError`][] (bad id,
-    format or arguments), [`DataValidationError`][] (malformed data, actions outside the box),
-    [`SpaceMismatchError`][] (dimensions differ from the environment's), [`EnvMismatchError`][]
+    `DatasetExistsError` (the id exists and not `overwrite`), `ConfigError` (bad id,
+    format or arguments), `DataValidationError` (malformed data, actions outside the box),
+    `SpaceMismatchError` (dimensions differ from the environment's), `EnvMismatchError`
     (the replay check failed). Nothing is written when any is raised.
     """
     check_dataset_id(dataset_id)

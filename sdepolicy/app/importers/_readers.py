@@ -250,7 +250,7 @@ def _paths(obj: Any, path: str) -> list[Mapping]:
 def read_cs285(path: str) -> list[dict[str, np.ndarray]]:
     """cs285 (Berkeley deep RL course) pickles: a list of paths, dicts with `observation`,
     `action`, `reward`, `next_observation`, `terminal`. `terminal` marks the end of a rollout:
-    a truncation when the path has [`CS285_TIME_LIMIT`][] steps, a termination before."""
+    a truncation when the path has `CS285_TIME_LIMIT` steps, a termination before."""
     episodes = []
     for i, p in enumerate(_paths(_load_pickle(path), path)):
         keys = ("observation", "action", "reward", "next_observation", "terminal")
@@ -293,7 +293,7 @@ _READERS = {
 
 
 def detect_format(path: str) -> str:
-    """The format of a file, from its extension and its keys; see [`FORMATS`][]."""
+    """The format of a file, from its extension and its keys; see `FORMATS`."""
     ext = os.path.splitext(path)[1].lower()
     if ext in _H5_EXT:
         import h5py
@@ -344,7 +344,7 @@ def read_episodes(path: str, format: str = "auto") -> list[dict[str, np.ndarray]
 
     **Raises:**
 
-    [`ConfigError`][] for an unknown format; [`DataValidationError`][] for a missing file, a
+    `ConfigError` for an unknown format; `DataValidationError` for a missing file, a
     missing key or ragged lengths.
     """
     if not os.path.isfile(path):

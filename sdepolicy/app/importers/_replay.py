@@ -15,7 +15,7 @@ Setting a state from an observation is environment-specific; supported:
 Real datasets replay exactly at most transitions but not at all of them (old Gym's Pendulum
 clipped $\dot\theta$ after integrating $\theta$, MuJoCo versions differ at contacts, Ant's
 forward reward uses a body position computed before the last substep), so the check judges the
-**median** errors against [`OBS_TOLERANCE`][] and [`REWARD_TOLERANCE`][] and reports the largest.
+**median** errors against `OBS_TOLERANCE` and `REWARD_TOLERANCE` and reports the largest.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def check_replay(
 
     **Arguments:**
 
-    - `episodes`: episodes as [`read_episodes`][] returns them.
+    - `episodes`: episodes as `read_episodes` returns them.
     - `env_id`: the Gymnasium id to replay in (made with `gym.make`).
     - `num_transitions`: how many transitions, spread evenly over the whole dataset.
 
@@ -92,8 +92,8 @@ def check_replay(
 
     **Raises:**
 
-    [`SpaceMismatchError`][] when the observation or action dimension of the data is not the
-    environment's (naming both); [`MissingExtraError`][] or [`SdepolicyError`][] when the
+    `SpaceMismatchError` when the observation or action dimension of the data is not the
+    environment's (naming both); `MissingExtraError` or `SdepolicyError` when the
     environment cannot be made.
     """
     from .._data import recover_env, space_dim

@@ -5,15 +5,15 @@ An agent is an `eqx.Module` holding its config (a frozen dataclass, so an agent 
 can be a static argument of `jax.jit`; its class is the agent's `config_class`). It states only
 what is its own:
 
-- its networks: its policy's SDE ([`AbstractAgent.actor_schedule`][]) and, for an actor-critic
-  agent, its ensemble's size and initialisation ([`AbstractActorCritic.critic_ensemble`][]);
-- its actor loss ([`AbstractAgent.actor_loss`][]) and its action selection
-  ([`AbstractAgent.act`][]);
+- its networks: its policy's SDE (`AbstractAgent.actor_schedule`) and, for an actor-critic
+  agent, its ensemble's size and initialisation (`AbstractActorCritic.critic_ensemble`);
+- its actor loss (`AbstractAgent.actor_loss`) and its action selection
+  (`AbstractAgent.act`);
 - for an actor-critic agent, how its TD target reads the target ensemble
-  ([`AbstractActorCritic.bootstrap`][]) and its critic loss on the squared TD errors
-  ([`AbstractActorCritic.critic_loss`][]).
+  (`AbstractActorCritic.bootstrap`) and its critic loss on the squared TD errors
+  (`AbstractActorCritic.critic_loss`).
 
-[`AbstractAgent.init`][] and [`AbstractAgent.update`][] are the same for all agents. One update,
+`AbstractAgent.init` and `AbstractAgent.update` are the same for all agents. One update,
 in the reference codes' order (docs/method.md §6.4):
 
 1. **Critic** (actor-critic agents): the agent's TD targets, then one optimiser step on its
@@ -125,7 +125,7 @@ def make_optimizer(
     r"""Adam after global-norm clipping to `grad_norm` (no clipping when `grad_norm <= 0`, as
     the reference code's `if grad_norm > 0`).
 
-    With `decay = (every, t_max)` the learning rate follows [`cosine_every_schedule`][]. The
+    With `decay = (every, t_max)` the learning rate follows `cosine_every_schedule`. The
     schedule reads the update count kept in the optimiser state, so a run resumed from a
     checkpoint continues the same schedule.
     """
@@ -214,17 +214,17 @@ def td_targets(
 
 
 class AbstractAgent(eqx.Module):
-    """An agent: its config and its own rules; [`init`][AbstractAgent.init] and
-    [`update`][AbstractAgent.update] are shared (module docstring).
+    """An agent: its config and its own rules; `AbstractAgent.init` and
+    `AbstractAgent.update` are shared (module docstring).
 
     Subclasses name their `config_class`, say which SDE their actor has, what their actor loss
     is, how they act and which optimiser trains the actor; actor-critic agents subclass
-    [`AbstractActorCritic`][].
+    `AbstractActorCritic`.
     """
 
     config: eqx.AbstractVar[Any]
     #: The config class this agent reads (a subclass of it that adds options has its own
-    #: agent: [`make_agent`][] picks it).
+    #: agent: `make_agent` picks it).
     config_class: ClassVar[type]
 
     def __check_init__(self):
@@ -283,7 +283,7 @@ class AbstractAgent(eqx.Module):
         - `action_low`, `action_high`: the environment's action box.
         - `key`: PRNG key.
         - `activation`: the networks' activation (default Mish, the reference codes').
-        - `critic_backward`: how the critics are differentiated ([`CriticBackwardName`][]:
+        - `critic_backward`: how the critics are differentiated (`CriticBackwardName`:
             the same maths either way; not a hyper-parameter, so not in the config).
         """
         config = self.config
@@ -335,7 +335,7 @@ class AbstractAgent(eqx.Module):
         **Returns:** `(state, metrics)` with scalar metrics: `actor_loss`, the actor loss's
         diagnostics (`bc_loss`, ...), `actor_grad_norm` (the gradient's global norm before
         clipping) and, for actor-critic agents, `critic_loss` (the regression loss, without
-        [`critic_penalty`][AbstractActorCritic.critic_penalty]), `q_mean` (mean of $Q_m(s, a)$
+        `AbstractActorCritic.critic_penalty`), `q_mean` (mean of $Q_m(s, a)$
         over batch and members, before the critic step), `critic_grad_norm` and the penalty's
         diagnostics.
         """
@@ -407,7 +407,7 @@ class AbstractAgent(eqx.Module):
 
 
 class AbstractActorCritic(AbstractAgent):
-    """An agent with a Q-ensemble (ER-DP-QE, Diffusion-QL). Besides [`AbstractAgent`][]'s
+    """An agent with a Q-ensemble (ER-DP-QE, Diffusion-QL). Besides `AbstractAgent`'s
     methods it says how large its ensemble is and how it is initialised, how its TD target
     reads the target ensemble and what its critics' loss is; both optimisers are Adam on the
     config's `actor_lr` and `critic_lr` after clipping to its `grad_norm`, with its
@@ -422,14 +422,14 @@ class AbstractActorCritic(AbstractAgent):
         self, next_values: Float[Array, "members batch"]
     ) -> Float[Array, "*members batch"]:
         r"""The values the TD targets bootstrap from, given the target members'
-        $\bar Q_m(s', a')$ ([`next_state_values`][]): per member `(members, batch)` or one
+        $\bar Q_m(s', a')$ (`next_state_values`): per member `(members, batch)` or one
         shared `(batch,)`."""
 
     def critic_targets(
         self, state: AgentState, batch: Transitions, key: PRNGKey
     ) -> Float[Array, "*members batch"]:
         r"""The TD targets $r + \gamma(1 - \text{terminal})\,v$ with $v$ the agent's
-        [`bootstrap`][AbstractActorCritic.bootstrap] of the target members' values at
+        `AbstractActorCritic.bootstrap` of the target members' values at
         $a' \sim \pi_\text{EMA}(\cdot \mid s')$ (max-Q backup: the max over
         `max_q_samples` actions, per member)."""
         config = self.config
@@ -449,7 +449,7 @@ class AbstractActorCritic(AbstractAgent):
         in them, so the fused kernel can compute it group by group)."""
 
     def critic_penalty_context(self, state: AgentState, batch: Transitions, key: PRNGKey) -> Any:
-        """What [`critic_penalty`][AbstractActorCritic.critic_penalty] needs from the state
+        """What `AbstractActorCritic.critic_penalty` needs from the state
         before the critic step (e.g. the actor's actions, gradient stopped); None by default."""
         return None
 
@@ -458,19 +458,19 @@ class AbstractActorCritic(AbstractAgent):
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """A term added to the critics' regression loss, and its diagnostics (metrics); none
         by default. `context` is what
-        [`critic_penalty_context`][AbstractActorCritic.critic_penalty_context] returned.
+        `AbstractActorCritic.critic_penalty_context` returned.
         `critic_loss` in the metrics stays the regression loss alone."""
         return jnp.zeros(()), {}
 
     @abc.abstractmethod
     def eval_aggregate(self) -> tuple[Aggregate, float]:
-        r"""How [`act`][AbstractActorCritic.act] scores candidates: an aggregate of the target
+        r"""How `AbstractActorCritic.act` scores candidates: an aggregate of the target
         critics for `select_actions` and its LCB $\beta$ (ignored by `"min"`)."""
 
     def act(self, state, observations, key):
         """Evaluation actions (docs/method.md §6.5): `eval_candidates` samples per state from
         the online actor (or the EMA actor: the config's `eval_actor`), one drawn by a softmax
-        over the target critics' [`eval_aggregate`][AbstractActorCritic.eval_aggregate] at
+        over the target critics' `AbstractActorCritic.eval_aggregate` at
         `eval_temperature` in `eval_temperature_scale`'s units (`sdepolicy.rl.select_actions`)."""
         config = self.config
         aggregate, lcb_beta = self.eval_aggregate()
@@ -518,6 +518,6 @@ def agent_class_for(config_class: type) -> type[AbstractAgent]:
 
 def make_agent(config: Any) -> AbstractAgent:
     """The agent of a config: `ERDPQE(config)` for an `ERDPQEConfig`, and so on
-    ([`agent_class_for`][]); an experimental config (`sdepolicy.rl.experimental`) gets its
+    (`agent_class_for`); an experimental config (`sdepolicy.rl.experimental`) gets its
     experimental agent."""
     return agent_class_for(type(config))(config)

@@ -15,7 +15,7 @@ from ._config import LEARNING_RATE, AgentConfig
 
 @dataclasses.dataclass(frozen=True)
 class BCConfig(AgentConfig):
-    r"""Hyper-parameters of diffusion behaviour cloning: [`AgentConfig`][]'s options, and these.
+    r"""Hyper-parameters of diffusion behaviour cloning: `AgentConfig`'s options, and these.
 
     `BCConfig()` is the official codes' `Diffusion_BC` (plain Adam: no gradient clipping, the
     default `grad_norm` 0, no learning-rate decay; it acts with the online actor, so the EMA copy

@@ -55,7 +55,7 @@ class AgentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ActorCriticConfig(AgentConfig):
-    r"""What ER-DP-QE and Diffusion-QL share besides [`AgentConfig`][]'s options: a Q term,
+    r"""What ER-DP-QE and Diffusion-QL share besides `AgentConfig`'s options: a Q term,
     critics with Polyak targets, the reference codes' evaluation by a softmax over candidates.
 
     - `eta`: weight $\eta$ of the actor's Q term.

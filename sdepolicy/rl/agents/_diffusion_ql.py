@@ -33,7 +33,7 @@ from ._config import GRAD_NORM, ActorCriticConfig
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionQLConfig(ActorCriticConfig):
-    """Hyper-parameters of Diffusion-QL: [`ActorCriticConfig`][]'s and [`AgentConfig`][]'s
+    """Hyper-parameters of Diffusion-QL: `ActorCriticConfig`'s and `AgentConfig`'s
     options, and these.
 
     `DiffusionQLConfig()` is Diffusion-QL's locomotion setting with `grad_norm` 9 (its code's

@@ -42,7 +42,7 @@ from ._config import GRAD_NORM, ActorCriticConfig
 
 @dataclasses.dataclass(frozen=True)
 class ERDPQEConfig(ActorCriticConfig):
-    r"""Hyper-parameters of ER-DP-QE: [`ActorCriticConfig`][]'s and [`AgentConfig`][]'s
+    r"""Hyper-parameters of ER-DP-QE: `ActorCriticConfig`'s and `AgentConfig`'s
     options, and these.
 
     `ERDPQEConfig()` is the paper's locomotion setting (docs/method.md §6, §8.1), what the D4RL
@@ -57,7 +57,7 @@ class ERDPQEConfig(ActorCriticConfig):
         `"likelihood"` (the policy's own entropy, `sdepolicy.policy.policy_entropy`).
     - `loss`: the diffusion loss, `"mll"` or `"nml"`; `x0_clip`: clip $\hat x_0$ in the sampler.
     - `q_weighting`: per-sample weights of the actor's Q term by diffusion step,
-        `"uniform"` (the reference) or `"x0_gain_inverse"` ([`q_step_weights`][]; its old
+        `"uniform"` (the reference) or `"x0_gain_inverse"` (`q_step_weights`; its old
         spelling `"jacobian"` is refused with a message naming the new one).
     - `grad_norm`: 4, the reference's.
     """
