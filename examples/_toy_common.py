@@ -100,6 +100,24 @@ def write_json(path: pathlib.Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
 
 
+def save_figure(fig, path: pathlib.Path) -> None:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def total_line(timer: Timer, out: pathlib.Path, *names: str) -> str:
+    """The scripts' last line: the time taken and what was written."""
+    t = timer.as_dict()
+    return f"\ntotal {t['wall_s']} s wall, {t['cpu_s']} s CPU; wrote " + ", ".join(
+        f"{out}/{n}" for n in names
+    )
+
+
 def _jsonable(x):
     if isinstance(x, np.ndarray | jax.Array):
         return np.asarray(x).tolist()

@@ -461,7 +461,7 @@ def srk_chain_moments(
     output at $(m_T, 0, 0)$ and the variance is $\sum_k (\partial\,\text{out}/\partial
     \xi_k)^2 \operatorname{Var}\xi_k$ (one reverse-mode gradient, float64).
     """
-    from sdepolicy.sde.samplers import _reverse_step_grid, _solve
+    from sdepolicy.sde._samplers import _reverse_step_grid, _solve
 
     T = float(sde.horizon)
     grid = _reverse_step_grid(T, 0.0, num_steps, sde.schedule.jump_times)

@@ -47,7 +47,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _toy_common import Timer, config_dict, init_agents, train, write_json
+from _toy_common import (
+    Timer,
+    config_dict,
+    init_agents,
+    save_figure,
+    total_line,
+    train,
+    write_json,
+)
 
 from sdepolicy.rl import Transitions
 from sdepolicy.rl.agents import BC, ERDPQE, BCConfig, DiffusionQL, DiffusionQLConfig, ERDPQEConfig
@@ -254,10 +262,7 @@ def plot(results: dict, path: pathlib.Path, data_actions: np.ndarray) -> None:
         f"{s['steps']} steps, hidden {s['hidden']})",
         fontsize=11,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -312,10 +317,7 @@ def main(argv=None) -> int:
                 f"{LABELS[name] + ' ' + kind:<26s}{fr}   {r[f'{kind}_mean_reward']:.3f}"
                 f"        {100 * r[f'{kind}_on_mode']:.1f}%"
             )
-    print(
-        f"\ntotal {results['total_time']['wall_s']} s wall, "
-        f"{results['total_time']['cpu_s']} s CPU; wrote {out}/bandit.png, bandit.json"
-    )
+    print(total_line(timer, out, "bandit.png", "bandit.json"))
     return 0
 
 

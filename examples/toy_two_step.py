@@ -59,7 +59,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _toy_common import Timer, config_dict, init_agents, train, write_json
+from _toy_common import (
+    Timer,
+    config_dict,
+    init_agents,
+    save_figure,
+    total_line,
+    train,
+    write_json,
+)
 
 from sdepolicy.rl import Transitions, aggregate_q, select_seed
 from sdepolicy.rl.agents import ERDPQE, ERDPQEConfig
@@ -335,10 +343,7 @@ def plot(results: dict, path: pathlib.Path, info: dict) -> None:
         f"alpha={st['alpha']}, M={st['num_critics']}",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -392,10 +397,7 @@ def main(argv=None) -> int:
     for name, r in results["variants"].items():
         per_seed = " ".join(f"{x:.2f}" for x in r["returns"])
         print(f"{name:<20s} {r['return_mean']:>11.3f} ± {r['return_std']:.3f}   {per_seed}")
-    print(
-        f"\ntotal {results['total_time']['wall_s']} s wall, "
-        f"{results['total_time']['cpu_s']} s CPU; wrote {out}/two_step.png, two_step.json"
-    )
+    print(total_line(timer, out, "two_step.png", "two_step.json"))
     return 0
 
 

@@ -42,9 +42,9 @@ _fused_single = eqx.filter_jit(_fused_steps)
 @eqx.filter_jit
 def _fused_seeds(update_fn, batch_size, num_steps, dataset, states, keys):
     if keys.shape[0] == 1:
-        # One seed: no seed axis in the matmuls. Batching them over an axis of size 1 gives XLA's
-        # CPU backend batched kernels that ran the default ER-DP-QE update 1.46x slower
-        # (15.2 against 10.4 ms; benchmarks/bench_default.py), for the same numbers.
+        # One seed: no seed axis in the matmuls. Batched over an axis of size 1, XLA's CPU
+        # backend picks batched kernels that are markedly slower for the same numbers
+        # (benchmarks/README.md, the default-size update).
         return _fused_seeds_sequential(update_fn, batch_size, num_steps, dataset, states, keys)
     run = lambda state, key: _fused_steps(update_fn, batch_size, num_steps, dataset, state, key)
     return eqx.filter_vmap(run)(states, keys)

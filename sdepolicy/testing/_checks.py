@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import ArrayLike
 
 from ..sde import AbstractSchedule, MeanRevertingSDE
-from ..sde.schedules import contract_probe_times, contract_violation
+from ..sde._schedules import contract_probe_times, contract_violation
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import sdepolicy.sde as sp
-from sdepolicy.sde.errors import SDEInputError
+from sdepolicy.sde import SDEInputError
 
 M0, S0 = 0.5, 0.5  # Gaussian data N(M0, S0^2), 1-D
 Z = 4.5  # two-sided P(|Z| > 4.5) = 6.8e-6 per statistic

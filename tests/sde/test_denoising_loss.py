@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import sdepolicy.sde as sp
-from sdepolicy.sde.errors import SDEInputError
+from sdepolicy.sde import SDEInputError
 
 M0, S0, D = 0.5, 0.5, 2  # Gaussian data N(M0, S0^2 I) in 2-d
 Z = 4.5  # two-sided P(|Z| > 4.5) = 6.8e-6 per statistic

@@ -450,7 +450,7 @@ def test_fixed_step_heun_stays_second_order_across_jumps():
 def test_step_grid_never_straddles_a_jump(t0, t1, n):
     """Every step of the sampler grid has the same rate at both ends and in the middle, except
     the one 2-ulp step across each jump."""
-    from sdepolicy.sde.samplers import _step_grid
+    from sdepolicy.sde._samplers import _step_grid
 
     schedule = sp.cosine_schedule(5)
     grid = _step_grid(t0, t1, n, schedule.jump_times)

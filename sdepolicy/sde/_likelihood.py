@@ -26,9 +26,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._typing import PRNGKey
-from .errors import SDEInputError, require, xp_for
-from .mean_reverting import MeanRevertingSDE
-from .samplers import NoiseToScore, prepare_call, static_horizon
+from ._errors import SDEInputError, require, xp_for
+from ._mean_reverting import MeanRevertingSDE
+from ._samplers import NoiseToScore, prepare_call, static_horizon
 
 #: A score with diffrax's calling convention: ``score(t, x, args) -> array like x``.
 ArgsScoreFn = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
-from .errors import SDEInputError
+from ._errors import SDEInputError
 
 
 class AbstractSchedule(eqx.Module):

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
-from .errors import SDEInputError
-from .mean_reverting import MeanRevertingSDE, ScoreFn
-from .samplers import static_horizon
-from .schedules import PiecewiseConstantSchedule
+from ._errors import SDEInputError
+from ._mean_reverting import MeanRevertingSDE, ScoreFn
+from ._samplers import static_horizon
+from ._schedules import PiecewiseConstantSchedule
 
 #: The weightings `loss_weight` knows.
 WEIGHTINGS = ("noise", "x0", "score", "likelihood")

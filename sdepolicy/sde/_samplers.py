@@ -8,7 +8,7 @@ r"""Samplers that run a mean-reverting SDE backwards from its prior to data.
 - `ProbabilityFlowSampler`: the probability-flow ODE with any diffrax ODE solver.
 
 (`PredictorCorrectorSampler`, posterior or DDIM steps followed by Langevin steps, is in
-`predictor_corrector.py`.)
+`sdepolicy/sde/_predictor_corrector.py`.)
 
 All are pure functions of their inputs and work under `jit`, `vmap` and `grad`. Their `__call__`
 is wrapped in `eqx.filter_jit`: without it every eager call re-traces and re-compiles the scan or
@@ -36,9 +36,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
-from .errors import SDEInputError, as_state, concrete, require
-from .mean_reverting import MeanRevertingSDE, ScoreFn
-from .schedules import PiecewiseConstantSchedule
+from ._errors import SDEInputError, as_state, concrete, require
+from ._mean_reverting import MeanRevertingSDE, ScoreFn
+from ._schedules import PiecewiseConstantSchedule
 
 #: Predicts $\hat x_0$ from diffusion time and state, diffrax's way: ``f(t, x_t, args) -> x0_hat``.
 X0Predictor = Callable[[Float[Array, ""], Float[Array, "*shape"], Any], Float[Array, "*shape"]]

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .._typing import PRNGKey, RealScalarLike
-from .errors import SDEInputError, as_state
-from .mean_reverting import MeanRevertingSDE
-from .samplers import PosteriorSampler, StartLike, X0Predictor, _grid_checked, prepare_call
+from ._errors import SDEInputError, as_state
+from ._mean_reverting import MeanRevertingSDE
+from ._samplers import PosteriorSampler, StartLike, X0Predictor, _grid_checked, prepare_call
 
 
 class PredictorCorrectorSampler(eqx.Module):

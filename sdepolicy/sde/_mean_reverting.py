@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._typing import RealScalarLike
-from .errors import (
+from ._errors import (
     SDEInputError,
     _times_details,
     as_state,
@@ -30,8 +30,8 @@ from .errors import (
     time_conditions,
     xp_for,
 )
-from .gaussian import DiagonalGaussian
-from .schedules import AbstractSchedule, check_schedule_contract
+from ._gaussian import DiagonalGaussian
+from ._schedules import AbstractSchedule, check_schedule_contract
 
 #: A state at a public edge: a jax or numpy array, a Python number, or a (nested) list; it is
 #: converted with `jnp.asarray` (integers to the default float).
