@@ -68,24 +68,52 @@ def _init_params(
     return tuple(weights), tuple(biases)
 
 
+#: PyTorch's `nn.LayerNorm` epsilon, as the papers that put LayerNorm in critics use it.
+LAYER_NORM_EPS = 1e-5
+
+
+def _layer_norm(
+    z: Float[Array, "members batch out"], scale: Float[Array, "members out"], offset
+) -> Float[Array, "members batch out"]:
+    """LayerNorm over the features of every row of every member, then each member's own affine
+    map (`scale`, `offset`)."""
+    mean = jnp.mean(z, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
+    normed = (z - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)
+    return normed * scale[:, None, :] + offset[:, None, :]
+
+
 def ensemble_mlp_reference(
     activation: Activation,
     weights: tuple[Array, ...],
     biases: tuple[Array, ...],
     x: Float[Array, "batch in"] | Float[Array, "members batch in"],
+    norms: tuple[tuple[Array, ...], tuple[Array, ...]] | None = None,
 ) -> Float[Array, "members batch"]:
     r"""The ensemble's MLP written plainly (batch-major activations, autodiff for derivatives):
     $h_1 = \sigma(W_0 x + b_0)$, $h_{j+1} = \sigma(W_j h_j + b_j)$, $Q = W_\text{out} h +
     b_\text{out}$ for every member, $\sigma$ = `activation`. The definition the fused kernel
     (`sdepolicy.rl.FusedBackward`) is tested against; works with every JAX transformation,
-    forward mode included."""
+    forward mode included.
+
+    With `norms = (scales, offsets)` (one `(M, out)` pair per hidden layer), every hidden
+    layer is $h_{j+1} = \sigma(\operatorname{LN}(W_j h_j + b_j))$: LayerNorm over the layer's
+    features, then the member's scale and offset (Linear, LayerNorm, activation, as Ball et al.,
+    ICML 2023, and ReBRAC put it in their critics)."""
     (w0, *ws), (b0, *bs) = weights, biases
+    scales, offsets = norms if norms is not None else ((None,) * len(ws), (None,) * len(ws))
+
+    def layer(z, j):
+        if norms is not None:
+            z = _layer_norm(z, scales[j], offsets[j])
+        return activation(z)
+
     # The input is shared by all members: one (b, in) x (M, out, in) contraction; or each
     # member has its own, `(M, batch, in)` (so a gradient in the input is per member).
     spec = "mbi,moi->mbo" if x.ndim == 3 else "bi,moi->mbo"
-    h = activation(jnp.einsum(spec, x, w0) + b0[:, None, :])
-    for w, b in zip(ws[:-1], bs[:-1], strict=True):
-        h = activation(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :])
+    h = layer(jnp.einsum(spec, x, w0) + b0[:, None, :], 0)
+    for j, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True), start=1):
+        h = layer(jnp.einsum("mbi,moi->mbo", h, w) + b[:, None, :], j)
     return jnp.einsum("mbi,mi->mb", h, ws[-1][:, 0, :]) + bs[-1]
 
 
@@ -120,7 +148,9 @@ def action_gradient_similarity(
 
     def total_q(a):
         x = jnp.concatenate([s, a], axis=-1)
-        return jnp.sum(ensemble_mlp_reference(critic.activation, weights, biases, x))
+        return jnp.sum(
+            ensemble_mlp_reference(critic.activation, weights, biases, x, critic.norms())
+        )
 
     # Each member reads its own copy of the actions, and Q_m(s_i, a_i) depends on a_mi only,
     # so one backward pass of the sum gives every member's per-sample gradient: (M, batch, act).
@@ -208,11 +238,16 @@ class QEnsemble(eqx.Module):
     - `backward`: an `AbstractCriticBackward`: `AutodiffBackward` (default) or
         `sdepolicy.rl.FusedBackward` (the hand-written kernel, faster; no forward mode). Both
         compute the same function and gradients.
+    - `layer_norm`: LayerNorm in every hidden layer (`ensemble_mlp_reference`), with a
+        learned scale (initialised to 1) and offset (0) per member and layer; differentiated
+        by autodiff only (`AutodiffBackward`: the fused kernel does not have it).
 
     **Attributes:**
 
     - `weights`: per layer, an array `(M, out, in)`; the last layer has `out = 1`.
     - `biases`: per layer, an array `(M, out)`.
+    - `norm_scales`, `norm_offsets`: with `layer_norm`, per hidden layer an array `(M, hidden)`;
+        empty tuples otherwise.
 
     Member `m` is the MLP $h_0 = [s, a]$, $h_j = \sigma(W_j[m] h_{j-1} + b_j[m])$,
     $Q_m = W_\text{out}[m] h + b_\text{out}[m]$.
@@ -220,6 +255,8 @@ class QEnsemble(eqx.Module):
 
     weights: tuple[Float[Array, "members out in"], ...]
     biases: tuple[Float[Array, "members out"], ...]
+    norm_scales: tuple[Float[Array, "members hidden"], ...]
+    norm_offsets: tuple[Float[Array, "members hidden"], ...]
     num_members: int = eqx.field(static=True)
     activation: Activation = eqx.field(static=True)
     backward: AbstractCriticBackward = eqx.field(static=True)
@@ -236,6 +273,7 @@ class QEnsemble(eqx.Module):
         key: PRNGKey,
         activation: Activation = mish,
         backward: AbstractCriticBackward = _AUTODIFF,
+        layer_norm: bool = False,
     ):
         if not isinstance(backward, AbstractCriticBackward):
             raise TypeError(
@@ -246,8 +284,16 @@ class QEnsemble(eqx.Module):
             raise ValueError(f"QEnsemble: init must be 'edac' or 'default', got {init!r}.")
         if min(obs_dim + action_dim, num_members, hidden, depth) < 1:
             raise ValueError("QEnsemble: sizes, num_members and depth must be positive.")
+        if layer_norm and not isinstance(backward, AutodiffBackward):
+            raise ValueError(
+                "QEnsemble: layer_norm=True is differentiated by autodiff only; pass "
+                f"backward=AutodiffBackward() (got {type(backward).__name__})."
+            )
         sizes = [obs_dim + action_dim] + [hidden] * depth + [1]
         self.weights, self.biases = _init_params(sizes, num_members, init, key)
+        norm_shape = (num_members, hidden)
+        self.norm_scales = tuple(jnp.ones(norm_shape) for _ in range(depth)) if layer_norm else ()
+        self.norm_offsets = tuple(jnp.zeros(norm_shape) for _ in range(depth)) if layer_norm else ()
         self.num_members = num_members
         self.activation = activation
         self.backward = backward
@@ -260,7 +306,14 @@ class QEnsemble(eqx.Module):
         **Returns:** an array of shape `(num_members, batch)`.
         """
         x = jnp.concatenate([states, actions], axis=-1)
-        return self.backward.values(self.activation, tuple(self.weights), tuple(self.biases), x)
+        weights, biases = tuple(self.weights), tuple(self.biases)
+        if self.norm_scales:
+            return ensemble_mlp_reference(self.activation, weights, biases, x, self.norms())
+        return self.backward.values(self.activation, weights, biases, x)
+
+    def norms(self) -> tuple[tuple[Array, ...], tuple[Array, ...]] | None:
+        """`(scales, offsets)` of the hidden layers' LayerNorms, or None without them."""
+        return (tuple(self.norm_scales), tuple(self.norm_offsets)) if self.norm_scales else None
 
     def regression_loss(
         self,
@@ -291,4 +344,7 @@ class QEnsemble(eqx.Module):
             jnp.broadcast_to(targets, (self.num_members, x.shape[0])).astype(x.dtype)
         )
         weights, biases = tuple(self.weights), tuple(self.biases)
+        if self.norm_scales:
+            q = ensemble_mlp_reference(self.activation, weights, biases, x, self.norms())
+            return loss((q - y) ** 2), q
         return self.backward.regression_loss(self.activation, loss, weights, biases, x, y)

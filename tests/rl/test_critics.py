@@ -336,3 +336,50 @@ def test_action_gradient_similarity_of_identical_members_and_one_dimensional_act
     one_d = QEnsemble(OBS, 1, M, HIDDEN, key=jax.random.key(9))
     assert grad_norm(one_d, actions[:, :1]) == 0.0
     assert grad_norm(ens, actions) > 1.0
+
+
+def _numpy_layer_norm_member(ens, m, states, actions):
+    """Member m of a LayerNorm ensemble in float64 numpy, written from the definition
+    (Linear, LayerNorm over the features with eps 1e-5, the member's scale and offset, Mish)."""
+    h = np.concatenate([np.asarray(states, np.float64), np.asarray(actions, np.float64)], -1)
+    ws = [np.asarray(w[m], np.float64) for w in ens.weights]
+    bs = [np.asarray(b[m], np.float64) for b in ens.biases]
+    for j in range(len(ws) - 1):
+        z = h @ ws[j].T + bs[j]
+        z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-5)
+        z = z * np.asarray(ens.norm_scales[j][m]) + np.asarray(ens.norm_offsets[j][m])
+        h = z * np.tanh(np.log1p(np.exp(z)))
+    return (h @ ws[-1].T + bs[-1])[:, 0]
+
+
+def test_layer_norm_critics_match_their_definition_and_learn_their_affine_maps(batch):
+    states, actions = batch
+    ens = QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(5), layer_norm=True)
+    assert len(ens.norm_scales) == 3 and ens.norm_scales[0].shape == (M, HIDDEN)
+    # Random affine maps, so that the check sees them (they start at 1 and 0).
+    keys = jax.random.split(jax.random.key(6), 6)
+    ens = eqx.tree_at(
+        lambda e: (e.norm_scales, e.norm_offsets),
+        ens,
+        (
+            tuple(1 + 0.3 * jax.random.normal(k, (M, HIDDEN)) for k in keys[:3]),
+            tuple(0.3 * jax.random.normal(k, (M, HIDDEN)) for k in keys[3:]),
+        ),
+    )
+    q = ens(states, actions)
+    for m in range(M):
+        want = _numpy_layer_norm_member(ens, m, states, actions)
+        np.testing.assert_allclose(q[m], want, rtol=2e-4, atol=2e-5)
+    # A hidden layer's pre-activations scaled by c > 0 change nothing: the normalisation removes
+    # the scale (the property that keeps such critics from growing Q by growing features).
+    scaled = eqx.tree_at(
+        lambda e: (e.weights[1], e.biases[1]), ens, (7.0 * ens.weights[1], 7.0 * ens.biases[1])
+    )
+    np.testing.assert_allclose(scaled(states, actions), q, rtol=1e-4, atol=1e-5)
+    # The regression loss reaches every parameter, the affine maps included.
+    y = jnp.ones((M, 16))
+    grads = eqx.filter_grad(lambda e: e.regression_loss(states, actions, y, jnp.mean)[0])(ens)
+    for g in (*grads.norm_scales, *grads.norm_offsets, *grads.weights):
+        assert float(jnp.min(jnp.max(jnp.abs(g.reshape(M, -1)), axis=1))) > 0
+    with pytest.raises(ValueError, match="autodiff only"):
+        QEnsemble(OBS, ACT, M, HIDDEN, key=jax.random.key(5), layer_norm=True, backward=FUSED)

@@ -305,3 +305,33 @@ def test_an_experimental_option_selects_the_experimental_agent():
     # The old spelling of the reference's normaliser is refused with the new one.
     with pytest.raises(ConfigError, match="q_scale='abs' is now q_scale='absolute'"):
         apply_overrides(base, {"q_scale": "abs"})
+
+
+@pytest.mark.parametrize("algo", ["erdpqe", "diffusion-ql"])
+def test_critic_layer_norm_builds_normalised_autodiff_critics_that_train(algo, make_transitions):
+    """`critic_layer_norm` gives both actor-critic agents LayerNorm critics (differentiated by
+    autodiff, whatever `critic_backward` asks), whose scales move in an update; off, the
+    critics have no norm parameters."""
+    from sdepolicy.rl import AutodiffBackward
+
+    base = apply_overrides(
+        make_agent_config(algo), {"hidden": HIDDEN, "critic_hidden": CRITIC_HIDDEN}
+    )
+    agent = make_agent(apply_overrides(base, {"critic_layer_norm": True}))
+    state = agent.init(OBS, ACT, LOW, HIGH, jax.random.key(3), critic_backward="fused")
+    assert isinstance(state.critic.backward, AutodiffBackward)
+    assert [s.shape[-1] for s in state.critic.norm_scales] == [CRITIC_HIDDEN] * 3
+    batch = make_transitions(4, BATCH, OBS, ACT, low=LOW, high=HIGH)
+    new, metrics = jit(type(agent).update)(agent, state, batch)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    moved = [float(jnp.max(jnp.abs(a - b))) for a, b in
+             zip(new.critic.norm_scales, state.critic.norm_scales, strict=True)]  # fmt: skip
+    assert min(moved) > 0
+    plain = make_agent(base).init(OBS, ACT, LOW, HIGH, jax.random.key(3))
+    assert plain.critic.norm_scales == () and plain.critic.norm_offsets == ()
+
+
+def make_agent_config(algo):
+    from sdepolicy.rl.agents import DiffusionQLConfig
+
+    return {"erdpqe": ERDPQEConfig, "diffusion-ql": DiffusionQLConfig}[algo](batch_size=BATCH)

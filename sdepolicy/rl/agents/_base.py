@@ -305,6 +305,7 @@ class AbstractAgent(eqx.Module):
         critic = critic_opt_state = None
         if actor_critic:
             members, init = self.critic_ensemble()
+            layer_norm = config.critic_layer_norm
             critic = QEnsemble(
                 obs_dim,
                 action_dim,
@@ -313,7 +314,9 @@ class AbstractAgent(eqx.Module):
                 init=init,
                 key=keys[1],
                 activation=activation,
-                backward=CRITIC_BACKWARDS[critic_backward],
+                # The fused kernel has no LayerNorm: such critics are differentiated by autodiff.
+                backward=CRITIC_BACKWARDS["autodiff" if layer_norm else critic_backward],
+                layer_norm=layer_norm,
             )
             critic_opt_state = self.critic_optimizer().init(_trainable(critic))
         return AgentState(

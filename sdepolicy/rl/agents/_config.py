@@ -63,6 +63,10 @@ class ActorCriticConfig(AgentConfig):
     - `gamma`, `tau`: discount and Polyak rate.
     - `max_q_backup`, `max_q_samples`: max-Q backup and its number of next actions.
     - `critic_hidden`: the critics' width when it should differ from `hidden` (None: `hidden`).
+    - `critic_layer_norm`: LayerNorm in the critics' hidden layers (Ball et al., ICML 2023;
+        ReBRAC; a known remedy for Q-value divergence in offline RL, docs/method.md §6.1); off
+        in the reference codes. Such critics are differentiated by autodiff (the fused kernel
+        does not have it).
     - `eval_candidates`: candidates sampled per state at evaluation; `eval_temperature`: the
         temperature of the softmax that picks one (1 in the reference codes, 0 = the best);
         `eval_temperature_scale`: `"absolute"` (the reference codes) or `"disagreement"`
@@ -83,6 +87,7 @@ class ActorCriticConfig(AgentConfig):
     max_q_backup: bool = False
     max_q_samples: int = option(10, Ints(1, 1000))
     critic_hidden: int | None = option(None, WIDTH)
+    critic_layer_norm: bool = False
     eval_candidates: int = option(50, Ints(1, 10_000))
     eval_temperature: float = option(1.0, Reals(0.0))
     eval_temperature_scale: TemperatureScale = "absolute"
