@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     except SdepolicyError as e:
         # 2: a bad input or setting; 3: training diverged; 130: interrupted (Ctrl-C); 143:
         # terminated (SIGTERM).
-        if e.exit_code in (130, 143):
+        if e.exit_code in (130, 143):  # the process ends now: a second signal must not cut it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # before the run started (argument checks)
@@ -66,7 +67,12 @@ def main(argv=None) -> int:
         sys.stdout.flush()
     except OSError as e:  # standard output on a full disk, or closed: the run itself is done
         # Point stdout at /dev/null so that the interpreter's last flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError):  # not a file (io.UnsupportedOperation is a ValueError)
+            pass
+        else:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
         print(
             f"error: could not print the report to standard output ({e.strerror or e}); the run "
             f"completed and its results are in {summary['out']}/summary.json.",

@@ -1,7 +1,8 @@
 """Import an offline-RL file recorded by another library as a local Minari dataset.
 
 Formats: D4RL and d3rlpy 1.x HDF5, stable-baselines GAIL .npz, cs285 and hand_dapg pickles
-(detected from the extension and the keys). The known real files (README, "Real data recorded by others") need only --id.
+(detected from the extension and the keys). The known real files (README, "Real data recorded
+by others") need only --id.
 
     python examples/import_dataset.py d3rlpy_pendulum_random.h5 --id imported/pendulum-random-v0
     python examples/import_dataset.py hopper-medium-replay-v2.hdf5 --id d4rl/hopper-mr-v0 \\

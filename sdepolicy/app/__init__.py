@@ -20,6 +20,7 @@ from ._data import recover_env as recover_env
 from ._data import transform_rewards as transform_rewards
 from ._default_dataset import DEFAULT_DATASET_ID as DEFAULT_DATASET_ID
 from ._default_dataset import ensure_default_dataset as ensure_default_dataset
+from ._errors import BackendError as BackendError
 from ._errors import CheckpointMismatchError as CheckpointMismatchError
 from ._errors import ConfigError as ConfigError
 from ._errors import DatasetExistsError as DatasetExistsError
@@ -30,6 +31,7 @@ from ._errors import MissingExtraError as MissingExtraError
 from ._errors import OutputWriteError as OutputWriteError
 from ._errors import RunFolderError as RunFolderError
 from ._errors import RunInterruptedError as RunInterruptedError
+from ._errors import RunTerminatedError as RunTerminatedError
 from ._errors import SdepolicyError as SdepolicyError
 from ._errors import SpaceMismatchError as SpaceMismatchError
 from ._errors import TrainingDivergedError as TrainingDivergedError

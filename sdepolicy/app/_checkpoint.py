@@ -185,16 +185,10 @@ def _check_integrity(path, header: dict, payload: bytes, digest_ok, altered: str
     )
 
 
-def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, description: Any = None):
-    """Restore a pytree shaped like `like` from `path`; returns `(tree, header)`.
-
-    Raises `CheckpointMismatchError` when the checkpoint is corrupt (format 3: its digest does
-    not match its header and payload, a truncated or altered file, header included; format 2:
-    the payload's length or checksum differs from the header's), was written by another
-    configuration (fingerprint; with `description`, the message names the settings that
-    differ), another format, or holds arrays of other shapes.
-    """
-    path = pathlib.Path(path)
+def _read_verified(path: pathlib.Path) -> tuple[dict, bytes]:
+    """The header and payload of a checkpoint, refused (`CheckpointMismatchError`) when its
+    format is unknown or it is truncated or altered (format 3: header and payload; format 2:
+    the payload). Format 1 has no digest."""
     header = read_header(path)
     if header.get("format_version") not in _READABLE:
         raise CheckpointMismatchError(
@@ -214,6 +208,35 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
             "its header or its arrays do not match the SHA-256 it was written with (altered "
             "on disk)",
         )
+    elif header["format_version"] == 2:
+        _check_integrity(
+            path,
+            header,
+            payload,
+            lambda: hashlib.sha256(payload).hexdigest() == header.get("payload_sha256"),
+            "its arrays do not match the SHA-256 in its header (altered on disk)",
+        )
+    return header, payload
+
+
+def verified_header(path: str | os.PathLike) -> dict:
+    """The checkpoint's header once its digest is checked (`load_checkpoint`'s integrity
+    checks): a resumed run takes its settings, step and history only from a header that was
+    not altered."""
+    return _read_verified(pathlib.Path(path))[0]
+
+
+def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, description: Any = None):
+    """Restore a pytree shaped like `like` from `path`; returns `(tree, header)`.
+
+    Raises `CheckpointMismatchError` when the checkpoint is corrupt (format 3: its digest does
+    not match its header and payload, a truncated or altered file, header included; format 2:
+    the payload's length or checksum differs from the header's), was written by another
+    configuration (fingerprint; with `description`, the message names the settings that
+    differ), another format, or holds arrays of other shapes.
+    """
+    path = pathlib.Path(path)
+    header, payload = _read_verified(path)
     if header.get("fingerprint") != fingerprint:
         diffs = []
         if description is not None and header.get("description") is not None:
@@ -230,14 +253,6 @@ def load_checkpoint(path: str | os.PathLike, like, *, fingerprint: str, descript
     if header.get("leaves") != _leaf_signature(like):
         raise CheckpointMismatchError(
             f"{path}: the stored arrays do not match this run's model shapes."
-        )
-    if header["format_version"] == 2:
-        _check_integrity(
-            path,
-            header,
-            payload,
-            lambda: hashlib.sha256(payload).hexdigest() == header.get("payload_sha256"),
-            "its arrays do not match the SHA-256 in its header (altered on disk)",
         )
     try:
         tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)

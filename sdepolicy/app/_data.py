@@ -20,6 +20,7 @@ from jaxtyping import Float, Shaped
 
 from ..rl import Transitions
 from ._errors import (
+    BackendError,
     ConfigError,
     DatasetNotFoundError,
     DataValidationError,
@@ -225,6 +226,29 @@ def datasets_root() -> str:
     )
 
 
+def check_backend() -> None:
+    """Start JAX's backend now, so that a platform that cannot start (`JAX_PLATFORMS=gpu`
+    without a GPU build of jaxlib) is one line saying what to do, before any work.
+
+    **Raises:**
+
+    `BackendError` naming the platform asked for, what to install and what to unset.
+    """
+    try:
+        import jax
+
+        jax.devices()
+    except RuntimeError as e:
+        asked = os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_PLATFORM_NAME")
+        what = f"JAX_PLATFORMS={asked}" if asked else "the default platform"
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(
+            f"JAX cannot start {what} ({detail}). For an NVIDIA GPU install JAX's CUDA build "
+            '(pip install -U "jax[cuda12]") and check that the GPU is visible (nvidia-smi); to '
+            "use the CPU, unset JAX_PLATFORMS (or set JAX_PLATFORMS=cpu)."
+        ) from None
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -322,9 +346,14 @@ def _open(dataset_id: str, root: str) -> Any:
     except (ValueError, KeyError, AssertionError, TypeError, AttributeError, OSError) as e:
         # Minari asserts on the metadata's keys ({} gives an AssertionError); json, h5py and the
         # gymnasium spec parser raise the others on a damaged file.
+        text = str(e).strip()
+        why = f"{type(e).__name__}: {_first_line(e)}" if text else type(e).__name__
+        meta = os.path.join(root, dataset_id, "data", "metadata.json")
+        if isinstance(e, AssertionError | KeyError):
+            why = f"its {meta} lacks the keys Minari needs ({why})"
         raise DataValidationError(
-            f"Minari dataset '{dataset_id}' in {root} is damaged or truncated ({type(e).__name__}"
-            f": {_first_line(e)}): delete that dataset's folder and import or download it again."
+            f"Minari dataset '{dataset_id}' in {root} is damaged or truncated ({why}): delete "
+            "that dataset's folder and import or download it again."
         ) from None
 
 

@@ -70,6 +70,17 @@ class RunInterruptedError(SdepolicyError):
     exit_code = 130
 
 
+class RunTerminatedError(RunInterruptedError):
+    """The run was terminated (SIGTERM, as `kill` or a batch scheduler sends it); handled like
+    Ctrl-C: the message says where its last checkpoint is."""
+
+    exit_code = 143
+
+
+class BackendError(SdepolicyError):
+    """JAX cannot start the platform it is asked for (`JAX_PLATFORMS`)."""
+
+
 class DatasetExistsError(SdepolicyError):
     """A dataset id that is already taken, and overwriting was not asked for."""
 

@@ -13,7 +13,7 @@ import stat
 import sys
 import tempfile
 
-from ._checkpoint import atomic_write_bytes, read_header
+from ._checkpoint import file_mode, read_header
 from ._errors import OutputWriteError, RunFolderError, SdepolicyError
 
 CHECKPOINT = "checkpoint.eqx"
@@ -49,8 +49,22 @@ def folder_run_id(out: pathlib.Path) -> str | None:
 
 
 def write_run_id(out: pathlib.Path, run_id: str) -> None:
-    if folder_run_id(out) != run_id:
-        atomic_write_bytes(out / RUN_ID, f"{run_id}\n".encode())
+    """`.run_id` holds `run_id` (written through a temporary file and a rename, not synced to
+    disk: an empty or missing `.run_id` only means a folder without an id, which is accepted)."""
+    if folder_run_id(out) == run_id:
+        return
+    path = out / RUN_ID
+    mode = file_mode(path)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=RUN_ID + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(f"{run_id}\n".encode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def check_out_path(out: pathlib.Path) -> None:
@@ -153,19 +167,19 @@ class RunLock:
         check_out_path(out)
         if self.resume and not (out / CHECKPOINT).is_file():
             found = outputs_in(out)
-            if found == ["metrics.csv"]:
-                pass  # stopped before its first checkpoint: started again below
-            elif found:
+            if found and found != ["metrics.csv"]:
                 raise RunFolderError(
                     f"--resume: {out} holds {', '.join(found)} but no {CHECKPOINT} (that run "
                     "stopped before its first checkpoint), so there is nothing to resume; start "
                     "a new run in another --out."
                 )
-            what = "is an empty folder" if out.is_dir() else "does not exist"
-            raise RunFolderError(
-                f"--resume: there is no run to resume in {out} (it {what}); check the path, or "
-                "leave out --resume to start a new run."
-            )
+            if not found:
+                what = "is an empty folder" if out.is_dir() else "does not exist"
+                raise RunFolderError(
+                    f"--resume: there is no run to resume in {out} (it {what}); check the path, "
+                    "or leave out --resume to start a new run."
+                )
+            # metrics.csv only: a run killed before its first checkpoint, started again below.
         try:
             self.created = _missing_parents(out)
             out.mkdir(parents=True, exist_ok=True)

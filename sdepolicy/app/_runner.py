@@ -13,12 +13,16 @@ run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +43,15 @@ from ..rl import (
 )
 from ..rl.agents import AGENTS, make_agent
 from . import _data as data_lib
-from ._checkpoint import config_fingerprint, load_checkpoint, read_header, save_checkpoint
+from ._checkpoint import config_fingerprint, load_checkpoint, save_checkpoint, verified_header
 from ._data import RewardTransform
 from ._default_dataset import DEFAULT_DATASET_ID, ensure_default_dataset
 from ._errors import (
+    CheckpointMismatchError,
     ConfigError,
     DataValidationError,
     RunInterruptedError,
+    RunTerminatedError,
     TrainingDivergedError,
     check_literal_fields,
 )
@@ -53,7 +59,15 @@ from ._evaluation import run_episodes_stats
 from ._model_selection import offline_selection_summary
 from ._overrides import config_record
 from ._presets import TaskPreset, apply_overrides, get_preset
-from ._run_folder import CHECKPOINT, RunLock, checkpoint_note, clean_failed, writing
+from ._run_folder import (
+    CHECKPOINT,
+    RunLock,
+    checkpoint_note,
+    clean_failed,
+    folder_run_id,
+    write_run_id,
+    writing,
+)
 from ._run_outputs import (
     append_csv,
     critic_bound,
@@ -243,6 +257,56 @@ def _chunk_size(*periods: int) -> int:
     return functools.reduce(math.gcd, [int(p) for p in periods if p])
 
 
+def _normalised(spec: RunSpec) -> RunSpec:
+    """`spec` with the sequences the command line gives as tuples: a single dataset id given as
+    a string (`RunSpec(dataset="imported/pend-v0")`) is that one id, not its characters."""
+    changes: dict[str, Any] = {}
+    if isinstance(spec.dataset, str):
+        changes["dataset"] = (spec.dataset,)
+    elif spec.dataset is not None and not isinstance(spec.dataset, tuple):
+        changes["dataset"] = tuple(spec.dataset)
+    if isinstance(spec.seeds, int | np.integer) and not isinstance(spec.seeds, bool):
+        changes["seeds"] = (spec.seeds,)
+    elif not isinstance(spec.seeds, tuple) and isinstance(spec.seeds, list | range):
+        changes["seeds"] = tuple(spec.seeds)
+    spec = dataclasses.replace(spec, **changes) if changes else spec
+    if spec.dataset is not None and (
+        not spec.dataset or not all(isinstance(d, str) for d in spec.dataset)
+    ):
+        raise ConfigError(
+            f"dataset must be a Minari id or a sequence of ids, got {spec.dataset!r}."
+        )
+    return spec
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it stops like a Ctrl-C (the clean-up, one line
+    naming the last checkpoint) rather than dying mid-write."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While the run holds its folder, SIGTERM raises `_Terminated` (once; a second is
+    ignored until the run has cleaned up). Only in the main thread and only where SIGTERM has
+    its default action, so a handler of the caller's is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train and evaluate; returns the summary that is also written to `summary.json`.
 
@@ -260,6 +324,7 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     naming the last checkpoint).
     """
     # Settings that need no file are checked before the output folder is touched.
+    spec = _normalised(spec)
     if spec.algo not in AGENTS:
         raise ConfigError(f"Unknown algorithm {spec.algo!r}; choose one of {sorted(AGENTS)}.")
     _check_seeds(spec.seeds)
@@ -267,6 +332,9 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     check_literal_fields(spec)
     config = apply_overrides(preset.config(spec.algo), spec.overrides)
     _run_settings(spec, preset, None, None)  # the ranges; resume consistency comes later
+    for dataset_id in spec.dataset or preset.minari_ids:
+        data_lib.check_dataset_id(dataset_id)  # as the importer checks it: no `..`, no `/x`
+    data_lib.check_backend()
     root = pathlib.Path(data_lib.datasets_root())
     if root.exists() and not root.is_dir():
         raise ConfigError(
@@ -276,11 +344,13 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
     existed = out.exists()
     lock = RunLock(out, spec.resume)
     try:
-        with lock:
+        with _sigterm_interrupts(), lock:
             job = _resolve(spec, out, preset, make_agent(config))
             return _write(job, _train(job, on_checkpoint))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`_Terminated`)
         clean_failed(out, existed, lock)
+        if isinstance(e, _Terminated):
+            raise RunTerminatedError(f"terminated (SIGTERM); {checkpoint_note(out)}.") from None
         raise RunInterruptedError(f"interrupted; {checkpoint_note(out)}.") from None
     except TrainingDivergedError:
         raise  # its summary.json and metrics.csv say what happened: kept
@@ -318,6 +388,10 @@ class _Job:
     # were timed (a checkpoint of an older version has no evaluation time: its step).
     eval_elapsed: float = 0.0
     eval_timed_from: int = 0
+    # The run's id (in `.run_id`, every checkpoint's header and summary.json), and the update
+    # rate last measured (kept when a resumed process times no chunk: a completed run).
+    run_id: str | None = None
+    rate: float | None = None
 
 
 @dataclasses.dataclass
@@ -328,12 +402,41 @@ class _Trained:
     rate: float | None
 
 
+def _run_id(out: pathlib.Path, ckpt_path: pathlib.Path, header: dict | None) -> str:
+    """The id of this run: a new one for a new run; on `--resume` the checkpoint's, which must
+    be the id of the run whose other outputs the folder holds (`.run_id`): a checkpoint of
+    another run copied into the folder (same configuration, another history) is refused
+    before it can cut `metrics.csv` or replace `summary.json`."""
+    if header is None:
+        return uuid.uuid4().hex
+    theirs, ours = header.get("run_id"), folder_run_id(out)
+    if theirs is not None and ours is not None and theirs != ours:
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was written by another run (run id {theirs}) than the one whose outputs "
+            f"{out} holds (run id {ours}, in {out / '.run_id'}): it was copied in from another "
+            "folder. Put that run's own checkpoint back, or resume the other run in its own "
+            "folder; nothing was changed."
+        )
+    if theirs is None and ours is not None:
+        raise CheckpointMismatchError(
+            f"{ckpt_path} names no run, but {out} holds the outputs of run {ours}: it is a "
+            "checkpoint of an earlier version copied in from another folder. Put that run's own "
+            "checkpoint back, or resume the other run in its own folder; nothing was changed."
+        )
+    # A checkpoint of a version before run ids, in its own folder: it gets one now.
+    return theirs if isinstance(theirs, str) else uuid.uuid4().hex
+
+
 def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Job:
     """Settings (against the checkpoint on `--resume`), dataset and environment, the agents of
     all seeds, and the state to continue from."""
     config = agent.config
     ckpt_path = out / CHECKPOINT
-    stored = read_header(ckpt_path).get("extra", {}).get("run") if spec.resume else None
+    # The header is used only once its digest is checked: an edited step or history is refused.
+    header = verified_header(ckpt_path) if spec.resume else None
+    run_id = _run_id(out, ckpt_path, header)
+    extra = header.get("extra") if header is not None else None
+    stored = extra.get("run") if isinstance(extra, dict) else None
     settings = _run_settings(spec, preset, stored, out)
     chunk = _chunk_size(
         settings["steps_per_call"],
@@ -400,7 +503,7 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
     fingerprint = config_fingerprint(description)
     description = json.loads(json.dumps(description, default=str))
     step, history, elapsed, diverged_at = 0, [], 0.0, {}
-    eval_elapsed, eval_timed_from = 0.0, 0
+    eval_elapsed, eval_timed_from, rate = 0.0, 0, None
     if spec.resume:
         states, header = load_checkpoint(
             ckpt_path, states, fingerprint=fingerprint, description=description
@@ -411,6 +514,7 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
         diverged_at = header["extra"].get("critic_divergence", {})
         eval_elapsed = header["extra"].get("eval_elapsed")
         eval_timed_from = step if eval_elapsed is None else 0
+        rate = header["extra"].get("update_steps_per_s")
     return _Job(
         spec=spec,
         preset=preset,
@@ -433,6 +537,8 @@ def _resolve(spec: RunSpec, out: pathlib.Path, preset: TaskPreset, agent) -> _Jo
         diverged_at=diverged_at,
         eval_elapsed=eval_elapsed or 0.0,
         eval_timed_from=eval_timed_from,
+        run_id=run_id,
+        rate=rate,
     )
 
 
@@ -490,6 +596,8 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
     ckpt_path, metrics_path = out / CHECKPOINT, out / "metrics.csv"
     with writing(metrics_path, out):
         truncate_csv(metrics_path, job.step)
+    with writing(out / ".run_id", out):
+        write_run_id(out, job.run_id)  # before any checkpoint names it
     bar = tqdm(
         total=steps, initial=job.step, unit="step", dynamic_ncols=True, disable=not spec.progress
     )
@@ -548,6 +656,7 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
                     "run": settings,
                     "critic_divergence": job.diverged_at,
                     "eval_elapsed": job.eval_elapsed,
+                    "update_steps_per_s": _rate(steps_timed, time_timed, len(spec.seeds), job),
                 }
                 with writing(ckpt_path, out):
                     save_checkpoint(
@@ -557,13 +666,22 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
                         fingerprint=job.fingerprint,
                         extra=strict_json(extra)[0],
                         description=job.description,
+                        run_id=job.run_id,
                     )
                 if on_checkpoint is not None:
                     on_checkpoint(step)
     finally:
         bar.close()
-    num_seeds = len(spec.seeds)
-    return _Trained(rate=steps_timed * num_seeds / time_timed if time_timed else None)
+    return _Trained(rate=_rate(steps_timed, time_timed, len(spec.seeds), job))
+
+
+def _rate(steps_timed: int, time_timed: float, num_seeds: int, job: _Job) -> float | None:
+    """Update steps per second (all seeds) timed in this process; where it timed none (a
+    resumed run that was already complete, or resumed for one chunk) the rate measured before,
+    from the checkpoint, rather than none."""
+    if time_timed:
+        return steps_timed * num_seeds / time_timed
+    return job.rate
 
 
 def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> dict[str, Any]:
@@ -573,6 +691,7 @@ def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> 
     steps, history = job.settings["steps"], job.history
     summary = summarise(spec, job.agent.config, steps, history, job.data_returns, job.refs, **info)
     summary["status"] = status
+    summary["run_id"] = job.run_id
     summary["timing"] = _timing(job)
     summary.update(extra)
     if status == "completed" and spec.offline_selection:

@@ -6,8 +6,9 @@ and only then writes the dataset: into a hidden folder inside the datasets root 
 importing process), renamed into place at the end under an exclusive lock of the root, so a
 failure leaves nothing behind, an overwritten dataset is replaced in one step, and of two imports
 to one new id without `overwrite` exactly one succeeds. What a killed import left (its hidden
-folder) is removed by the next import into the same root. The environment does not have to be installable: its spec and spaces come from
-Gymnasium when it is, else from a small table (`AdroitHandDoor-v1` without gymnasium-robotics).
+folder) is removed by the next import into the same root. The environment does not have to be
+installable: its spec and spaces come from Gymnasium when it is, else from a small table
+(`AdroitHandDoor-v1` without gymnasium-robotics).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from .._checkpoint import umask
-from .._data import check_dataset_id, datasets_root, episodes_to_transitions, space_dim
+from .._data import (
+    check_backend,
+    check_dataset_id,
+    datasets_root,
+    episodes_to_transitions,
+    space_dim,
+)
 from .._errors import (
     ConfigError,
     DatasetExistsError,
@@ -338,6 +345,7 @@ def import_dataset(
     if not episodes:
         raise DataValidationError(f"{name} has no transitions (no episode with a step).")
     # The project's own validation: T + 1 observations, dimensions, finite values.
+    check_backend()
     episodes_to_transitions(episodes, name=name)
     spec, obs_space, act_space = _env_spec_and_spaces(env_id)
     # Replay first: the environment sees the recorded actions, as it did (MuJoCo and Pendulum

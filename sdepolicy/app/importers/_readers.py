@@ -209,6 +209,15 @@ def read_d3rlpy(path: str) -> list[dict[str, np.ndarray]]:
 def read_sb_npz(path: str) -> list[dict[str, np.ndarray]]:
     """stable-baselines' GAIL expert `.npz`: `obs`, `actions`, `rewards`, `episode_starts`
     (and `episode_returns`); no next observations, so each episode's last step is dropped."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise DataValidationError(f"npz file {_name(path)} is empty (0 bytes).")
+    if magic[:2] != b"PK":  # every zip (an .npz is one) starts so; a half download does too
+        raise DataValidationError(
+            f"{_name(path)} is not an .npz (zip) file: it does not start like one (first bytes "
+            f"{magic!r}); is it the right file, or a text or HTML page saved under that name?"
+        )
     with np.load(path, allow_pickle=False) as z:
         _require(
             z.files, ("obs", "actions", "rewards", "episode_starts"), f"npz file {_name(path)}"
