@@ -454,6 +454,7 @@ def clean_stale(root: str) -> list[str]:
                 check_dataset_id(dataset_id)
                 final, old = os.path.join(root, dataset_id), os.path.join(path, "dataset")
                 if os.path.isdir(old) and not os.path.lexists(final):
+                    os.makedirs(os.path.dirname(final), exist_ok=True)
                     os.rename(old, final)  # the replacement never arrived: the old one is back
                     done.append(f"{name} (restored {dataset_id})")
             except (OSError, SdepolicyError):
