@@ -24,11 +24,15 @@ def _field_help(cls: type) -> dict[str, str]:
 
 
 def _without_none(tp: Any) -> Any:
-    """`X` for an annotation `X | None`, else the annotation itself."""
+    """`X` for an annotation `X | None`, else the annotation itself; the tuple of
+    `tuple[str, ...] | str | None` (a field that also takes one item as a string from Python)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0]
+        tuples = [a for a in args if typing.get_origin(a) is tuple]
+        if len(tuples) == 1 and all(a is str for a in args if a is not tuples[0]):
+            return tuples[0]
     return tp
 
 

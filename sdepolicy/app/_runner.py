@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import signal
 import threading
@@ -62,6 +63,7 @@ from ._presets import TaskPreset, apply_overrides, get_preset
 from ._run_folder import (
     CHECKPOINT,
     RunLock,
+    check_out_path,
     checkpoint_note,
     clean_failed,
     folder_run_id,
@@ -119,6 +121,8 @@ class RunSpec:
     - `offline_selection`: also report Diffusion-QL's offline model selection (top-k by BC
         loss with early stopping, docs/method.md §7.2) beside the last and best evaluations.
 
+    From Python, one `dataset` id may be given as a string (`dataset="imported/pend-v0"`).
+
     On `--resume`, `steps`, `eval_every`, `eval_episodes`, `final_eval_episodes`,
     `checkpoint_every` and `steps_per_call` left as `None` take the checkpointed run's values;
     given ones must match.
@@ -141,7 +145,7 @@ class RunSpec:
     )
     download: bool = False
     progress: bool = True
-    dataset: tuple[str, ...] | None = None
+    dataset: tuple[str, ...] | str | None = None
     env: str | None = None
     reward_transform: RewardTransform | None = None
     clip_actions: bool = False
@@ -336,15 +340,18 @@ def run(spec: RunSpec, on_checkpoint: Callable[[int], None] | None = None) -> di
         data_lib.check_dataset_id(dataset_id)  # as the importer checks it: no `..`, no `/x`
     data_lib.check_backend()
     root = pathlib.Path(data_lib.datasets_root())
-    if root.exists() and not root.is_dir():
+    if os.path.exists(root) and not os.path.isdir(root):
         raise ConfigError(
             f"the Minari datasets folder {root} (MINARI_DATASETS_PATH) is a file, not a folder."
         )
     out = pathlib.Path(spec.out or f"runs/{_slug(_run_name(spec))}-{spec.algo}")
+    check_out_path(out)  # a name too long, a dangling or looping link: one line, nothing made
     existed = out.exists()
     lock = RunLock(out, spec.resume)
     try:
         with _sigterm_interrupts(), lock:
+            if spec.resume and not lock.resume:  # killed before its first checkpoint: restarted
+                spec = dataclasses.replace(spec, resume=False)
             job = _resolve(spec, out, preset, make_agent(config))
             return _write(job, _train(job, on_checkpoint))
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`_Terminated`)
