@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._cells import Run, busy, execute, finished, first_line, record
+from ._cells import Run, busy, execute, finished, first_line, record, write_status
 
 Progress = Callable[[dict[str, Any]], None]
 OnCheckpoint = Callable[[Run, int], None]
@@ -143,9 +143,10 @@ def run_ray(
                     # Retries spent: the task's error, or the worker's death, in one line.
                     cause = getattr(e, "cause", None)
                     what = first_line(cause) if isinstance(cause, BaseException) else None
-                    message = what or first_line(e)
+                    message = f"{type(e).__name__}: {what or first_line(e)}"
+                    write_status(run.folder, "failed", message)
                     emit(record(_cell(run), run.seed, None, status="failed",
-                                message=f"{type(e).__name__}: {message}"))  # fmt: skip
+                                message=message))  # fmt: skip
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)  # a KeyboardInterrupt in the task: the run keeps its checkpoint

@@ -233,19 +233,37 @@ def execute(
     except app.RunInterruptedError:
         raise  # Ctrl-C stops the sweep; the same command continues it
     except app.MissingExtraError as e:
-        return record(cell, run.seed, None, status="skipped", message=first_line(e))
+        return _failed(run, cell, "skipped", first_line(e))
     except app.SdepolicyError as e:
-        return record(cell, run.seed, None, status="failed", message=first_line(e))
+        return _failed(run, cell, "failed", first_line(e))
     except Exception as e:
         if not catch_all:
             raise
-        message = f"{type(e).__name__}: {first_line(e)}"
-        return record(cell, run.seed, None, status="failed", message=message)
+        return _failed(run, cell, "failed", f"{type(e).__name__}: {first_line(e)}")
     row = record(cell, run.seed, summary, cached=False)
     row["process_s"] = time.time() - t0
     if resume:
         row["resumed"] = True
     return row
+
+
+#: Beside a run that did not finish, its status and error line, for `--report-only` (the app
+#: removes a failed run's outputs when it wrote no checkpoint; the next launch runs it again).
+STATUS_FILE = "sweep_status.json"
+
+
+def write_status(folder, status: str, message: str | None) -> None:
+    folder = pathlib.Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATUS_FILE).write_text(json.dumps({"status": status, "message": message}))
+    except OSError:
+        pass  # the row still carries it; only a later --report-only misses it
+
+
+def _failed(run: Run, cell: dict, status: str, message: str) -> dict[str, Any]:
+    write_status(run.folder, status, message)
+    return record(cell, run.seed, None, status=status, message=message)
 
 
 def record(cell, seed, summary, *, cached=False, status=None, message=None) -> dict[str, Any]:
@@ -290,8 +308,12 @@ def read_cells(out: pathlib.Path) -> list[tuple[dict, list[dict]]]:
         for seed_dir in sorted(path.parent.glob("seed-*")):
             done = finished(seed_dir)
             seed = int(seed_dir.name.split("-", 1)[1])
+            status_file = seed_dir / STATUS_FILE
             if done is not None:
                 rows.append(record(cell, seed, done, cached=True))
+            elif status_file.is_file() and not (seed_dir / "checkpoint.eqx").exists():
+                st = json.loads(status_file.read_text())
+                rows.append(record(cell, seed, None, status=st["status"], message=st["message"]))
             else:
                 rows.append(record(cell, seed, None, status="unfinished", message=str(seed_dir)))
         found.append((cell, rows))

@@ -49,7 +49,7 @@ def source_data(src: Source) -> dict[str, Any]:
         episodes += int(ds.total_episodes)
         transitions += int(ds.total_steps)
         if i == ids[0]:
-            env = ds.eval_env_spec or ds.env_spec
+            env = getattr(ds.spec, "eval_env_spec", None) or ds.env_spec
             lo, hi, _ = reference_scores(ds, task=src.task or i)
     return {
         "ids": tuple(ids),
