@@ -135,11 +135,11 @@ def cell_record(name: str, data: dict, algo: str, settings) -> dict[str, Any]:
     }
 
 
-def cell_dir(out: pathlib.Path, cell: dict) -> pathlib.Path:
+def cell_dir(out: str | os.PathLike, cell: dict) -> pathlib.Path:
     return pathlib.Path(out) / "runs" / cell["dataset"] / f"{cell['algo']}-{cell['key']}"
 
 
-def write_cell(out: pathlib.Path, cell: dict) -> pathlib.Path:
+def write_cell(out: str | os.PathLike, cell: dict) -> pathlib.Path:
     folder = cell_dir(out, cell)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cell.json").write_text(json.dumps(cell, indent=2, default=str))
@@ -167,7 +167,7 @@ def make_runs(out, cell: dict, data: dict, seeds, settings, *, gpus: float = 0.0
 # --- one run ------------------------------------------------------------------------------------
 
 
-def busy(out: pathlib.Path) -> bool:
+def busy(out: str | os.PathLike) -> bool:
     """Whether a run (of another process) holds the folder's lock."""
     lock = pathlib.Path(out) / ".lock"
     if not lock.exists():
@@ -181,7 +181,7 @@ def busy(out: pathlib.Path) -> bool:
     return False
 
 
-def finished(out: pathlib.Path) -> dict | None:
+def finished(out: str | os.PathLike) -> dict | None:
     """The summary of a finished run (completed or diverged), else None."""
     path = pathlib.Path(out) / "summary.json"
     if not path.is_file():
@@ -298,7 +298,7 @@ def record(cell, seed, summary, *, cached=False, status=None, message=None) -> d
     return row
 
 
-def read_cells(out: pathlib.Path) -> list[tuple[dict, list[dict]]]:
+def read_cells(out: str | os.PathLike) -> list[tuple[dict, list[dict]]]:
     """Every cell under `<out>/runs` with the rows of its runs (`--report-only`): finished ones
     with their scores, the others `unfinished`."""
     found = []
