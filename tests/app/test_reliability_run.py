@@ -3,7 +3,7 @@ the lock, the checkpoint's integrity and run id, SIGTERM and Ctrl-C, restarts, b
 paths, standard output on a full disk, permissions. Each test would fail on the code the issue
 was filed against.
 
-The runs share tests/rl/test_faults.py's tiny configuration and its same-shaped dataset (built
+The runs share tests/app/test_faults.py's tiny configuration and its same-shaped dataset (built
 the same way), so the training and evaluation code compiles once per process. Only one test
 starts a process (JAX_PLATFORMS is read when JAX starts).
 """
@@ -45,7 +45,7 @@ import d4rl_train  # noqa: E402
 
 sys.path.pop(0)
 
-TINY = "test/faults-tiny-v0"  # as tests/rl/test_faults.py builds it: the same data and shapes
+TINY = "test/faults-tiny-v0"  # as tests/app/test_faults.py builds it: the same data and shapes
 TINY_CFG = {
     "hidden": 8,
     "num_critics": 2,

@@ -1,5 +1,5 @@
 """Tiny datasets and a tiny sweep for the sweep's tests: two 100-step Pendulum episodes (as in
-tests/rl/test_faults.py), and two of MountainCarContinuous, whose observations have another
+tests/app/test_faults.py), and two of MountainCarContinuous, whose observations have another
 size, so that a source concatenating the two fails inside its run."""
 
 import gymnasium as gym

@@ -179,7 +179,7 @@ def test_existing_run_and_other_configuration_are_refused(datasets, tmp_path):
 _SHARDED = """
 import jax, sys
 from sdepolicy.app import RunSpec, run
-from tests.rl.test_runner import _spec
+from tests.app.test_runner import _spec
 import pathlib
 s = run(_spec(pathlib.Path(sys.argv[1]), seeds=(0, 1), steps=50))
 print("DEVICES", len(jax.devices()), s["last_evaluation"]["return"]["mean"])
