@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
+from ._diagnostics import mean_std
+
 RULES = ("reference", "rank")
 
 
@@ -108,11 +110,6 @@ def period_bc_losses(
     return out
 
 
-def _mean_std(x) -> dict[str, float]:
-    x = np.asarray(x, dtype=float)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0}
-
-
 def offline_selection_summary(
     metrics_csv: str | pathlib.Path,
     history: Sequence[dict[str, Any]],
@@ -164,6 +161,6 @@ def offline_selection_summary(
         "rule": rule,
         "top_k": k,
         "steps": [steps[c] for c in chosen],
-        "return": _mean_std(returns[chosen, cols]),
-        "normalized": _mean_std(normalized[chosen, cols]),
+        "return": mean_std(returns[chosen, cols]),
+        "normalized": mean_std(normalized[chosen, cols]),
     }

@@ -47,6 +47,7 @@ from . import _data as data_lib
 from ._checkpoint import config_fingerprint, load_checkpoint, save_checkpoint, verified_header
 from ._data import RewardTransform
 from ._default_dataset import DEFAULT_DATASET_ID, ensure_default_dataset
+from ._diagnostics import critic_bound, critic_divergence, non_finite, summarise
 from ._errors import (
     CheckpointMismatchError,
     ConfigError,
@@ -67,21 +68,11 @@ from ._run_folder import (
     checkpoint_note,
     clean_failed,
     folder_run_id,
+    warn,
     write_run_id,
     writing,
 )
-from ._run_outputs import (
-    append_csv,
-    critic_bound,
-    critic_divergence,
-    finish,
-    non_finite,
-    postfix,
-    strict_json,
-    summarise,
-    truncate_csv,
-    warn,
-)
+from ._run_outputs import append_csv, finish, postfix, strict_json, truncate_csv
 from ._scores import normalized_score, reference_scores, success_rate
 from ._wrappers import wrapped
 

@@ -269,7 +269,7 @@ def _failed(run: Run, cell: dict, status: str, message: str) -> dict[str, Any]:
 def record(cell, seed, summary, *, cached=False, status=None, message=None) -> dict[str, Any]:
     """One run's line of the report: its scores (normalised) and times, or its status and
     message when it did not finish."""
-    from sdepolicy.app._run_outputs import last_quarter
+    from sdepolicy.app._diagnostics import last_quarter
 
     row = {"dataset": cell["dataset"], "algo": cell["algo"], "key": cell["key"], "seed": seed}
     if summary is None:

@@ -347,7 +347,7 @@ def test_actions_outside_the_box_are_warned_and_clipped_only_if_asked(datasets, 
 def test_critic_divergence_is_recorded_with_its_step(finished, tmp_path):
     from sdepolicy.app import _data as data_lib
     from sdepolicy.app import get_preset
-    from sdepolicy.app._run_outputs import critic_divergence as _critic_divergence
+    from sdepolicy.app._diagnostics import critic_divergence as _critic_divergence
 
     summary = _strict_load(finished / "summary.json")
     div = summary["critic_divergence"]
