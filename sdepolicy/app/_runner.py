@@ -1,6 +1,29 @@
 """The offline-RL training run: dataset -> agents of all seeds -> fused updates -> evaluation,
 with a CSV of metrics, a PNG learning curve, a JSON summary and atomic checkpoints.
 
+The life of a run, the files it passes through in order:
+
+1. `examples/d4rl_train.py`: `main` parses the command line, calls `run`, prints the summary.
+2. `sdepolicy/app/_cli.py`: the flags, derived from `RunSpec`; `--set` items to a dict.
+3. `sdepolicy/app/_runner.py` (here): `run` checks the settings, seeds and folder name.
+4. `sdepolicy/app/_presets.py`: the task's preset and its agent config (`TaskPreset.config`).
+5. `sdepolicy/app/_overrides.py`: the `--set` values coerced onto the config, old spellings.
+6. `sdepolicy/rl/agents/_config.py`, `sdepolicy/rl/_options.py`: the config's range checks.
+7. `sdepolicy/app/_run_folder.py`: the output folder's lock, its writes, clean-up on failure.
+8. `sdepolicy/app/_checkpoint.py`: on `--resume`, the checkpoint's verified header.
+9. `sdepolicy/app/_default_dataset.py`: the embedded Pendulum dataset, built on first use.
+10. `sdepolicy/app/_data.py`: the Minari data as `Transitions`, rewards, the environment.
+11. `sdepolicy/app/_wrappers.py`: the evaluation environment's wrappers (pen's drop).
+12. `sdepolicy/app/_scores.py`: the reference scores that normalise returns.
+13. `sdepolicy/rl/agents/` (`_base.py`, `_erdpqe.py`, ...): `make_agent`, `init` per seed.
+14. `sdepolicy/rl/_training.py`, `_sharding.py`: fused, finiteness-checked updates of all seeds.
+15. `sdepolicy/app/_diagnostics.py`: each chunk's non-finite and critic-divergence checks.
+16. `sdepolicy/app/_evaluation.py`: every seed's episodes stepped together.
+17. `sdepolicy/app/_run_outputs.py`: a row of `metrics.csv` per chunk and seed.
+18. `sdepolicy/app/_checkpoint.py`: atomic checkpoints every `checkpoint_every` steps.
+19. `sdepolicy/app/_diagnostics.py`: the summary's scores; `_model_selection.py` if asked.
+20. `sdepolicy/app/_run_outputs.py`, `_plots.py`: `summary.json` and `learning_curve.png`.
+
 A run is three steps: `_resolve` (settings, data, environment, agents of all seeds, the
 checkpoint to resume from), `_train` (fused chunks of updates, evaluations, `metrics.csv`,
 checkpoints) and `_write` (`summary.json` and the learning curve); `run` checks what it can
