@@ -1,8 +1,8 @@
 """The training run under faults and bad input: nothing reported as success that is not,
 nothing overwritten, one clear line for every mistake.
 
-Every run here shares one tiny configuration and same-shaped datasets, so the training and
-evaluation code compiles once for the module (the divergence test compiles its own).
+Every run here shares one tiny configuration and same-shaped datasets (`_tiny_runs.py`), so the
+training and evaluation code compiles once for the module (the divergence test compiles its own).
 """
 
 import errno
@@ -14,10 +14,9 @@ import shutil
 import subprocess
 import sys
 
-import gymnasium as gym
-import minari
 import numpy as np
 import pytest
+from _tiny_runs import EPISODE_STEPS, EPISODES, TINY, TINY_CFG, collect, copy_run, tiny_spec
 
 from sdepolicy.app import (
     CheckpointMismatchError,
@@ -38,88 +37,27 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 from d4rl_train import main  # noqa: E402
 
-TINY = "test/faults-tiny-v0"
 WIDE = "test/faults-wide-actions-v0"  # same shapes as TINY, actions 50x outside the box
-TINY_CFG = {
-    "hidden": 8,
-    "num_critics": 2,
-    "batch_size": 16,
-    "eval_candidates": 2,
-    "ema_start": 5,
-    "diffusion_steps": 3,
-}
-EPISODES, EPISODE_STEPS = 2, 100
 
 
 @pytest.fixture(scope="module")
 def datasets(minari_store):
     root = minari_store
-    _collect(TINY, scale=1.0)
-    _collect(WIDE, scale=50.0)
+    collect(TINY, scale=1.0)
+    collect(WIDE, scale=50.0)
     # The same id and shapes as TINY, in another store, with rewards that overflow the critics.
     os.environ["MINARI_DATASETS_PATH"] = str(root / "huge")
-    _collect(TINY, scale=1.0, reward_scale=1e30)
+    collect(TINY, scale=1.0, reward_scale=1e30)
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     return root
-
-
-class _ScaledReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    def __init__(self, env, scale=1.0):
-        gym.utils.RecordConstructorArgs.__init__(self, scale=scale)
-        gym.Wrapper.__init__(self, env)
-        self.scale = scale
-
-    def step(self, action):
-        obs, r, term, trunc, info = self.env.step(action)
-        return obs, self.scale * float(r), term, trunc, info
-
-
-def _collect(dataset_id, scale, reward_scale=1.0):
-    env = gym.make("Pendulum-v1", max_episode_steps=EPISODE_STEPS)
-    env = minari.DataCollector(_ScaledReward(env, reward_scale) if reward_scale != 1.0 else env)
-    rng = np.random.default_rng(0)
-    for ep in range(EPISODES):
-        env.reset(seed=ep)
-        for _ in range(EPISODE_STEPS):
-            env.step((scale * rng.uniform(-2.0, 2.0, size=1)).astype(np.float32))
-    env.create_dataset(
-        dataset_id=dataset_id,
-        ref_min_score=-1000.0,
-        ref_max_score=0.0,
-        eval_env=gym.make("Pendulum-v1", max_episode_steps=EPISODE_STEPS).spec,
-    )
-    env.close()
-
-
-def _spec(out, **kw):
-    base = dict(
-        task="pendulum-mixed",
-        dataset=(TINY,),
-        steps=20,
-        eval_every=20,
-        eval_episodes=1,
-        steps_per_call=10,
-        out=str(out),
-        overrides=TINY_CFG,
-        progress=False,
-    )
-    base.update(kw)
-    return RunSpec(**base)
 
 
 @pytest.fixture(scope="module")
 def finished(datasets, tmp_path_factory):
     """One finished run (2 checkpoints, 1 evaluation); tests copy it before changing it."""
     out = tmp_path_factory.mktemp("runs") / "done"
-    run(_spec(out))
+    run(tiny_spec(out))
     return out
-
-
-def _copy(finished, tmp_path, name="copy"):
-    dst = tmp_path / name
-    shutil.copytree(finished, dst)
-    (dst / ".lock").unlink(missing_ok=True)
-    return dst
 
 
 def _cli(capsys, *args):
@@ -162,7 +100,7 @@ def test_divergence_stops_at_the_first_bad_chunk_and_keeps_the_last_good_checkpo
 
     out = tmp_path / "div"
     with pytest.raises(Stop):
-        run(_spec(out, reward_transform="none", checkpoint_every=10), on_checkpoint=stop)
+        run(tiny_spec(out, reward_transform="none", checkpoint_every=10), on_checkpoint=stop)
     assert read_header(out / "checkpoint.eqx")["step"] == 10
     before = (out / "checkpoint.eqx").read_bytes()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(datasets / "huge"))
@@ -187,17 +125,17 @@ def test_summary_is_strict_json_with_non_finite_values_flagged():
 
 
 def test_a_run_folder_without_its_checkpoint_is_not_overwritten(finished, tmp_path, capsys):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     (out / "checkpoint.eqx").unlink()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(RunFolderError, match="already holds a run"):
-        run(_spec(out))
+        run(tiny_spec(out))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"} == before
     for missing in (tmp_path / "typo", tmp_path / "empty"):
         if missing.name == "empty":
             missing.mkdir()
         with pytest.raises(RunFolderError, match="no run to resume"):
-            run(_spec(missing, resume=True))
+            run(tiny_spec(missing, resume=True))
     assert not (tmp_path / "typo").exists()
 
 
@@ -207,18 +145,18 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(datasets, tmp_path):
     with open(out / ".lock", "w") as held:  # what a running run holds
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RunFolderError, match="another run is using"):
-            run(_spec(out))
+            run(tiny_spec(out))
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
 def test_a_corrupt_checkpoint_is_refused_on_resume(finished, tmp_path):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     raw = bytearray((out / "checkpoint.eqx").read_bytes())
     for i in range(16):
         raw[-100 - i] ^= 0xFF
     (out / "checkpoint.eqx").write_bytes(bytes(raw))
     with pytest.raises(CheckpointMismatchError, match="corrupt"):
-        run(_spec(out, resume=True))
+        run(tiny_spec(out, resume=True))
 
 
 @pytest.mark.parametrize(
@@ -226,25 +164,25 @@ def test_a_corrupt_checkpoint_is_refused_on_resume(finished, tmp_path):
 )
 def test_aliasing_seeds_are_refused(tmp_path, seeds, needle):
     with pytest.raises(ConfigError, match=needle):
-        run(_spec(tmp_path / "s", seeds=seeds))
+        run(tiny_spec(tmp_path / "s", seeds=seeds))
     assert not (tmp_path / "s").exists()
 
 
 def test_resume_with_changed_run_settings_is_refused(finished, tmp_path):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     for change, flag in (({"steps": 10}, "--steps"), ({"eval_episodes": 2}, "--eval-episodes")):
         with pytest.raises(ConfigError, match=flag):
-            run(_spec(out, resume=True, **change))
+            run(tiny_spec(out, resume=True, **change))
     # Left out, they are the checkpointed run's: the summary stays consistent.
-    summary = run(_spec(out, resume=True, steps=None, eval_every=None, eval_episodes=None))
+    summary = run(tiny_spec(out, resume=True, steps=None, eval_every=None, eval_episodes=None))
     assert summary["steps"] == 20 and summary["last_evaluation"]["step"] == 20
     assert summary["run"]["eval_episodes"] == 1
 
 
 def test_resume_mismatch_names_the_setting_and_does_not_loop(finished, tmp_path):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     with pytest.raises(CheckpointMismatchError, match=r"config\.eta: 0\.1 there, 3\.0 here") as e:
-        run(_spec(out, resume=True, overrides={**TINY_CFG, "eta": 3.0}))
+        run(tiny_spec(out, resume=True, overrides={**TINY_CFG, "eta": 3.0}))
     assert "drop --resume" not in str(e.value)
 
 
@@ -312,7 +250,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(datasets, tmp_path, 
 
     monkeypatch.setattr(checkpoint_lib.os, "fsync", fsync)
     with pytest.raises(OutputWriteError, match=r"No space left on device.*\(step 10\)"):
-        run(_spec(out, checkpoint_every=10))
+        run(tiny_spec(out, checkpoint_every=10))
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert read_header(out / "checkpoint.eqx")["step"] == 10
 
@@ -322,7 +260,7 @@ def test_ctrl_c_names_the_last_checkpoint(datasets, tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(RunInterruptedError, match=r"step 10\).*--resume"):
-        run(_spec(tmp_path / "i", checkpoint_every=10), on_checkpoint=interrupt)
+        run(tiny_spec(tmp_path / "i", checkpoint_every=10), on_checkpoint=interrupt)
     assert RunInterruptedError.exit_code == 130
 
 
@@ -334,13 +272,13 @@ def test_actions_outside_the_box_are_warned_and_clipped_only_if_asked(datasets, 
         raise Stop
 
     with pytest.raises(Stop):
-        run(_spec(tmp_path / "w", dataset=(WIDE,)), on_checkpoint=stop)
+        run(tiny_spec(tmp_path / "w", dataset=(WIDE,)), on_checkpoint=stop)
     err = capsys.readouterr().err
     assert "warning:" in err and "outside the environment's action box" in err
     n = int(err.split("warning: ")[1].split(" of ")[0])
     assert 0.9 * EPISODES * EPISODE_STEPS < n <= EPISODES * EPISODE_STEPS
     with pytest.raises(Stop):
-        run(_spec(tmp_path / "c", dataset=(WIDE,), clip_actions=True), on_checkpoint=stop)
+        run(tiny_spec(tmp_path / "c", dataset=(WIDE,), clip_actions=True), on_checkpoint=stop)
     assert "clipped" in capsys.readouterr().err
 
 

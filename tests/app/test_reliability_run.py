@@ -3,8 +3,8 @@ the lock, the checkpoint's integrity and run id, SIGTERM and Ctrl-C, restarts, b
 paths, standard output on a full disk, permissions. Each test would fail on the code the issue
 was filed against.
 
-The runs share tests/app/test_faults.py's tiny configuration and its same-shaped dataset (built
-the same way), so the training and evaluation code compiles once per process. Only one test
+The runs share tests/app/test_faults.py's tiny configuration and its same-shaped dataset
+(`_tiny_runs.py`), so the training and evaluation code compiles once per process. Only one test
 starts a process (JAX_PLATFORMS is read when JAX starts).
 """
 
@@ -20,10 +20,8 @@ import signal
 import subprocess
 import sys
 
-import gymnasium as gym
-import minari
-import numpy as np
 import pytest
+from _tiny_runs import TINY, TINY_CFG, collect, copy_run, tiny_spec
 
 from sdepolicy.app import (
     CheckpointMismatchError,
@@ -31,7 +29,6 @@ from sdepolicy.app import (
     DatasetNotFoundError,
     DataValidationError,
     RunFolderError,
-    RunSpec,
     RunTerminatedError,
     read_header,
     run,
@@ -45,63 +42,27 @@ import d4rl_train  # noqa: E402
 
 sys.path.pop(0)
 
-TINY = "test/faults-tiny-v0"  # as tests/app/test_faults.py builds it: the same data and shapes
-TINY_CFG = {
-    "hidden": 8,
-    "num_critics": 2,
-    "batch_size": 16,
-    "eval_candidates": 2,
-    "ema_start": 5,
-    "diffusion_steps": 3,
-}
-EPISODES, EPISODE_STEPS = 2, 100
 RUN_FLAGS = ["--steps", "20", "--eval-every", "20", "--eval-episodes", "1"]
 RUN_FLAGS += ["--steps-per-call", "10", "--checkpoint-every", "10"]
 RUN_FLAGS += [f"--set={k}={v}" for k, v in TINY_CFG.items()]
 
 
-def _collect(dataset_id):
-    env = minari.DataCollector(gym.make("Pendulum-v1", max_episode_steps=EPISODE_STEPS))
-    rng = np.random.default_rng(0)
-    for ep in range(EPISODES):
-        env.reset(seed=ep)
-        for _ in range(EPISODE_STEPS):
-            env.step(rng.uniform(-2.0, 2.0, size=1).astype(np.float32))
-    env.create_dataset(
-        dataset_id=dataset_id,
-        ref_min_score=-1000.0,
-        ref_max_score=0.0,
-        eval_env=gym.make("Pendulum-v1", max_episode_steps=EPISODE_STEPS).spec,
+@pytest.fixture(scope="module")
+def datasets(minari_store):
+    collect(
+        TINY,
         author="sdepolicy tests",
-        code_permalink="tests/app/test_reliability_run.py",
+        code_permalink="tests/app/_tiny_runs.py",
         author_email="none",
         algorithm_name="uniform random actions",
         description="tiny Pendulum data for the tests",
     )
-    env.close()
-
-
-@pytest.fixture(scope="module")
-def datasets(minari_store):
-    _collect(TINY)
     return minari_store
 
 
 def _spec(out, **kw):
-    base = dict(
-        task="pendulum-mixed",
-        dataset=(TINY,),
-        steps=20,
-        eval_every=20,
-        eval_episodes=1,
-        steps_per_call=10,
-        checkpoint_every=10,
-        out=str(out),
-        overrides=TINY_CFG,
-        progress=False,
-    )
-    base.update(kw)
-    return RunSpec(**base)
+    """`tiny_spec` with checkpoints at 10 and 20."""
+    return tiny_spec(out, **{"checkpoint_every": 10, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +71,6 @@ def finished(datasets, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "done"
     run(_spec(out))
     return out
-
-
-def _copy(src, tmp_path, name="copy"):
-    dst = tmp_path / name
-    shutil.copytree(src, dst)
-    (dst / ".lock").unlink(missing_ok=True)
-    return dst
 
 
 def _snapshot(out):
@@ -169,7 +123,7 @@ def test_a_lock_that_is_a_link_is_not_followed(tmp_path):
 
 
 def test_an_edited_checkpoint_header_is_refused(finished, tmp_path):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     path = out / "checkpoint.eqx"
     line, payload = path.read_bytes().split(b"\n", 1)
     header = json.loads(line)
@@ -193,7 +147,7 @@ def test_a_checkpoint_of_another_run_is_refused(finished, tmp_path):
     with pytest.raises(Stop):
         run(_spec(other), on_checkpoint=stop)
     assert read_header(other / "checkpoint.eqx")["step"] == 10
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     run_id = (out / RUN_ID).read_text().strip()
     assert read_header(out / "checkpoint.eqx")["run_id"] == run_id
     assert json.loads((out / "summary.json").read_text())["run_id"] == run_id
@@ -205,7 +159,7 @@ def test_a_checkpoint_of_another_run_is_refused(finished, tmp_path):
 
 
 def test_a_checkpoint_holding_a_json_list_is_one_line(finished, tmp_path, capsys):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     (out / "checkpoint.eqx").write_text("[1, 2, 3]\n")
     args = ["--dataset", TINY, "--out", str(out), "--resume", *RUN_FLAGS]
     _one_line(capsys, args, "not an sdepolicy checkpoint")
@@ -455,7 +409,7 @@ def test_a_repeated_set_key_is_refused(datasets, tmp_path, capsys):
 
 
 def test_resume_of_a_completed_run_keeps_its_measured_rate(finished, tmp_path):
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     rate = json.loads((finished / "summary.json").read_text())["update_steps_per_s"]
     assert isinstance(rate, float) and rate > 0
     summary = run(_spec(out, resume=True))  # nothing left to train: no chunk is timed
