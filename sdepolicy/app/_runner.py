@@ -415,14 +415,6 @@ class _Job:
     rate: float | None = None
 
 
-@dataclasses.dataclass
-class _Trained:
-    """What training adds to the job for the summary: the update rate measured in this
-    process (None when no chunk was timed)."""
-
-    rate: float | None
-
-
 def _run_id(out: pathlib.Path, ckpt_path: pathlib.Path, header: dict | None) -> str:
     """The id of this run: a new one for a new run; on `--resume` the checkpoint's, which must
     be the id of the run whose other outputs the folder holds (`.run_id`): a checkpoint of
@@ -595,11 +587,11 @@ def _evaluator(job: _Job) -> Callable[[Any, int, int], dict[str, Any]]:
     return evaluate
 
 
-def _train(job: _Job, on_checkpoint) -> _Trained:
+def _train(job: _Job, on_checkpoint) -> float | None:
     """Fused chunks of updates from where the job stands to the end, with evaluations, a row of
     `metrics.csv` per chunk and seed, and checkpoints; the job's state, step and history advance
-    in place. At the first non-finite chunk it writes what happened and raises
-    `TrainingDivergedError`."""
+    in place. Returns the update rate for the summary (`_rate`). At the first non-finite chunk
+    it writes what happened and raises `TrainingDivergedError`."""
     spec, out, settings, chunk = job.spec, job.out, job.settings, job.chunk
     steps, eval_every, ckpt_every = (
         settings["steps"],
@@ -648,12 +640,7 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
                     f"{checkpoint_note(out, resume_hint=False)}. Lower the learning rates, or "
                     "set grad_norm > 0 to clip the gradients."
                 )
-                _write(
-                    job,
-                    _Trained(rate=None),
-                    status="diverged",
-                    non_finite={**bad, "message": message},
-                )
+                _write(job, None, status="diverged", non_finite={**bad, "message": message})
                 raise TrainingDivergedError(message)
             job.states = new_states
             job.step = step = step + chunk
@@ -693,7 +680,7 @@ def _train(job: _Job, on_checkpoint) -> _Trained:
                     on_checkpoint(step)
     finally:
         bar.close()
-    return _Trained(rate=_rate(steps_timed, time_timed, len(spec.seeds), job))
+    return _rate(steps_timed, time_timed, len(spec.seeds), job)
 
 
 def _rate(steps_timed: int, time_timed: float, num_seeds: int, job: _Job) -> float | None:
@@ -705,8 +692,9 @@ def _rate(steps_timed: int, time_timed: float, num_seeds: int, job: _Job) -> flo
     return job.rate
 
 
-def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> dict[str, Any]:
-    """`summary.json` (strict JSON) and the learning curve; returns the summary."""
+def _write(job: _Job, rate: float | None, status: str = "completed", **extra) -> dict[str, Any]:
+    """`summary.json` (strict JSON) and the learning curve, with the update rate `rate` (None:
+    not measured); returns the summary."""
     spec = job.spec
     info = dict(name=_run_name(spec), out=str(job.out), settings=job.settings, q_bound=job.q_bound)
     steps, history = job.settings["steps"], job.history
@@ -719,9 +707,7 @@ def _write(job: _Job, trained: _Trained, status: str = "completed", **extra) -> 
         summary["offline_selection"] = offline_selection_summary(
             job.out / "metrics.csv", history, spec.seeds, job.preset.top_k
         )
-    return finish(
-        job.out, summary, history, job.diverged_at, job.elapsed, trained.rate, len(spec.seeds)
-    )
+    return finish(job.out, summary, history, job.diverged_at, job.elapsed, rate, len(spec.seeds))
 
 
 def _timing(job: _Job) -> dict[str, Any]:
