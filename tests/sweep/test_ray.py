@@ -79,3 +79,64 @@ def test_the_ray_backend_without_ray_is_one_line(sweep_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(RayMissingError, match=r'pip install -e "\.\[cluster\]"'):
         run_sweep(load_sweep(sweep_file), backend="ray")
+
+
+def test_ctrl_c_on_a_ray_sweep_leaves_every_run_resumable(cluster, sweep_file, tmp_path):
+    """Ctrl-C in the driver while the runs are on Ray: the tasks are cancelled, each run keeps
+    its last checkpoint (no lock left held), the sweep says so in one `RunInterruptedError`, and
+    the same sweep launched again resumes the interrupted runs instead of starting them over."""
+    import _thread
+    import dataclasses
+    import threading
+    import time
+
+    from sdepolicy.app import RunInterruptedError
+    from sdepolicy.sweep._cells import busy, finished
+
+    sweep = load_sweep(sweep_file, out=str(tmp_path / "out"))
+    sweep = dataclasses.replace(sweep, sources=sweep.sources[:1], steps=40)  # "tiny", 2 seeds
+    marker = tmp_path / "first-checkpoint"
+
+    def slow_after_first_checkpoint(run, step):
+        # In the worker: the first checkpoint of each run says so, then the run waits there a
+        # little, as a long run would be somewhere in its training when the user presses Ctrl-C
+        # (the run stops at the end of the chunk at hand, here this callback).
+        if step == 10:
+            marker.touch()
+            time.sleep(3)
+
+    def press_ctrl_c():
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        _thread.interrupt_main()  # a KeyboardInterrupt in the driver, as Ctrl-C gives
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(RunInterruptedError, match="each keeps its last checkpoint"):
+        run_sweep(sweep, backend="ray", on_checkpoint=slow_after_first_checkpoint)
+
+    folders = [pathlib.Path(r.folder) for r in load_plan_runs(sweep)]
+    interrupted = [f for f in folders if finished(f) is None]
+    assert interrupted  # at least the run that reached its checkpoint is unfinished
+    for folder in interrupted:
+        assert (folder / "checkpoint.eqx").is_file() or not folder.exists()
+        assert not busy(folder)  # its worker let go of the lock
+
+    log = tmp_path / "again.log"
+    _, rows = run_sweep(
+        sweep,
+        backend="ray",
+        on_checkpoint=lambda run, step: log.open("a").write(f"{run.seed} {step}\n"),
+    )
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    resumed = [r["seed"] for r in rows if r.get("resumed")]
+    assert resumed  # at least one run continued from its checkpoint instead of from step 0
+    steps = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    for seed in resumed:
+        assert (seed, 10) not in steps and (seed, 40) in steps  # from step 10 on, to the end
+
+
+def load_plan_runs(sweep):
+    from sdepolicy.sweep import plan
+
+    return plan(sweep).runs
