@@ -45,19 +45,23 @@ def run_sweep(
     address: str | None = "auto",
     progress=None,
     on_checkpoint=None,
+    jobs: int = 1,
 ) -> tuple[Plan, list[dict[str, Any]]]:
     """Expand `sweep` and run what is not finished; returns the plan and every run's row (the
     sources that could not be read among them, `failed`). `on_checkpoint(run, step)` is called
-    after each checkpoint, in the process that runs it (a Ray worker)."""
+    after each checkpoint, in the process that runs it (a Ray worker, a local worker process
+    when `jobs > 1`). `jobs`: how many runs the local backend trains at once."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if jobs != 1 and backend != "local":
+        raise ValueError("jobs is the local backend's; a Ray cluster runs as many as it has room for")
     if backend == "ray":
         from ._backends import import_ray
 
         import_ray()  # before any work: a missing extra is one line
     p = plan(sweep)
     if backend == "local":
-        rows = run_local(p.runs, progress=progress, on_checkpoint=on_checkpoint)
+        rows = run_local(p.runs, jobs=jobs, progress=progress, on_checkpoint=on_checkpoint)
     else:
         rows = run_ray(p.runs, address=address, max_retries=sweep.max_retries, cpus=sweep.cpus,
                        progress=progress, on_checkpoint=on_checkpoint)  # fmt: skip

@@ -32,6 +32,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the Ray cluster: auto (the one `ray start` started), local (start one "
         "here) or an address (default auto)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="local backend: how many runs train at once, each in a worker process (default 1; "
+        "2 on a 2-core CPU trains about 1.5 times as fast in all)",
+    )
     p.add_argument("--out", help="the folder of the runs and the report instead of the file's")
     p.add_argument(
         "--report-only", action="store_true", help="run nothing: the report of the finished runs"
@@ -45,6 +52,10 @@ def main(argv=None) -> int:
     from sdepolicy.app import RunInterruptedError, SdepolicyError
 
     args = parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and args.backend != "local"):
+        print("error: --jobs is a positive number of runs at once, for the local backend only.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     t0 = time.time()
     try:
         if args.report_only and args.file.is_dir():
@@ -73,6 +84,7 @@ def main(argv=None) -> int:
                 sweep,
                 backend=args.backend,
                 address=args.ray,
+                jobs=args.jobs,
                 progress=lambda r: print(progress_line(r), flush=True),
             )
             for r in p.problems:

@@ -2,14 +2,20 @@
 does not stop the others, a re-launch reads the finished runs and trains nothing, Ctrl-C leaves
 a run that the next launch resumes, and the report has every run's status."""
 
+import _thread
+import dataclasses
 import json
+import os
 import pathlib
+import threading
+import time
 
 import pytest
 
 import sdepolicy.app
 from sdepolicy.app import RunInterruptedError
 from sdepolicy.sweep import load_sweep, plan, run_sweep
+from sdepolicy.sweep._cells import busy, finished
 from sdepolicy.sweep.__main__ import main
 
 
@@ -88,3 +94,86 @@ def test_the_report_has_the_statistics_and_every_runs_status(first, capsys):
     payload = json.loads((pathlib.Path(sweep.out) / "report.json").read_text())
     assert payload["report"]["stats"]["last"]["bc"]["aggregate"]["runs"] == 2
     assert {r["status"] for r in payload["runs"]} == {"completed", "failed"}
+
+
+# --- jobs > 1: the runs in worker processes -----------------------------------------------------
+# The callbacks below run in the workers, so they are module-level (picklable) and talk to the
+# test through files named in the environment the workers inherit.
+
+
+def _log_checkpoint(run, step):
+    with open(os.environ["SDEPOLICY_TEST_LOG"], "a") as f:
+        f.write(f"{run.dataset} {run.seed} {step} {os.getpid()}\n")
+
+
+def _pause_after_first_checkpoint(run, step):
+    if step == 10:
+        pathlib.Path(os.environ["SDEPOLICY_TEST_MARKER"]).touch()
+        time.sleep(30)  # where a long run would still be training when Ctrl-C comes
+
+
+def _key(row):
+    return row["dataset"], row["seed"]
+
+
+def test_two_jobs_train_every_run_in_worker_processes_with_the_same_results(
+    first, tmp_path, monkeypatch
+):
+    sweep, _, sequential = first
+    log = tmp_path / "checkpoints.log"
+    monkeypatch.setenv("SDEPOLICY_TEST_LOG", str(log))
+    sweep = dataclasses.replace(sweep, out=str(tmp_path / "out"))
+    _, rows = run_sweep(sweep, jobs=2, on_checkpoint=_log_checkpoint)
+    assert [_key(r) for r in rows] == [_key(r) for r in sequential]  # the plan's order
+    for got, want in zip(rows, sequential, strict=True):
+        assert got["status"] == want["status"] and not got.get("cached")
+        if want["status"] == "completed":  # the same numbers as the runs made in one process
+            assert got["curve"] == want["curve"] and got["last"] == want["last"]
+        else:
+            assert got["message"] == want["message"]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sorted((d, int(s), int(k)) for d, s, k, _ in lines) == [
+        ("tiny", 0, 10), ("tiny", 0, 20), ("tiny", 1, 10), ("tiny", 1, 20)]  # fmt: skip
+    assert str(os.getpid()) not in {pid for *_, pid in lines}  # trained in the workers
+
+
+def test_ctrl_c_with_two_jobs_leaves_every_run_resumable(first, tmp_path, monkeypatch):
+    sweep, _, _ = first
+    sweep = dataclasses.replace(sweep, out=str(tmp_path / "out"), sources=sweep.sources[:1],
+                                steps=40)  # fmt: skip
+    marker, log = tmp_path / "first-checkpoint", tmp_path / "again.log"
+    monkeypatch.setenv("SDEPOLICY_TEST_MARKER", str(marker))
+    monkeypatch.setenv("SDEPOLICY_TEST_LOG", str(log))
+
+    def press_ctrl_c():  # here, in the parent: a KeyboardInterrupt as `kill -INT <parent>` gives
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(RunInterruptedError, match="each keeps its last checkpoint"):
+        run_sweep(sweep, jobs=2, on_checkpoint=_pause_after_first_checkpoint)
+    assert time.time() - t0 < 100  # the Ctrl-C reached the paused worker: it did not wait 30 s
+    folders = [pathlib.Path(r.folder) for r in plan(sweep, write=False).runs]
+    assert all(finished(f) is None for f in folders)  # 40 steps: neither run got to its end
+    assert any((f / "checkpoint.eqx").is_file() for f in folders)
+    assert not any(busy(f) for f in folders)  # every worker let go of its run's lock
+
+    _, rows = run_sweep(sweep, jobs=2, on_checkpoint=_log_checkpoint)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    steps = {tuple(map(int, line.split()[1:3])) for line in log.read_text().splitlines()}
+    resumed = [r["seed"] for r in rows if r.get("resumed")]
+    assert resumed  # continued from step 10, not from 0
+    for seed in resumed:
+        assert (seed, 10) not in steps and (seed, 40) in steps
+
+
+def test_jobs_is_checked(first):
+    sweep, _, _ = first
+    with pytest.raises(ValueError, match="jobs"):
+        run_sweep(sweep, jobs=0)
+    with pytest.raises(ValueError, match="local backend"):
+        run_sweep(sweep, backend="ray", jobs=2)
+    assert main([str(pathlib.Path(sweep.out).parent / "sweep.toml"), "--jobs", "0"]) == 2
