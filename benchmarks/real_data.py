@@ -8,6 +8,7 @@ report with stratified-bootstrap confidence intervals.
     python benchmarks/real_data.py --seeds 5 6 7        # three more seeds: only those train
     python benchmarks/real_data.py --set alpha=0        # an ablation (runs of its own)
     python benchmarks/real_data.py --report-only        # the report of the finished runs
+    python benchmarks/real_data.py --jobs 2             # two runs at once (2 cores: 1.5x in all)
     python benchmarks/real_data.py --quick              # smoke test on the slices in tests/data
 
 Each file is imported into a private Minari store (`<work>/datasets`) with
@@ -213,6 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="report JSON (default <work>/real_data.json); its .md and "
                    "_profiles.png beside it")  # fmt: skip
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates (intervals)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in a worker process (docs/sweeps.md)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke test on tests/data slices")
     p.add_argument("--report-only", "--collect", dest="report_only", action="store_true",
                    help="train nothing: the report of the finished runs in --work (those the "
@@ -285,7 +288,8 @@ def main(argv=None) -> int:
         for row in rows:
             print(_progress_line(row), flush=True)
         try:
-            rows += run_local(p.runs, progress=lambda row: print(_progress_line(row), flush=True))
+            rows += run_local(p.runs, jobs=args.jobs,
+                              progress=lambda row: print(_progress_line(row), flush=True))
         except RunInterruptedError as e:
             print(f"error: {e}; run the same command to continue.", file=sys.stderr)
             return 130
