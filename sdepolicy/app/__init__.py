@@ -62,6 +62,7 @@ from ._statistics import aggregate_iqm as aggregate_iqm
 from ._statistics import aggregate_mean as aggregate_mean
 from ._statistics import compare as compare
 from ._statistics import describe as describe
+from ._statistics import difference_interval as difference_interval
 from ._statistics import improvement_interval as improvement_interval
 from ._statistics import interquartile_mean as interquartile_mean
 from ._statistics import interval_estimate as interval_estimate

@@ -209,6 +209,27 @@ def improvement_interval(
 ) -> Interval:
     """$P(X > Y)$ and its interval: X's and Y's runs resampled independently within each
     dataset (`rliable`'s `StratifiedIndependentBootstrap`)."""
+    return _two_agent_interval(x, y, probability_of_improvement, reps, confidence, seed)
+
+
+def difference_interval(
+    x: Scores,
+    y: Scores,
+    statistic: Callable[[Scores], Any] = aggregate_iqm,
+    *,
+    reps: int = DEFAULT_REPS,
+    confidence: float | int = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
+    """``statistic(X) - statistic(Y)`` (by default the difference of the IQMs) and its interval:
+    X's and Y's runs resampled independently within each dataset, as `improvement_interval`
+    does. An interval that excludes 0 is a difference the runs can see."""
+    return _two_agent_interval(
+        x, y, lambda a, b: statistic(a) - statistic(b), reps, confidence, seed
+    )
+
+
+def _two_agent_interval(x, y, statistic, reps, confidence, seed) -> Interval:
     sx, sy = as_scores(x), as_scores(y)
     _same_datasets(sx, sy)
     names = list(sx)
@@ -217,14 +238,14 @@ def improvement_interval(
     iy = _indices([sy[d].size for d in names], reps, rng)
 
     def block(b):
-        return probability_of_improvement(
+        return statistic(
             {d: sx[d][i[b]] for d, i in zip(names, ix, strict=True)},
             {d: sy[d][i[b]] for d, i in zip(names, iy, strict=True)},
         )
 
     boot = _in_blocks(block, reps)
     low, high = _interval(boot, confidence)
-    return Interval(float(probability_of_improvement(sx, sy)), float(low), float(high))
+    return Interval(float(statistic(sx, sy)), float(low), float(high))
 
 
 def profile_thresholds(*scores: Scores, num: int = 101) -> np.ndarray:

@@ -162,6 +162,33 @@ def test_improvement_interval_resamples_each_agent_within_datasets():
     assert (far.point, far.low, far.high) == (1.0, 1.0, 1.0)
 
 
+def test_difference_interval_is_the_exact_bootstrap_and_the_normal_one():
+    # Tiny case: against the brute-force bootstrap over every resample of x and of y.
+    x = {"a": np.array([1.0, 4.0, 3.0]), "b": np.array([7.0, 8.0])}
+    y = {"a": np.array([0.5, 2.5]), "b": np.array([7.5, 9.0, 10.0])}
+    iv = S.difference_interval(x, y, S.aggregate_mean, reps=20_000, seed=3)
+    assert iv.point == pytest.approx(S.aggregate_mean(x) - S.aggregate_mean(y))
+    exact = _exact_bootstrap(
+        {"xa": x["a"], "xb": x["b"], "ya": y["a"], "yb": y["b"]},
+        lambda s: S.aggregate_mean({"a": s["xa"], "b": s["xb"]})
+        - S.aggregate_mean({"a": s["ya"], "b": s["yb"]}),
+    )
+    lo, hi = np.percentile(exact, [2.5, 97.5])
+    assert iv.low == pytest.approx(lo, abs=0.05) and iv.high == pytest.approx(hi, abs=0.05)
+    # Many runs: the difference of two means has the normal interval of the textbook,
+    # ±1.96 sqrt(s_x² / n + s_y² / m).
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(60.0, 10.0, 400), rng.normal(50.0, 20.0, 300)
+    iv = S.difference_interval({"d": a}, {"d": b}, S.aggregate_mean, reps=20_000)
+    half = 1.96 * np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert iv.low == pytest.approx(iv.point - half, abs=0.1 * half)
+    assert iv.high == pytest.approx(iv.point + half, abs=0.1 * half)
+    # The default statistic is the IQM.
+    assert S.difference_interval(x, y, reps=100).point == pytest.approx(
+        S.aggregate_iqm(x) - S.aggregate_iqm(y)
+    )
+
+
 def test_profile_band_brackets_the_profile_and_falls():
     rng = np.random.default_rng(2)
     scores = {"a": rng.normal(40, 20, 5), "b": rng.normal(70, 10, 5)}
