@@ -122,3 +122,25 @@ def test_checkpoint_of_an_older_version_resumes(dataset, tmp_path):
     assert s["timing"]["note"].startswith("evaluations before step 40")
     # Evaluations written by the older version carry no episode count: the periodic one.
     assert s["timing"]["eval_episodes"] == 2 * (3 * 1 + 3)
+
+
+def test_a_shorter_budget_is_the_first_steps_of_a_longer_run(dataset, tmp_path):
+    """What benchmarks/budgets.py relies on: a run of 40 steps trains exactly as the first 40
+    steps of an 80-step run with the same seed (the same losses in every chunk of metrics.csv,
+    the same policy at the periodic evaluations they share), for the actor-critic agents too."""
+    small = SMALL | {"num_critics": 2, "eval_candidates": 2, "ema_start": 0}
+    kw = dict(algo="erdpqe", seeds=(0,), final_eval_episodes=1, overrides=small)
+    short = run(_spec(tmp_path / "short", steps=40, **kw))
+    long = run(_spec(tmp_path / "long", steps=80, **kw))
+
+    def rows(folder, upto):
+        lines = (folder / "metrics.csv").read_text().splitlines()
+        header, body = lines[0].split(","), [line.split(",") for line in lines[1:]]
+        losses = [i for i, name in enumerate(header) if name.endswith(("_loss", "_grad_norm"))]
+        return [[r[i] for i in losses] for r in body if int(r[0]) <= upto]
+
+    assert len(rows(tmp_path / "short", 40)) == 2  # chunks ending at 20 and 40
+    assert rows(tmp_path / "short", 40) == rows(tmp_path / "long", 40)
+    assert short["evaluations"][0] == long["evaluations"][0]  # the periodic one at step 20
+    # and the run goes on from there: the longer run's later chunks differ from its first ones
+    assert rows(tmp_path / "long", 80)[2:] != rows(tmp_path / "long", 80)[:2]
