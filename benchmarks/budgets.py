@@ -81,16 +81,20 @@ def analyse(campaign, budgets, reps, min_seeds):
                     },
                 }
             others = {lab: r for lab, r in rows.items() if r["algo"] != "erdpqe"}
+            last = lambda lab: {dataset: scores[lab][1]["last"]}  # noqa: E731
             for label, row in rows.items():
-                if row["algo"] != "erdpqe" or not others:
+                if row["algo"] != "erdpqe":
                     continue
-                best = max(others, key=lambda lab: others[lab]["last"].point)
-                row["margin_vs"] = best
-                row["margin"] = difference_interval(
-                    {dataset: scores[label][1]["last"]},
-                    {dataset: scores[best][1]["last"]},
-                    reps=reps,
-                )
+                if others:
+                    best = max(others, key=lambda lab: others[lab]["last"].point)
+                    row["margin_vs"] = best
+                    row["margin"] = difference_interval(last(label), last(best), reps=reps)
+                # and against every other ER-DP-QE configuration: is the change visible?
+                row["vs_configs"] = {
+                    other: difference_interval(last(label), last(other), reps=reps)
+                    for other, r in rows.items()
+                    if other != label and r["algo"] == "erdpqe"
+                }
             table.setdefault(dataset, {})[budget] = rows
     return table
 
@@ -131,6 +135,17 @@ def print_tables(table, decisions) -> None:
                 margin = f"{_iv(row['margin'])} vs {row['margin_vs']}" if "margin" in row else ""
                 print(f"| {budget} | {label} | {row['seeds']} | {_iv(row['last'])} | "
                       f"{_iv(row['last_quarter'])} | {margin} |")  # fmt: skip
+    print("\nER-DP-QE configurations against each other: IQM(row) - IQM(column's) at B")
+    print("| dataset | B | configuration | against | difference [95 % interval] |")
+    print("|---|---|---|---|---|")
+    for dataset, by_budget in table.items():
+        for budget, rows in by_budget.items():
+            done = set()
+            for label, row in rows.items():
+                for other, iv in row.get("vs_configs", {}).items():
+                    if (other, label) not in done:
+                        done.add((label, other))
+                        print(f"| {dataset} | {budget} | {label} | {other} | {_iv(iv)} |")
     print("\nThe rule (docs/campaign.md): per configuration and budget, the worst lower end of "
           "IQM(ER-DP-QE) - IQM(best other) over the datasets")  # fmt: skip
     print("| configuration | B | datasets | worst lower end (dataset) | interval below -5 on |")

@@ -104,7 +104,8 @@ def analyse(agent: dict[str, Any], band: float) -> dict[str, Any]:
     final = float(mean[last_quarter].mean())
     inside = np.abs(mean - final) <= band
     # The first index from which every later mean stays inside the band.
-    plateau_index = next(i for i in range(len(mean)) if inside[i:].all())
+    # None when even the last evaluation is outside the band (a curve still moving at its end).
+    plateau_index = next((i for i in range(len(mean)) if inside[i:].all()), None)
     out = {
         "label": agent["label"],
         "algo": agent["algo"],
@@ -113,7 +114,7 @@ def analyse(agent: dict[str, Any], band: float) -> dict[str, Any]:
         "mean": mean.tolist(),
         "per_seed": scores.tolist(),
         "final": final,
-        "plateau_step": int(steps[plateau_index]),
+        "plateau_step": None if plateau_index is None else int(steps[plateau_index]),
     }
     ratios = []
     for seed in complete:
@@ -125,6 +126,11 @@ def analyse(agent: dict[str, Any], band: float) -> dict[str, Any]:
     return out
 
 
+def _plateau(result: dict[str, Any]) -> str:
+    step = result["plateau_step"]
+    return "none (still moving at the end)" if step is None else str(step)
+
+
 def plot(dataset: str, agents: list[dict], analyses: list[dict], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -132,17 +138,21 @@ def plot(dataset: str, agents: list[dict], analyses: list[dict], path: pathlib.P
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    seen: dict[str, int] = {}
     for agent, result in zip(agents, analyses, strict=True):
         c = COLOURS.get(agent["algo"], None)
+        # Configurations of one algorithm share its colour and differ in the line's style.
+        ls = ("-", "--", ":", "-.")[seen.setdefault(agent["algo"], 0) % 4]
+        seen[agent["algo"]] += 1
         for row in result["per_seed"]:
-            ax.plot(result["steps"], row, color=c, lw=0.6, alpha=0.35)
-        ax.plot(result["steps"], result["mean"], color=c, lw=2,
+            ax.plot(result["steps"], row, color=c, lw=0.6, alpha=0.35, ls=ls)
+        ax.plot(result["steps"], result["mean"], color=c, lw=2, ls=ls,
                 label=f"{result['label']}: {len(result['seeds'])} seeds, plateau "
-                f"{result['plateau_step']}")  # fmt: skip
+                f"{_plateau(result)}")  # fmt: skip
         for i, seed in enumerate(agent["seeds"]):
             if seed["critic_loss"]:
                 s, v = zip(*seed["critic_loss"], strict=True)
-                bx.plot(s, v, color=c, lw=1, alpha=0.7,
+                bx.plot(s, v, color=c, lw=1, alpha=0.7, ls=ls,
                         label=agent["label"] if i == 0 else None)  # fmt: skip
     ax.set_xlabel("gradient steps")
     ax.set_ylabel("normalised score (periodic evaluation)")
@@ -187,7 +197,7 @@ def main(argv=None) -> int:
             cells = " | ".join(f"{by_step[s]:.1f}" if s in by_step else "—" for s in steps[1::2])
             ratios = ", ".join(f"{x:.2f}" for x in r["critic_late_ratio"]) or "—"
             print(f"| {r['label']} | {len(r['seeds'])} | {cells} | {r['final']:.1f} | "
-                  f"{r['plateau_step']} | {ratios} |")  # fmt: skip
+                  f"{_plateau(r)} | {ratios} |")  # fmt: skip
     (out / "curves.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {out}/curves_*.png and {out / 'curves.json'}")
     return 0

@@ -55,3 +55,15 @@ def test_plateau_final_value_and_late_critic_loss(work, tmp_path):
     assert curves.main(["--work", str(work), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "curves_toy-set.png").stat().st_size > 0
     assert curves.main(["--work", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_curve_still_moving_at_its_end_has_no_plateau(work):
+    (agent,) = curves.read_campaign(work, None)["toy-set"]
+    moving = {**agent, "seeds": [
+        {**s, "evaluations": [(step, 0.0 if i < 7 else 60.0)
+                              for i, (step, _) in enumerate(s["evaluations"])]}
+        for s in agent["seeds"]]}  # fmt: skip
+    # Last quarter (steps 6000-8000): 0, 0, 60 -> 20; the last evaluation, 60, is 40 away.
+    result = curves.analyse(moving, band=5.0)
+    assert result["final"] == pytest.approx(20.0) and result["plateau_step"] is None
+    assert curves._plateau(result).startswith("none")
