@@ -17,7 +17,8 @@ quarter to its minimum over the run's later half (a late rise says the critics d
     python benchmarks/curves.py --work runs/campaign                  # every dataset found
     python benchmarks/curves.py --work runs/campaign --out docs/figures --datasets pendulum-expert
 
-Writes `<out>/curves_<dataset>.png` and `<out>/curves.json`.
+Writes `<out>/curves_<dataset>.png` and `<out>/curves.json` (updating the entries of the
+datasets it analysed, keeping the others).
 """
 
 from __future__ import annotations
@@ -198,7 +199,10 @@ def main(argv=None) -> int:
             ratios = ", ".join(f"{x:.2f}" for x in r["critic_late_ratio"]) or "—"
             print(f"| {r['label']} | {len(r['seeds'])} | {cells} | {r['final']:.1f} | "
                   f"{_plateau(r)} | {ratios} |")  # fmt: skip
-    (out / "curves.json").write_text(json.dumps(report, indent=1) + "\n")
+    # Datasets not analysed this time keep their entries (a campaign is read dataset by dataset).
+    path = out / "curves.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps(kept | report, indent=1) + "\n")
     print(f"\nwrote {out}/curves_*.png and {out / 'curves.json'}")
     return 0
 

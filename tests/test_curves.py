@@ -52,7 +52,11 @@ def test_plateau_final_value_and_late_critic_loss(work, tmp_path):
     # Seed 0: later half (steps 5000-8000) losses 1, 2, 3, 3; last quarter (2 periods) 3 / min 1.
     # Seed 1: 2, 2, 2, 2 -> 1.
     assert result["critic_late_ratio"] == pytest.approx([3.0, 1.0])
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "curves.json").write_text('{"other-set": {"kept": true}}')
     assert curves.main(["--work", str(work), "--out", str(tmp_path / "figs")]) == 0
+    written = json.loads((tmp_path / "figs" / "curves.json").read_text())
+    assert set(written) == {"other-set", "toy-set"}  # a dataset not analysed keeps its entry
     assert (tmp_path / "figs" / "curves_toy-set.png").stat().st_size > 0
     assert curves.main(["--work", str(tmp_path / "nothing")]) == 2
 
