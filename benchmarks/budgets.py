@@ -41,9 +41,27 @@ from sdepolicy.app import difference_interval, interval_estimate, jsonable  # no
 from sdepolicy.app._statistics import aggregate_iqm  # noqa: E402
 
 
+def _default(algo: str, field: str) -> str | None:
+    """What a `--dataset` run uses for `field` without `--set`: the project's defaults over the
+    config's."""
+    import dataclasses
+
+    from sdepolicy.app import PROJECT_DEFAULTS
+    from sdepolicy.rl.agents import BCConfig, DiffusionQLConfig, ERDPQEConfig
+
+    if field in PROJECT_DEFAULTS.get(algo, {}):
+        return str(PROJECT_DEFAULTS[algo][field]).lower()
+    config = {"erdpqe": ERDPQEConfig, "diffusion-ql": DiffusionQLConfig, "bc": BCConfig}[algo]
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    return str(fields[field].default).lower() if field in fields else None
+
+
 def config_label(label: str) -> str:
-    """An agent's label without its budget: the same configuration on every dataset."""
-    return label.split(" (")[0]
+    """An agent's label without its budget and without overrides that repeat the default
+    (`critic_layer_norm=false` is the defaults): the same configuration on every dataset."""
+    algo, *parts = label.split(" (")[0].split()
+    kept = [p for p in parts if p.split("=", 1)[1].lower() != _default(algo, p.split("=", 1)[0])]
+    return " ".join([algo, *kept])
 
 
 def at_budget(agent: dict[str, Any], budget: int) -> dict[str, np.ndarray] | None:
