@@ -35,13 +35,6 @@ CS285 = DATA / "cs285_expert_Hopper-v4_slice.pkl"
 DAPG = DATA / "hand_dapg_door-v0_demos_slice.pickle"
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    path = tmp_path / "minari"
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
-    return path
-
-
 def _entries(root: Path) -> list[str]:
     """Everything under the datasets root, hidden temporary folders included."""
     return sorted(os.listdir(root)) if root.exists() else []

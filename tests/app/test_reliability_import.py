@@ -32,13 +32,6 @@ import import_dataset as cli  # noqa: E402
 sys.path.pop(0)
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    path = tmp_path / "minari"
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
-    return path
-
-
 def _entries(root: Path) -> list[str]:
     """Everything directly under the datasets root, hidden folders included."""
     return sorted(os.listdir(root)) if root.exists() else []
